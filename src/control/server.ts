@@ -1,0 +1,174 @@
+/**
+ * The sanmux server: wires the layers together. Config + catalog → access control → channel
+ * filters over volumes → SCSI target → iSCSI portal. Nothing below this file knows about the
+ * others beyond its own contracts.
+ */
+import os from "node:os";
+import type { Logger } from "pino";
+import { AccessControl } from "../access/access.js";
+import { Catalog } from "../access/catalog.js";
+import type { SanmuxConfig } from "../access/config.js";
+import { CountingFilter } from "../access/filters/counting.js";
+import { ReadOnlyFilter } from "../access/filters/read-only.js";
+import type { LoginPolicy } from "../iscsi/login/login.js";
+import { Portal, type PortalAddress } from "../iscsi/portal.js";
+import {
+  DEFAULT_TUNING,
+  type IscsiTuning,
+  type NexusPort,
+  type TargetServices,
+} from "../iscsi/services.js";
+import { openFileVolume } from "../pool/file/file-volume.js";
+import { ScsiTarget } from "../scsi/target.js";
+import type { LunEntry, LunView, NexusIdentity } from "../scsi/types.js";
+import type { Volume } from "../volume/volume.js";
+
+export interface ServerOptions {
+  readonly dataDir: string;
+  readonly config: SanmuxConfig;
+  readonly portal: PortalAddress;
+  readonly logger: Logger;
+  readonly tuning?: Partial<IscsiTuning>;
+  /** Host name reported in VPD 0xC0 (default: os.hostname()). */
+  readonly hostName?: string;
+}
+
+export const PRODUCT = { vendor: "SANMUX", product: "sanmux volume", revision: "0001" } as const;
+
+export class SanmuxServer {
+  private readonly volumes = new Map<string, Volume>();
+  private access!: AccessControl;
+  private scsi!: ScsiTarget;
+  private portal!: Portal;
+  address: PortalAddress | undefined;
+
+  private constructor(private readonly options: ServerOptions) {}
+
+  static async start(options: ServerOptions): Promise<SanmuxServer> {
+    const server = new SanmuxServer(options);
+    await server.init();
+    return server;
+  }
+
+  private async init(): Promise<void> {
+    const { config, dataDir, logger } = this.options;
+    const catalog = await Catalog.open(dataDir);
+    for (const v of config.volumes) {
+      const volume = await openFileVolume(dataDir, {
+        name: v.name,
+        size: v.size,
+        blockSize: v.blockSize,
+      });
+      this.volumes.set(v.name, volume);
+    }
+    this.access = await AccessControl.create(config, catalog);
+    const hostName = this.options.hostName ?? os.hostname();
+    this.scsi = new ScsiTarget(
+      { ...PRODUCT, hostName, targetName: config.target },
+      { logger: logger.child({ layer: "scsi" }) },
+    );
+    const tuning = { ...DEFAULT_TUNING, ...this.options.tuning };
+    const services: TargetServices = {
+      loginPolicy: this.loginPolicy(),
+      openNexus: (identity) => this.openNexus(identity),
+      hasLun: (initiatorName, lun) => this.lunView(initiatorName).get(lun) !== undefined,
+      sendTargets: (_initiatorName, localAddress) => [
+        {
+          name: config.target,
+          addresses: [
+            `${formatHost(localAddress || this.address?.host || "127.0.0.1")}:${this.address?.port ?? 3260},1`,
+          ],
+        },
+      ],
+      logger: logger.child({ layer: "iscsi" }),
+      tuning,
+    };
+    this.portal = new Portal(services);
+    this.address = await this.portal.listen(this.options.portal);
+    logger.info(
+      {
+        portal: `${this.address.host}:${this.address.port}`,
+        target: config.target,
+        agents: config.agents.length,
+        volumes: config.volumes.length,
+        mappings: config.mappings.length,
+      },
+      "listening",
+    );
+  }
+
+  private loginPolicy(): LoginPolicy {
+    return {
+      targetName: this.options.config.target,
+      portalGroupTag: 1,
+      limits: {
+        maxRecvDataSegmentLength: 262144,
+        maxBurstLength: 16 * 1024 * 1024,
+        firstBurstLength: 262144,
+      },
+      lookupInitiator: (initiatorName: string) => {
+        const agent = this.access.agentForInitiator(initiatorName);
+        if (!agent) return undefined;
+        return agent.chap ? { chap: agent.chap } : {};
+      },
+    } as LoginPolicy;
+  }
+
+  /** The LUNs an initiator may address right now, as its agent's mappings say. */
+  private lunView(initiatorName: string): LunView {
+    const agent = this.access.agentForInitiator(initiatorName);
+    const entries = new Map<number, LunEntry>();
+    if (agent) {
+      for (const b of this.access.bindingsFor(agent.name)) {
+        const base = this.volumes.get(b.volume);
+        if (!base) continue;
+        let volume: Volume = new CountingFilter(base, this.access.countersFor(b.channel));
+        if (b.mode === "ro") volume = new ReadOnlyFilter(volume);
+        entries.set(b.lun, {
+          lun: b.lun,
+          channel: b.channel,
+          readOnly: b.mode === "ro",
+          volume,
+          volumeId: base.id,
+        });
+      }
+    }
+    const list = [...entries.values()].sort((a, b) => a.lun - b.lun);
+    return { list: () => list, get: (lun) => entries.get(lun) };
+  }
+
+  private openNexus(identity: NexusIdentity): NexusPort {
+    const view = this.lunView(identity.initiatorName);
+    const nexus = this.scsi.openNexus(identity, view);
+    const access = this.access;
+    return {
+      async execute(cmd) {
+        const entry = view.get(cmd.lun);
+        const counters = entry ? access.countersFor(entry.channel) : undefined;
+        const result = await nexus.execute(cmd);
+        if (counters) {
+          counters.commands++;
+          if (result.status !== 0) counters.errors++;
+        }
+        return result;
+      },
+      lunReset: (lun) => nexus.lunReset(lun),
+      targetReset: () => nexus.targetReset(),
+      close: () => nexus.close(),
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.portal.close();
+    for (const v of this.volumes.values()) {
+      await v.flush();
+      await v.close();
+    }
+    this.options.logger.info("stopped");
+  }
+}
+
+function formatHost(host: string): string {
+  const h = host.startsWith("::ffff:") ? host.slice(7) : host;
+  return h.includes(":") ? `[${h}]` : h;
+}

@@ -1,0 +1,57 @@
+/**
+ * What the iSCSI layer needs from the layers wired above it. The iSCSI layer knows nothing of
+ * agents, volumes or the pool: it asks these questions and talks to a SCSI nexus.
+ */
+import type { Logger } from "pino";
+import type { NexusIdentity } from "../scsi/types.js";
+import type { LoginPolicy } from "./login/login.js";
+
+/** The SCSI side of one session (an I_T nexus), as provided by src/scsi. */
+export interface NexusPort {
+  execute(
+    cmd: import("../scsi/types.js").ScsiCommand,
+  ): Promise<import("../scsi/types.js").ScsiResult>;
+  lunReset(lun: number): void;
+  targetReset(): void;
+  close(): void;
+}
+
+export interface TargetServices {
+  /** Login decisions: our target name, who may log in, with which credentials. */
+  readonly loginPolicy: LoginPolicy;
+  /** Open the SCSI nexus of a new normal session. */
+  openNexus(identity: NexusIdentity): NexusPort;
+  /** Does this LUN exist for this initiator (for TMF "LUN does not exist")? */
+  hasLun(initiatorName: string, lun: number): boolean;
+  /**
+   * SendTargets answer (RFC 7143 Appendix C): the targets this initiator may use, each with its
+   * portal addresses ("ip:port,tpgt"). Called only for initiators that passed login.
+   */
+  sendTargets(
+    initiatorName: string,
+    localAddress: string,
+  ): Array<{ name: string; addresses: string[] }>;
+  readonly logger: Logger;
+  readonly tuning: IscsiTuning;
+}
+
+export interface IscsiTuning {
+  /** Commands an initiator may have outstanding (the CmdSN window, RFC 7143 4.2.2.1). */
+  readonly queueDepth: number;
+  /** Seconds of silence before the target pings with a NOP-In; 0 disables keepalive. */
+  readonly nopInterval: number;
+  /** Seconds to wait for the NOP-Out answer before dropping the connection. */
+  readonly nopTimeout: number;
+  /** Largest EDTL accepted for one command, in bytes. */
+  readonly maxTransferLength: number;
+  /** Seconds a login may take before the connection is dropped. */
+  readonly loginTimeout: number;
+}
+
+export const DEFAULT_TUNING: IscsiTuning = {
+  queueDepth: 128,
+  nopInterval: 10,
+  nopTimeout: 15,
+  maxTransferLength: 16 * 1024 * 1024,
+  loginTimeout: 15,
+};

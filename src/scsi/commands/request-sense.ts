@@ -1,0 +1,26 @@
+/**
+ * REQUEST SENSE (SPC-4). iSCSI delivers sense data with every CHECK CONDITION (autosense), so
+ * there is no "last error" to return here; what REQUEST SENSE reports, and clears, is what is
+ * pending for this nexus on the logical unit: a deferred error first, else a unit attention,
+ * else NO SENSE. For a LUN outside the view: ILLEGAL REQUEST / LOGICAL UNIT NOT SUPPORTED, as
+ * parameter data with GOOD status. DESC=1 returns descriptor format sense data (SPC-4 4.5.2).
+ */
+import { Asc } from "../asc.js";
+import { decodeRequestSense } from "../cdb-spc.js";
+import { SenseKey } from "../constants.js";
+import type { NexusHandler } from "../context.js";
+import { encodeDescriptorSense, encodeFixedSense, type SenseSpec } from "../sense.js";
+import { dataIn } from "./common.js";
+
+const NO_SENSE: SenseSpec = { key: SenseKey.NO_SENSE, asc: Asc.NO_ADDITIONAL_SENSE };
+const NOT_SUPPORTED: SenseSpec = {
+  key: SenseKey.ILLEGAL_REQUEST,
+  asc: Asc.LOGICAL_UNIT_NOT_SUPPORTED,
+};
+
+export const requestSense: NexusHandler = (cmd, nexus, lu) => {
+  const d = decodeRequestSense(cmd.cdb);
+  const sense = lu ? (lu.unit.takeReportable(nexus) ?? NO_SENSE) : NOT_SUPPORTED;
+  const data = d.desc ? encodeDescriptorSense(sense) : encodeFixedSense(sense);
+  return dataIn(data, d.allocationLength);
+};

@@ -1,0 +1,212 @@
+/**
+ * Vital product data pages (INQUIRY with EVPD=1), SPC-4 7.8 and SBC-4 (VPD parameters).
+ *
+ * Every page starts with the 4-byte header of SPC-4 7.8.1: PERIPHERAL QUALIFIER / DEVICE TYPE,
+ * PAGE CODE, PAGE LENGTH (2 bytes, the length of what follows).
+ */
+import { asciiBytes, asciiField, nulPadded4 } from "../ascii.js";
+import { Designator, Limits, Peripheral, VpdPage } from "../constants.js";
+import type { LunContext, NexusContext } from "../context.js";
+import { naaRegisteredExtended, volumeIdText } from "../identity.js";
+import { invalidCdbField } from "../sense.js";
+
+/** The pages we serve, ascending (SPC-4 7.8.15, Supported VPD Pages: "in ascending order"). */
+export const SUPPORTED_VPD_PAGES: readonly number[] = [
+  VpdPage.SUPPORTED_PAGES,
+  VpdPage.UNIT_SERIAL_NUMBER,
+  VpdPage.DEVICE_IDENTIFICATION,
+  VpdPage.EXTENDED_INQUIRY,
+  VpdPage.BLOCK_LIMITS,
+  VpdPage.BLOCK_DEVICE_CHARACTERISTICS,
+  VpdPage.LOGICAL_BLOCK_PROVISIONING,
+  VpdPage.SANMUX_HOST,
+];
+
+/**
+ * Build a VPD page. For a LUN outside the view (`lu` undefined) only the Supported VPD Pages
+ * page exists (qualifier 011b, listing itself); any other page code is INVALID FIELD IN CDB.
+ */
+export function buildVpdPage(
+  pageCode: number,
+  nexus: NexusContext,
+  lu: LunContext | undefined,
+): Buffer {
+  if (!lu) {
+    if (pageCode !== VpdPage.SUPPORTED_PAGES) throw invalidCdbField(2);
+    return vpdPage(Peripheral.NO_LUN, pageCode, Buffer.from([VpdPage.SUPPORTED_PAGES]));
+  }
+  switch (pageCode) {
+    case VpdPage.SUPPORTED_PAGES:
+      return vpdPage(Peripheral.DISK, pageCode, Buffer.from(SUPPORTED_VPD_PAGES));
+    case VpdPage.UNIT_SERIAL_NUMBER:
+      return vpdPage(Peripheral.DISK, pageCode, unitSerialNumber(lu.entry.volumeId));
+    case VpdPage.DEVICE_IDENTIFICATION:
+      return vpdPage(Peripheral.DISK, pageCode, deviceIdentification(nexus, lu));
+    case VpdPage.EXTENDED_INQUIRY:
+      return vpdPage(Peripheral.DISK, pageCode, extendedInquiry());
+    case VpdPage.BLOCK_LIMITS:
+      return vpdPage(Peripheral.DISK, pageCode, blockLimits(lu.entry.volume.blockSize));
+    case VpdPage.BLOCK_DEVICE_CHARACTERISTICS:
+      return vpdPage(Peripheral.DISK, pageCode, blockDeviceCharacteristics());
+    case VpdPage.LOGICAL_BLOCK_PROVISIONING:
+      return vpdPage(Peripheral.DISK, pageCode, logicalBlockProvisioning());
+    case VpdPage.SANMUX_HOST:
+      return vpdPage(Peripheral.DISK, pageCode, nulPadded4(asciiBytes(nexus.info.hostName)));
+    default:
+      throw invalidCdbField(2);
+  }
+}
+
+/** SPC-4 7.8.1: the 4-byte VPD page header followed by `payload`. */
+function vpdPage(peripheral: number, pageCode: number, payload: Buffer): Buffer {
+  const out = Buffer.alloc(4 + payload.length);
+  out[0] = peripheral;
+  out[1] = pageCode;
+  out.writeUInt16BE(payload.length, 2);
+  payload.copy(out, 4);
+  return out;
+}
+
+/** Unit Serial Number VPD page (SPC-4 7.8.19): PRODUCT SERIAL NUMBER, ASCII. */
+function unitSerialNumber(volumeId: string): Buffer {
+  return asciiBytes(volumeIdText(volumeId));
+}
+
+/**
+ * Device Identification VPD page (SPC-4 7.8.6): a list of designation descriptors.
+ * Logical unit designators depend only on the volume id (identical for every agent and
+ * channel mapping the volume); port and device designators name the target port of the nexus.
+ */
+function deviceIdentification(nexus: NexusContext, lu: LunContext): Buffer {
+  const volumeId = lu.entry.volumeId;
+  const { targetName, tpgt } = nexus.identity;
+  const tpgtHex = tpgt.toString(16).padStart(4, "0");
+  const relativePort = Buffer.alloc(4);
+  relativePort.writeUInt16BE(tpgt & 0xffff, 2);
+  return Buffer.concat([
+    // NAA IEEE Registered Extended, logical unit (SPC-4 7.8.6.6.4).
+    designator(
+      Designator.CODE_SET_BINARY,
+      Designator.ASSOC_LOGICAL_UNIT,
+      Designator.TYPE_NAA,
+      naaRegisteredExtended(volumeId),
+    ),
+    // T10 vendor ID based, logical unit (SPC-4 7.8.6.4): T10 VENDOR IDENTIFICATION + volume id.
+    designator(
+      Designator.CODE_SET_ASCII,
+      Designator.ASSOC_LOGICAL_UNIT,
+      Designator.TYPE_T10_VENDOR_ID,
+      Buffer.concat([asciiField(nexus.info.vendor, 8), asciiBytes(volumeIdText(volumeId))]),
+    ),
+    // Relative target port identifier = TPGT, target port (SPC-4 7.8.6.7).
+    designator(
+      Designator.CODE_SET_BINARY,
+      Designator.ASSOC_TARGET_PORT,
+      Designator.TYPE_RELATIVE_TARGET_PORT,
+      relativePort,
+      true,
+    ),
+    // SCSI name string of the target port: "<iqn>,t,0x<tpgt>" (SPC-4 7.8.6.11, RFC 7143).
+    designator(
+      Designator.CODE_SET_UTF8,
+      Designator.ASSOC_TARGET_PORT,
+      Designator.TYPE_SCSI_NAME_STRING,
+      nulPadded4(Buffer.from(`${targetName},t,0x${tpgtHex}`, "utf8")),
+      true,
+    ),
+    // SCSI name string of the target device: "<iqn>".
+    designator(
+      Designator.CODE_SET_UTF8,
+      Designator.ASSOC_TARGET_DEVICE,
+      Designator.TYPE_SCSI_NAME_STRING,
+      nulPadded4(Buffer.from(targetName, "utf8")),
+      true,
+    ),
+  ]);
+}
+
+/**
+ * One designation descriptor (SPC-4 7.8.6.1): PROTOCOL IDENTIFIER / CODE SET, PIV /
+ * ASSOCIATION / DESIGNATOR TYPE, reserved, DESIGNATOR LENGTH, DESIGNATOR. Port and device
+ * designators set PIV with the iSCSI protocol identifier.
+ */
+function designator(
+  codeSet: number,
+  association: number,
+  type: number,
+  value: Buffer,
+  iscsi = false,
+): Buffer {
+  if (value.length > 255) throw new RangeError("designator longer than 255 bytes");
+  const out = Buffer.alloc(4 + value.length);
+  out[0] = ((iscsi ? Designator.PROTOCOL_ISCSI : 0) << 4) | codeSet;
+  out[1] = (iscsi ? 0x80 : 0) | (association << 4) | type;
+  out[3] = value.length;
+  value.copy(out, 4);
+  return out;
+}
+
+/**
+ * Extended INQUIRY Data VPD page (SPC-4 7.8.7), 60 bytes of payload: SIMPSUP=1 (SIMPLE task
+ * attribute; ordering beyond that is the transport's business), V_SUP=1 (a volatile cache that
+ * SYNCHRONIZE CACHE and FUA flush), LUICLR=1 (unit attentions are per I_T nexus).
+ */
+function extendedInquiry(): Buffer {
+  const out = Buffer.alloc(60);
+  out[1] = 0x01; // SIMPSUP (byte 5 of the page)
+  out[2] = 0x01; // V_SUP (byte 6)
+  out[3] = 0x01; // LUICLR (byte 7)
+  return out;
+}
+
+/**
+ * Block Limits VPD page (SBC-4), 60 bytes of payload (page length 3Ch).
+ *  - WSNZ=1: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is refused.
+ *  - OPTIMAL TRANSFER LENGTH GRANULARITY: one grain (8 blocks of 512 on 4 KiB grains).
+ *  - MAXIMUM TRANSFER LENGTH and MAXIMUM PREFETCH LENGTH: 16 MiB.
+ *  - MAXIMUM UNMAP LBA COUNT / MAXIMUM WRITE SAME LENGTH: 1 GiB; 256 UNMAP descriptors.
+ *  - OPTIMAL UNMAP GRANULARITY: one grain, UGAVALID with alignment 0.
+ */
+export function blockLimits(blockSize: number): Buffer {
+  const perGrain = Math.max(1, Limits.GRAIN_BYTES / blockSize);
+  const maxTransfer = Limits.MAX_TRANSFER_BYTES / blockSize;
+  const maxUnmap = Limits.MAX_UNMAP_BYTES / blockSize;
+  const out = Buffer.alloc(60);
+  out[0] = 0x01; // WSNZ (page byte 4)
+  out[1] = 0; // MAXIMUM COMPARE AND WRITE LENGTH: not supported yet
+  out.writeUInt16BE(perGrain, 2); // OPTIMAL TRANSFER LENGTH GRANULARITY (bytes 6-7)
+  out.writeUInt32BE(maxTransfer, 4); // MAXIMUM TRANSFER LENGTH (bytes 8-11)
+  out.writeUInt32BE(0, 8); // OPTIMAL TRANSFER LENGTH (bytes 12-15): not reported
+  out.writeUInt32BE(maxTransfer, 12); // MAXIMUM PREFETCH LENGTH (bytes 16-19)
+  out.writeUInt32BE(maxUnmap, 16); // MAXIMUM UNMAP LBA COUNT (bytes 20-23)
+  out.writeUInt32BE(Limits.MAX_UNMAP_DESCRIPTORS, 20); // MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT
+  out.writeUInt32BE(perGrain, 24); // OPTIMAL UNMAP GRANULARITY (bytes 28-31)
+  out.writeUInt32BE(0x8000_0000, 28); // UGAVALID, UNMAP GRANULARITY ALIGNMENT 0 (bytes 32-35)
+  out.writeBigUInt64BE(BigInt(maxUnmap), 32); // MAXIMUM WRITE SAME LENGTH (bytes 36-43)
+  return out;
+}
+
+/**
+ * Block Device Characteristics VPD page (SBC-4), 60 bytes of payload: MEDIUM ROTATION RATE
+ * 0001h (non-rotating medium), everything else not reported.
+ */
+function blockDeviceCharacteristics(): Buffer {
+  const out = Buffer.alloc(60);
+  out.writeUInt16BE(0x0001, 0);
+  return out;
+}
+
+/**
+ * Logical Block Provisioning VPD page (SBC-4), 4 bytes of payload: no thresholds; LBPU (UNMAP),
+ * LBPWS (WRITE SAME (16) with UNMAP), LBPWS10 (WRITE SAME (10) with UNMAP), LBPRZ=001b
+ * (unmapped blocks read as zeros: the backends zero-fill), ANC_SUP=0, DP=0; PROVISIONING TYPE
+ * 010b (thin).
+ */
+function logicalBlockProvisioning(): Buffer {
+  const out = Buffer.alloc(4);
+  out[0] = 0; // THRESHOLD EXPONENT
+  out[1] = 0x80 | 0x40 | 0x20 | (0b001 << 2); // LBPU LBPWS LBPWS10 LBPRZ
+  out[2] = 0b010; // MINIMUM PERCENTAGE 0, PROVISIONING TYPE thin
+  out[3] = 0; // THRESHOLD PERCENTAGE
+  return out;
+}

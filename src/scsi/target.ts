@@ -1,0 +1,117 @@
+/**
+ * The SCSI target: the public entry point of the SCSI layer.
+ *
+ * The iSCSI layer opens one nexus per session (`openNexus`) and calls `execute` with complete
+ * commands (all Data-Out collected); it calls `lunReset` / `targetReset` for task management
+ * after it has aborted the affected tasks, and `close` when the session ends.
+ *
+ * Logical unit state is keyed by volume id and shared by every nexus, agent and channel that
+ * maps the volume: the Caching page WCE, the RESERVE(6) holder, and per nexus the pending unit
+ * attentions and deferred errors. Opening a nexus raises no POWER ON unit attention (as tgt
+ * does), so that tools that send one command and leave (iscsi-inq, qemu-img) work at once.
+ */
+import { Asc } from "./asc.js";
+import type { NexusContext } from "./context.js";
+import { Nexus, type NexusHost } from "./nexus.js";
+import type { ScsiLogger } from "./sense-map.js";
+import type { LunView, NexusIdentity, ScsiCommand, ScsiResult, TargetInfo } from "./types.js";
+import { LogicalUnitState } from "./unit-state.js";
+
+export interface ScsiNexus {
+  /**
+   * Execute one command. Never rejects: every failure is a status (CHECK CONDITION with sense,
+   * RESERVATION CONFLICT). Commands may run concurrently; ordering is the transport's business.
+   */
+  execute(cmd: ScsiCommand): Promise<ScsiResult>;
+  /** TMF LUN RESET (SAM-5 7.8): pending work is already aborted by the transport. */
+  lunReset(lun: number): void;
+  /** TMF TARGET WARM RESET. */
+  targetReset(): void;
+  /** The nexus is gone (session closed). */
+  close(): void;
+}
+
+export interface ScsiTargetOptions {
+  /** Where real causes of failures are logged before being reduced to sense data. */
+  readonly logger?: ScsiLogger;
+}
+
+const SILENT: ScsiLogger = { warn() {} };
+
+export class ScsiTarget {
+  private readonly units = new Map<string, LogicalUnitState>();
+  private readonly nexuses = new Set<Nexus>();
+  private readonly host: NexusHost;
+
+  constructor(
+    readonly info: TargetInfo,
+    options: ScsiTargetOptions = {},
+  ) {
+    const logger = options.logger ?? SILENT;
+    this.host = {
+      info,
+      logger,
+      unitOf: (volumeId) => this.unitOf(volumeId),
+      raiseUnitAttention: (volumeId, asc, except) => this.raise(volumeId, asc, except),
+      resetUnit: (volumeId, asc) => this.unitOf(volumeId).reset(this.mapping(volumeId), asc),
+      detach: (nexus) => this.detach(nexus),
+    };
+  }
+
+  /** Open an I_T nexus (one iSCSI session). `view` says which LUNs this initiator may address. */
+  openNexus(identity: NexusIdentity, view: LunView): ScsiNexus {
+    const nexus = new Nexus(identity, view, this.host);
+    this.nexuses.add(nexus);
+    return nexus;
+  }
+
+  /**
+   * Raise a unit attention on every nexus of a volume: CAPACITY DATA HAS CHANGED (2Ah/09h) or
+   * MODE PARAMETERS CHANGED (2Ah/01h).
+   */
+  notifyVolumeChanged(volumeId: string, event: "capacity-changed" | "mode-changed"): void {
+    const asc =
+      event === "capacity-changed" ? Asc.CAPACITY_DATA_HAS_CHANGED : Asc.MODE_PARAMETERS_CHANGED;
+    this.raise(volumeId, asc);
+  }
+
+  /**
+   * Raise REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh) on every nexus of this initiator, for every
+   * logical unit of its (new) view; REPORT LUNS on that nexus clears it.
+   */
+  notifyLunsChanged(initiatorName: string): void {
+    for (const nexus of this.nexuses) {
+      if (nexus.identity.initiatorName !== initiatorName) continue;
+      for (const entry of nexus.view.list()) {
+        this.unitOf(entry.volumeId).addUnitAttention(nexus, Asc.REPORTED_LUNS_DATA_HAS_CHANGED);
+      }
+    }
+  }
+
+  /** Shared state of a volume's logical unit (created on first use, kept for the process). */
+  unitOf(volumeId: string): LogicalUnitState {
+    let unit = this.units.get(volumeId);
+    if (!unit) {
+      unit = new LogicalUnitState(volumeId);
+      this.units.set(volumeId, unit);
+    }
+    return unit;
+  }
+
+  /** Open nexuses whose view maps `volumeId`. */
+  private mapping(volumeId: string): Nexus[] {
+    return [...this.nexuses].filter((n) => n.maps(volumeId));
+  }
+
+  private raise(volumeId: string, asc: number, except?: NexusContext): void {
+    const unit = this.unitOf(volumeId);
+    for (const nexus of this.mapping(volumeId)) {
+      if (nexus !== except) unit.addUnitAttention(nexus, asc);
+    }
+  }
+
+  private detach(nexus: Nexus): void {
+    this.nexuses.delete(nexus);
+    for (const unit of this.units.values()) unit.forgetNexus(nexus);
+  }
+}

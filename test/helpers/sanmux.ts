@@ -1,0 +1,143 @@
+/**
+ * End-to-end test fixtures: a real `sanmux serve` process on a loopback port, and the real
+ * initiator tools (libiscsi's iscsi-* and qemu-img) run against it.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+const ROOT = path.resolve(import.meta.dirname, "../..");
+export const CLI = path.join(ROOT, "dist/cli/main.js");
+
+export interface RunningSanmux {
+  readonly dataDir: string;
+  readonly port: number;
+  readonly host: string;
+  readonly target: string;
+  /** Every JSON log line printed so far. */
+  readonly logs: Array<Record<string, unknown>>;
+  readonly process: ChildProcess;
+  /** iscsi:// URL of a LUN, optionally with CHAP credentials. */
+  url(lun: number, chap?: { user: string; secret: string }): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Remove the data directory (after stop). */
+  cleanup(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly config: string;
+  readonly dataDir?: string;
+  readonly extraArgs?: readonly string[];
+}
+
+export async function startSanmux(options: StartOptions): Promise<RunningSanmux> {
+  const dataDir = options.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), "sanmux-e2e-")));
+  const configPath = path.join(dataDir, "test-config.yaml");
+  await writeFile(configPath, options.config);
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      "serve",
+      "--data",
+      dataDir,
+      "--config",
+      configPath,
+      "--portal",
+      "127.0.0.1:0",
+      ...(options.extraArgs ?? []),
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const logs: Array<Record<string, unknown>> = [];
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    let buffered = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      buffered += d.toString();
+      let nl = buffered.indexOf("\n");
+      while (nl >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        nl = buffered.indexOf("\n");
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.msg === "listening") resolve(entry);
+        } catch {
+          // not a JSON line: ignore
+        }
+      }
+    });
+    child.once("exit", (code) =>
+      reject(new Error(`sanmux exited with ${code} before listening: ${stderr}`)),
+    );
+    setTimeout(() => reject(new Error(`sanmux did not start in time: ${stderr}`)), 20_000).unref();
+  });
+  const portal = String(listening.portal);
+  const port = Number(portal.slice(portal.lastIndexOf(":") + 1));
+  const target = String(listening.target);
+  const host = "127.0.0.1";
+  return {
+    dataDir,
+    port,
+    host,
+    target,
+    logs,
+    process: child,
+    url(lun, chap) {
+      const cred = chap
+        ? `${encodeURIComponent(chap.user)}%${encodeURIComponent(chap.secret)}@`
+        : "";
+      return `iscsi://${cred}${host}:${port}/${target}/${lun}`;
+    },
+    stop(signal = "SIGTERM") {
+      return new Promise((resolve) => {
+        if (child.exitCode !== null) {
+          resolve(child.exitCode);
+          return;
+        }
+        child.once("exit", (code) => resolve(code));
+        child.kill(signal);
+      });
+    },
+    async cleanup() {
+      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ToolResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Run an initiator tool; never throws on a non-zero exit (tests assert on the code). */
+export async function tool(
+  cmd: string,
+  args: readonly string[],
+  timeoutMs = 60_000,
+): Promise<ToolResult> {
+  try {
+    const r = await run(cmd, [...args], {
+      timeout: timeoutMs,
+      maxBuffer: 64 * 1024 * 1024,
+      encoding: "buffer",
+    });
+    return { code: 0, stdout: r.stdout.toString("latin1"), stderr: r.stderr.toString("latin1") };
+  } catch (err) {
+    const e = err as { code?: number | string; stdout?: Buffer; stderr?: Buffer };
+    return {
+      code: typeof e.code === "number" ? e.code : -1,
+      stdout: e.stdout?.toString("latin1") ?? "",
+      stderr: e.stderr?.toString("latin1") ?? String(err),
+    };
+  }
+}
