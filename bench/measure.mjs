@@ -12,6 +12,7 @@
 
 import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
 
 const MiB = 1024 * 1024;
 
@@ -28,7 +29,7 @@ function envInt(name, fallback, min = 1) {
 const targets = JSON.parse(process.env.BENCH_TARGETS ?? "[]");
 const initiator = process.env.BENCH_INITIATOR ?? "iqn.2026-11.io.sanmux:bench-initiator";
 const size = envInt("BENCH_SIZE", 1024 * MiB);
-const rounds = envInt("ROUNDS", 3);
+const rounds = envInt("ROUNDS", 5);
 const duration = envInt("DURATION", 5);
 const seqDepth = envInt("SEQ_DEPTH", 8);
 const randDepth = envInt("RAND_DEPTH", 32);
@@ -277,6 +278,7 @@ async function warmup(target, test) {
 async function measure(target, test) {
   if (test.tool === "perf") return toMetric(test, await perfRun(target, test, duration));
   const count = qemuCounts.get(`${test.name}/${target.name}`);
+  if (count === undefined) throw new MeasureError("not measured: its warm-up failed");
   const r = await qemuBench(target, test, count);
   return toMetric(test, r.count / r.seconds);
 }
@@ -347,6 +349,8 @@ async function main() {
 
   for (const target of targets) {
     await attempt(target, "login and READ CAPACITY", () => readCapacity(target));
+    // Without its geometry nothing else can be run against it; its cells show FAILED.
+    if (target.blockSize === undefined) dead.add(target.name);
   }
 
   if (fill) {
@@ -420,8 +424,12 @@ async function main() {
     r.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join("  "),
   );
   lines.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
   process.stdout.write(
-    `\nmedian of ${rounds} round(s), ${duration} s each; LUN ${size / MiB} MiB, initiator on the same host\n`,
+    `\nmedian of ${rounds} round(s) of ${duration} s; LUNs of ${size / MiB} MiB; ` +
+      `initiator on the same host (${cpus().length} CPUs, load average now ${load})\n`,
   );
   process.stdout.write(`${lines.join("\n")}\n`);
 

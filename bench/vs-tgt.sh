@@ -5,7 +5,7 @@
 #
 #   npm run bench                 # builds, then runs this
 #   TGT_ONLY=1 bash bench/vs-tgt.sh
-#   SANMUX_ONLY=1 ROUNDS=5 DURATION=10 bash bench/vs-tgt.sh
+#   SANMUX_ONLY=1 ROUNDS=7 DURATION=10 bash bench/vs-tgt.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -185,7 +185,7 @@ EOF
 if ((RUN_TGT)); then start_tgt; fi
 if ((RUN_SANMUX)); then start_sanmux; fi
 
-say "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); measuring: ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5}s"
+say "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); measuring: ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-5}s"
 rc=0
 # In the background with `wait`, so that a SIGTERM/SIGINT sent to this script runs the cleanup at
 # once instead of after the whole measurement (bash delays traps while a foreground child runs).

@@ -1,23 +1,28 @@
 #!/usr/bin/env node
-// Makes sure the external iSCSI tools that the test suite drives are installed:
-//   libiscsi-bin      -> iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-perf
-//   qemu-utils        -> qemu-img
+// Makes sure the external tools that the test suite (and bench/) drive are installed:
+//   libiscsi-bin      -> iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-perf, iscsi-readcapacity16
+//   libiscsi-dev, gcc -> building test/tools/iscsi-probe.c against libiscsi (-liscsi)
+//   qemu-utils        -> qemu-img, qemu-io
 //   qemu-block-extra  -> qemu's iscsi block driver (block-iscsi.so, loaded as a module)
-// When something is missing and we are root, installs the three Debian packages with apt-get.
+// When something is missing and we are root, installs those Debian packages with apt-get.
 // Otherwise exits 1 naming what is missing. It never skips silently.
 // Plain Node ESM, no dependencies: it runs before `npm ci` has necessarily happened.
 
 import { spawnSync } from "node:child_process";
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, constants, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 
-const PACKAGES = ["libiscsi-bin", "qemu-utils", "qemu-block-extra"];
+const PACKAGES = ["libiscsi-bin", "libiscsi-dev", "qemu-utils", "qemu-block-extra", "gcc"];
 const TOOLS = [
   { name: "iscsi-test-cu", pkg: "libiscsi-bin" },
   { name: "iscsi-inq", pkg: "libiscsi-bin" },
   { name: "iscsi-ls", pkg: "libiscsi-bin" },
   { name: "iscsi-perf", pkg: "libiscsi-bin" },
+  { name: "iscsi-readcapacity16", pkg: "libiscsi-bin" },
   { name: "qemu-img", pkg: "qemu-utils" },
+  { name: "qemu-io", pkg: "qemu-utils" },
+  { name: "gcc", pkg: "gcc" },
 ];
 const PREFIX = "ensure-test-tools:";
 
@@ -63,6 +68,30 @@ function probeQemuIscsiDriver(qemuImg) {
   return { ok: true };
 }
 
+// Compiles and links a tiny program against libiscsi, as the end-to-end tests do with
+// test/tools/iscsi-probe.c: needs libiscsi-dev's headers and its libiscsi.so link.
+function probeLibiscsiDev(gcc) {
+  const dir = mkdtempSync(join(tmpdir(), "ensure-test-tools-"));
+  try {
+    const program = [
+      "#include <iscsi/iscsi.h>",
+      "#include <iscsi/scsi-lowlevel.h>",
+      'int main(void) { struct iscsi_context *c = iscsi_create_context("iqn.2000-01.invalid:x");',
+      "  return c == 0; }",
+    ].join("\n");
+    const r = spawnSync(gcc, ["-x", "c", "-", "-o", join(dir, "probe"), "-liscsi"], {
+      input: program,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    if (r.status === 0) return { ok: true };
+    const first = `${r.stderr ?? ""}${r.error?.message ?? ""}`.split("\n").find((l) => l.trim());
+    return { ok: false, why: `cannot build against libiscsi: ${(first ?? "").trim()}` };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function qemuVersion(qemuImg) {
   const r = spawnSync(qemuImg, ["--version"], { encoding: "utf8" });
   const m = /version\s+(\S+)/.exec(r.stdout ?? "");
@@ -90,6 +119,13 @@ function check() {
       missing.push({ what: "qemu iscsi block driver", pkg: "qemu-block-extra", why: probe.why });
   } else {
     missing.push({ what: "qemu iscsi block driver", pkg: "qemu-block-extra" });
+  }
+  if (found.gcc) {
+    const probe = probeLibiscsiDev(found.gcc);
+    if (!probe.ok)
+      missing.push({ what: "libiscsi headers/library", pkg: "libiscsi-dev", why: probe.why });
+  } else {
+    missing.push({ what: "libiscsi headers/library", pkg: "libiscsi-dev" });
   }
   return { found, missing };
 }
@@ -122,15 +158,13 @@ function install() {
 }
 
 function summary(found, installed) {
-  const libiscsi = dpkgVersion("libiscsi-bin");
-  const extra = dpkgVersion("qemu-block-extra");
-  const tools = TOOLS.filter((t) => t.pkg === "libiscsi-bin")
-    .map((t) => t.name)
-    .join(", ");
+  const v = (pkg) => dpkgVersion(pkg) ?? "?";
+  const iscsiTools = TOOLS.filter((t) => t.pkg === "libiscsi-bin").map((t) => t.name);
   return (
-    `${PREFIX} ${installed ? "installed and found" : "found"} ${tools} ` +
-    `(libiscsi-bin ${libiscsi ?? "?"}), qemu-img ${qemuVersion(found["qemu-img"])} ` +
-    `with the iscsi block driver (qemu-block-extra ${extra ?? "?"})`
+    `${PREFIX} ${installed ? "installed and found" : "found"} ${iscsiTools.join(", ")} ` +
+    `(libiscsi-bin ${v("libiscsi-bin")}); qemu-img, qemu-io ${qemuVersion(found["qemu-img"])} ` +
+    `with the iscsi block driver (qemu-block-extra ${v("qemu-block-extra")}); ` +
+    `gcc builds against libiscsi (libiscsi-dev ${v("libiscsi-dev")})`
   );
 }
 

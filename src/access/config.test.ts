@@ -92,6 +92,20 @@ describe("parseConfig: a valid file", () => {
     });
   });
 
+  it("takes empty values of optional keys and lists as absent", () => {
+    const config = parseConfig(
+      "target:\nagents:\n  - name: a\n    initiators: [iqn.2000-01.com.x:a]\n    chap:\nvolumes:\nmappings:\n",
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config).toEqual({
+      target: "iqn.2026-11.io.sanmux:h",
+      agents: [{ name: "a", initiators: ["iqn.2000-01.com.x:a"] }],
+      volumes: [],
+      mappings: [],
+    });
+  });
+
   it("parses the demo config", () => {
     const config = parseConfig(DEMO_CONFIG_YAML, "sanmux.yaml");
     expect(config.agents).toEqual([

@@ -264,6 +264,19 @@ const sizeSchema = z.unknown().transform((value, ctx): number => {
   return z.NEVER;
 });
 
+/** An optional key; an empty value (`chap:` with nothing after it) counts as absent. */
+function unset<T extends z.ZodType>(schema: T) {
+  return schema.nullish().transform((value) => value ?? undefined);
+}
+
+/** A list key: absent or empty (`mappings:` with every entry commented out) means []. */
+function list<T extends z.ZodType>(item: T) {
+  return z
+    .array(item)
+    .nullish()
+    .transform((value) => value ?? []);
+}
+
 const chapShape = {
   user: chapUserSchema,
   secret: chapSecretSchema,
@@ -273,7 +286,7 @@ const chapShape = {
 const agentShape = {
   name: nameSchema,
   initiators: z.array(iscsiNameSchema).min(1),
-  chap: z.strictObject(chapShape).optional(),
+  chap: unset(z.strictObject(chapShape)),
 };
 const volumeShape = {
   name: nameSchema,
@@ -288,10 +301,10 @@ const mappingShape = {
   mode: z.enum(["rw", "ro"]).default("rw"),
 };
 const fileShape = {
-  target: iscsiNameSchema.optional(),
-  agents: z.array(z.strictObject(agentShape)).default([]),
-  volumes: z.array(z.strictObject(volumeShape)).default([]),
-  mappings: z.array(z.strictObject(mappingShape)).default([]),
+  target: unset(iscsiNameSchema),
+  agents: list(z.strictObject(agentShape)),
+  volumes: list(z.strictObject(volumeShape)),
+  mappings: list(z.strictObject(mappingShape)),
 };
 const fileSchema = z.strictObject(fileShape);
 type ConfigFile = z.output<typeof fileSchema>;

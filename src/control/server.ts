@@ -122,8 +122,10 @@ export class SanmuxServer {
       for (const b of this.access.bindingsFor(agent.name)) {
         const base = this.volumes.get(b.volume);
         if (!base) continue;
-        let volume: Volume = new CountingFilter(base, this.access.countersFor(b.channel));
-        if (b.mode === "ro") volume = new ReadOnlyFilter(volume);
+        // Filters stack like nbdkit's: the counter sits on top so that refused writes count as
+        // errors of the channel too.
+        const guarded: Volume = b.mode === "ro" ? new ReadOnlyFilter(base) : base;
+        const volume = new CountingFilter(guarded, this.access.countersFor(b.channel));
         entries.set(b.lun, {
           lun: b.lun,
           channel: b.channel,
@@ -145,12 +147,9 @@ export class SanmuxServer {
       async execute(cmd) {
         const entry = view.get(cmd.lun);
         const counters = entry ? access.countersFor(entry.channel) : undefined;
-        const result = await nexus.execute(cmd);
-        if (counters) {
-          counters.commands++;
-          if (result.status !== 0) counters.errors++;
-        }
-        return result;
+        // Volume errors are counted by the channel's CountingFilter; here only commands.
+        if (counters) counters.commands++;
+        return nexus.execute(cmd);
       },
       lunReset: (lun) => nexus.lunReset(lun),
       targetReset: () => nexus.targetReset(),

@@ -80,7 +80,7 @@ const STATUS_GOOD = 0x00;
 const STATUS_CHECK_CONDITION = 0x02;
 
 export class IscsiConnection implements LiveSession {
-  private phase = Phase.Login;
+  private phase: Phase = Phase.Login;
   private readonly reader: PduReader;
   private readonly login: LoginNegotiator;
   private params: SessionParams | undefined;

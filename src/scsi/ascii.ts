@@ -20,7 +20,7 @@ export function asciiBytes(text: string): Buffer {
 
 /**
  * `text` as UTF-8, NUL-terminated and NUL-padded to a multiple of 4 bytes, the form of a SCSI
- * name string designator (SPC-4 7.8.6.11) and of our vendor page 0xC0.
+ * name string designator (SPC-4 7.8.6) and of our vendor page 0xC0.
  */
 export function nulPadded4(bytes: Buffer): Buffer {
   const length = (bytes.length + 1 + 3) & ~3;

@@ -98,3 +98,23 @@ export interface RequestSenseCdb {
 export function decodeRequestSense(cdb: Buffer): RequestSenseCdb {
   return { desc: (cdb[1]! & 0x01) !== 0, allocationLength: cdb[4]! };
 }
+
+/** REPORT SUPPORTED OPERATION CODES, SPC-4 (MAINTENANCE IN, service action 0Ch). */
+export interface ReportSupportedOpcodesCdb {
+  /** Return command timeouts descriptors. */
+  readonly rctd: boolean;
+  readonly reportingOptions: number;
+  readonly requestedOpcode: number;
+  readonly requestedServiceAction: number;
+  readonly allocationLength: number;
+}
+
+export function decodeReportSupportedOpcodes(cdb: Buffer): ReportSupportedOpcodesCdb {
+  return {
+    rctd: (cdb[2]! & 0x80) !== 0,
+    reportingOptions: cdb[2]! & 0x07,
+    requestedOpcode: cdb[3]!,
+    requestedServiceAction: cdb.readUInt16BE(4),
+    allocationLength: cdb.readUInt32BE(6),
+  };
+}

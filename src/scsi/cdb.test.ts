@@ -1,13 +1,23 @@
 import { describe, expect, it } from "vitest";
 import {
+  decodeGetLbaStatus,
+  decodePreFetch10,
+  decodePreFetch16,
   decodeReadCapacity10,
   decodeReadCapacity16,
   decodeRw6,
   decodeRw10,
   decodeRw12,
   decodeRw16,
+  decodeStartStopUnit,
   decodeSyncCache10,
   decodeSyncCache16,
+  decodeUnmap,
+  decodeVerify10,
+  decodeVerify12,
+  decodeVerify16,
+  decodeWriteSame10,
+  decodeWriteSame16,
   readUInt64,
   validateCdbUsage,
 } from "./cdb.js";
@@ -18,6 +28,7 @@ import {
   decodeModeSense6,
   decodeModeSense10,
   decodeReportLuns,
+  decodeReportSupportedOpcodes,
   decodeRequestSense,
 } from "./cdb-spc.js";
 import { lookupCommand, supportedCommands } from "./dispatch.js";
@@ -99,6 +110,68 @@ describe("block command decoders", () => {
       Cdb.readCapacity16(32),
       { lba: 0, pmi: false, allocationLength: 32 },
     ],
+    [
+      "VERIFY(10)",
+      decodeVerify10,
+      Cdb.verify10({ lba: 77, blocks: 3, bytchk: 1, dpo: true }),
+      { lba: 77, blocks: 3, bytchk: 1, dpo: true },
+    ],
+    [
+      "VERIFY(12)",
+      decodeVerify12,
+      Cdb.verify12({ lba: 5, blocks: 70000, bytchk: 3 }),
+      { lba: 5, blocks: 70000, bytchk: 3 },
+    ],
+    [
+      "VERIFY(16)",
+      decodeVerify16,
+      Cdb.verify16({ lba: 2n ** 35n, blocks: 9 }),
+      { lba: 2 ** 35, blocks: 9, bytchk: 0, dpo: false },
+    ],
+    [
+      "WRITE SAME(10)",
+      decodeWriteSame10,
+      Cdb.writeSame10({ lba: 8, blocks: 16, unmap: true, anchor: true }),
+      { lba: 8, blocks: 16, unmap: true, anchor: true, ndob: false },
+    ],
+    [
+      "WRITE SAME(16)",
+      decodeWriteSame16,
+      Cdb.writeSame16({ lba: 2n ** 40n, blocks: 0x10000, ndob: true }),
+      { lba: 2 ** 40, blocks: 0x10000, unmap: false, anchor: false, ndob: true },
+    ],
+    ["UNMAP", decodeUnmap, Cdb.unmap(24, true), { anchor: true, parameterListLength: 24 }],
+    [
+      "PRE-FETCH(10)",
+      decodePreFetch10,
+      Cdb.preFetch10({ lba: 1, blocks: 2, immed: true }),
+      { lba: 1, blocks: 2, immed: true },
+    ],
+    [
+      "PRE-FETCH(16)",
+      decodePreFetch16,
+      Cdb.preFetch16({ lba: 2n ** 33n, blocks: 2 }),
+      { lba: 2 ** 33, blocks: 2, immed: false },
+    ],
+    [
+      "GET LBA STATUS",
+      decodeGetLbaStatus,
+      Cdb.getLbaStatus(2n ** 34n, 24),
+      { lba: 2 ** 34, allocationLength: 24 },
+    ],
+    [
+      "START STOP UNIT",
+      decodeStartStopUnit,
+      Cdb.startStopUnit({ immed: true, start: false, loej: true, powerCondition: 0xb }),
+      {
+        immed: true,
+        start: false,
+        loej: true,
+        powerCondition: 0xb,
+        noFlush: false,
+        powerConditionModifier: 0,
+      },
+    ],
   ] as const)("%s", (_name, decode, cdb, expected) => {
     expect(decode(cdb as Buffer)).toMatchObject(expected);
   });
@@ -171,6 +244,24 @@ describe("primary command decoders", () => {
       decodeRequestSense,
       Cdb.requestSense(18, true),
       { desc: true, allocationLength: 18 },
+    ],
+    [
+      "REPORT SUPPORTED OPERATION CODES",
+      decodeReportSupportedOpcodes,
+      Cdb.reportSupportedOpcodes({
+        options: 2,
+        rctd: true,
+        opcode: 0x9e,
+        serviceAction: 0x10,
+        allocationLength: 99,
+      }),
+      {
+        rctd: true,
+        reportingOptions: 2,
+        requestedOpcode: 0x9e,
+        requestedServiceAction: 0x10,
+        allocationLength: 99,
+      },
     ],
   ] as const)("%s", (_name, decode, cdb, expected) => {
     expect(decode(cdb as Buffer)).toEqual(expected);

@@ -150,3 +150,137 @@ export function decodeReadCapacity16(cdb: Buffer): ReadCapacity16Cdb {
     pmi: (cdb[14]! & 0x01) !== 0,
   };
 }
+
+/** VERIFY (10)/(12)/(16), SBC-4. */
+export interface VerifyCdb {
+  readonly lba: number;
+  /** VERIFICATION LENGTH in blocks; 0 verifies nothing. */
+  readonly blocks: number;
+  /** BYTCHK: 00b medium only, 01b compare with Data-Out, 11b compare every block with one block. */
+  readonly bytchk: number;
+  readonly dpo: boolean;
+}
+
+export function decodeVerify10(cdb: Buffer): VerifyCdb {
+  return {
+    lba: cdb.readUInt32BE(2),
+    blocks: cdb.readUInt16BE(7),
+    bytchk: (cdb[1]! >>> 1) & 0x03,
+    dpo: (cdb[1]! & 0x10) !== 0,
+  };
+}
+
+export function decodeVerify12(cdb: Buffer): VerifyCdb {
+  return {
+    lba: cdb.readUInt32BE(2),
+    blocks: cdb.readUInt32BE(6),
+    bytchk: (cdb[1]! >>> 1) & 0x03,
+    dpo: (cdb[1]! & 0x10) !== 0,
+  };
+}
+
+export function decodeVerify16(cdb: Buffer): VerifyCdb {
+  return {
+    lba: readUInt64(cdb, 2),
+    blocks: cdb.readUInt32BE(10),
+    bytchk: (cdb[1]! >>> 1) & 0x03,
+    dpo: (cdb[1]! & 0x10) !== 0,
+  };
+}
+
+/** WRITE SAME (10)/(16), SBC-4. */
+export interface WriteSameCdb {
+  readonly lba: number;
+  /** NUMBER OF LOGICAL BLOCKS (0 is refused: WSNZ=1). */
+  readonly blocks: number;
+  /** UNMAP: deallocate when the pattern is what unmapped blocks read as (zeros). */
+  readonly unmap: boolean;
+  /** ANCHOR (refused: ANC_SUP=0). */
+  readonly anchor: boolean;
+  /** NDOB (16 only): no Data-Out, the pattern is a block of zeros. */
+  readonly ndob: boolean;
+}
+
+export function decodeWriteSame10(cdb: Buffer): WriteSameCdb {
+  return {
+    lba: cdb.readUInt32BE(2),
+    blocks: cdb.readUInt16BE(7),
+    unmap: (cdb[1]! & 0x08) !== 0,
+    anchor: (cdb[1]! & 0x10) !== 0,
+    ndob: false,
+  };
+}
+
+export function decodeWriteSame16(cdb: Buffer): WriteSameCdb {
+  return {
+    lba: readUInt64(cdb, 2),
+    blocks: cdb.readUInt32BE(10),
+    unmap: (cdb[1]! & 0x08) !== 0,
+    anchor: (cdb[1]! & 0x10) !== 0,
+    ndob: (cdb[1]! & 0x01) !== 0,
+  };
+}
+
+/** UNMAP, SBC-4. */
+export interface UnmapCdb {
+  readonly anchor: boolean;
+  readonly parameterListLength: number;
+}
+
+export function decodeUnmap(cdb: Buffer): UnmapCdb {
+  return { anchor: (cdb[1]! & 0x01) !== 0, parameterListLength: cdb.readUInt16BE(7) };
+}
+
+/** PRE-FETCH (10)/(16), SBC-4. */
+export interface PreFetchCdb {
+  readonly lba: number;
+  readonly blocks: number;
+  readonly immed: boolean;
+}
+
+export function decodePreFetch10(cdb: Buffer): PreFetchCdb {
+  return {
+    lba: cdb.readUInt32BE(2),
+    blocks: cdb.readUInt16BE(7),
+    immed: (cdb[1]! & 0x02) !== 0,
+  };
+}
+
+export function decodePreFetch16(cdb: Buffer): PreFetchCdb {
+  return {
+    lba: readUInt64(cdb, 2),
+    blocks: cdb.readUInt32BE(10),
+    immed: (cdb[1]! & 0x02) !== 0,
+  };
+}
+
+/** GET LBA STATUS, SBC-4 (SERVICE ACTION IN(16), service action 12h). */
+export interface GetLbaStatusCdb {
+  readonly lba: number;
+  readonly allocationLength: number;
+}
+
+export function decodeGetLbaStatus(cdb: Buffer): GetLbaStatusCdb {
+  return { lba: readUInt64(cdb, 2), allocationLength: cdb.readUInt32BE(10) };
+}
+
+/** START STOP UNIT, SBC-4. */
+export interface StartStopUnitCdb {
+  readonly immed: boolean;
+  readonly powerConditionModifier: number;
+  readonly powerCondition: number;
+  readonly noFlush: boolean;
+  readonly loej: boolean;
+  readonly start: boolean;
+}
+
+export function decodeStartStopUnit(cdb: Buffer): StartStopUnitCdb {
+  return {
+    immed: (cdb[1]! & 0x01) !== 0,
+    powerConditionModifier: cdb[3]! & 0x0f,
+    powerCondition: cdb[4]! >>> 4,
+    noFlush: (cdb[4]! & 0x04) !== 0,
+    loej: (cdb[4]! & 0x02) !== 0,
+    start: (cdb[4]! & 0x01) !== 0,
+  };
+}

@@ -77,6 +77,7 @@ export const Opcode = {
   MAINTENANCE_IN: 0xa3,
   READ_12: 0xa8,
   WRITE_12: 0xaa,
+  VERIFY_12: 0xaf,
 } as const;
 
 /** SBC-4: service actions of SERVICE ACTION IN(16) (opcode 9Eh). */
@@ -90,7 +91,7 @@ export const MaintenanceIn = {
   REPORT_SUPPORTED_OPERATION_CODES: 0x0c,
 } as const;
 
-/** SPC-4 7.8.1 / SBC-4 VPD page codes we serve. */
+/** SPC-4 7.8 / SBC-4 VPD page codes we serve. */
 export const VpdPage = {
   SUPPORTED_PAGES: 0x00,
   UNIT_SERIAL_NUMBER: 0x80,
@@ -99,11 +100,11 @@ export const VpdPage = {
   BLOCK_LIMITS: 0xb0,
   BLOCK_DEVICE_CHARACTERISTICS: 0xb1,
   LOGICAL_BLOCK_PROVISIONING: 0xb2,
-  /** Vendor specific (SPC-4 7.8.1: C0h..FFh): the sanmux host name, see commands/vpd.ts. */
+  /** Vendor specific (SPC-4 7.8: C0h..FFh): the sanmux host name, see commands/vpd.ts. */
   SANMUX_HOST: 0xc0,
 } as const;
 
-/** SPC-4 7.5.1 / SBC-4: mode page codes we serve. */
+/** SPC-4 7.5 / SBC-4: mode page codes we serve. */
 export const ModePage = {
   DISCONNECT_RECONNECT: 0x02,
   CACHING: 0x08,
@@ -144,7 +145,7 @@ export const Designator = {
   TYPE_NAA: 0x3,
   TYPE_RELATIVE_TARGET_PORT: 0x4,
   TYPE_SCSI_NAME_STRING: 0x8,
-  /** SPC-4 7.6.1, table "PROTOCOL IDENTIFIER values". */
+  /** SPC-4 7.6, table "PROTOCOL IDENTIFIER values". */
   PROTOCOL_ISCSI: 0x5,
 } as const;
 
@@ -162,8 +163,18 @@ export const Limits = {
   MAX_TRANSFER_BYTES: 16 * 1024 * 1024,
   /** The pool's grain: the optimal transfer and unmap granularity, and the physical block size. */
   GRAIN_BYTES: 4096,
-  /** Largest UNMAP / WRITE SAME range, in bytes (divided by blockSize for the VPD). */
-  MAX_UNMAP_BYTES: 1024 * 1024 * 1024,
+  /**
+   * Largest UNMAP range, in bytes (divided by blockSize for the VPD): 512 MiB, so
+   * that MAXIMUM UNMAP LBA COUNT stays <= 2^20 blocks, which libiscsi's BlockLimits test holds
+   * to be the sane bound for an explicit limit.
+   */
+  MAX_UNMAP_BYTES: 512 * 1024 * 1024,
+  /**
+   * MAXIMUM WRITE SAME LENGTH in blocks: FFFFh, the largest WRITE SAME (10) can ask for (as
+   * LIO). Larger ranges go through UNMAP or several commands; libiscsi's WriteSame16.Unmap
+   * otherwise writes the whole range with one WRITE (16) beyond MAXIMUM TRANSFER LENGTH.
+   */
+  MAX_WRITE_SAME_BLOCKS: 0xffff,
   /** Most block descriptors in one UNMAP parameter list. */
   MAX_UNMAP_DESCRIPTORS: 256,
   /** WRITE SAME (without UNMAP) writes the pattern in chunks of at most this many bytes. */

@@ -21,21 +21,34 @@
 
 import { Asc } from "./asc.js";
 import {
+  decodePreFetch10,
+  decodePreFetch16,
   decodeRw6,
   decodeRw10,
   decodeRw12,
   decodeRw16,
   decodeSyncCache10,
   decodeSyncCache16,
+  decodeVerify10,
+  decodeVerify12,
+  decodeVerify16,
+  decodeWriteSame10,
+  decodeWriteSame16,
 } from "./cdb.js";
 import { readCapacity10, readCapacity16 } from "./commands/capacity.js";
 import { inquiry } from "./commands/inquiry.js";
+import { getLbaStatus } from "./commands/lba-status.js";
 import { modeSelect6, modeSelect10, modeSense6, modeSense10 } from "./commands/mode.js";
+import { preFetchHandler, startStopUnit } from "./commands/power.js";
 import { reportLuns } from "./commands/report-luns.js";
+import { type OpcodeCatalog, reportSupportedOpcodesHandler } from "./commands/report-opcodes.js";
 import { requestSense } from "./commands/request-sense.js";
 import { readHandler, writeHandler } from "./commands/rw.js";
 import { syncCacheHandler } from "./commands/sync-cache.js";
 import { release6, reserve6, testUnitReady } from "./commands/unit-control.js";
+import { unmapCommand } from "./commands/unmap.js";
+import { verifyHandler } from "./commands/verify.js";
+import { writeSameHandler } from "./commands/write-same.js";
 import { MaintenanceIn, Opcode, ScsiStatus, SenseKey, ServiceActionIn16 } from "./constants.js";
 import type { LunHandler, NexusHandler } from "./context.js";
 import { checkCondition, invalidCdbField } from "./sense.js";
@@ -121,8 +134,22 @@ const F8 = [...F4, ...F4];
 const READ_FLAGS = 0x1e;
 // Usage of byte 1 of WRITE (10)/(12)/(16): DPO FUA FUA_NV (WRPROTECT not supported).
 const WRITE_FLAGS = 0x1a;
+// Usage of byte 1 of VERIFY (10)/(12)/(16): DPO BYTCHK (VRPROTECT not supported).
+const VERIFY_FLAGS = 0x16;
 
-/** All commands reachable through the table (for REPORT SUPPORTED OPERATION CODES). */
+/**
+ * Answers REPORT SUPPORTED OPERATION CODES from the table below. Its methods read the table
+ * when a command runs, after this module has been evaluated.
+ */
+const CATALOG: OpcodeCatalog = {
+  all: () => supportedCommands(),
+  find: (opcode) => {
+    const entry = TABLE[opcode];
+    return entry && "kind" in entry ? entry.actions : entry;
+  },
+};
+
+/** Every row of the table, in opcode order. */
 const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
   lunCommand(
     "TEST UNIT READY",
@@ -143,6 +170,8 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
   lunCommand("RESERVE(6)", [Opcode.RESERVE_6, 0, 0, 0, 0, 0], reserve6),
   lunCommand("RELEASE(6)", [Opcode.RELEASE_6, 0, 0, 0, 0, 0], release6, NO_CONFLICT),
   lunCommand("MODE SENSE(6)", [Opcode.MODE_SENSE_6, 0x08, 0xff, 0xff, 0xff, 0], modeSense6),
+  // IMMED; POWER CONDITION MODIFIER; POWER CONDITION, NO_FLUSH, LOEJ, START.
+  lunCommand("START STOP UNIT", [Opcode.START_STOP_UNIT, 0x01, 0, 0x0f, 0xf7, 0], startStopUnit),
   lunCommand(
     "READ CAPACITY(10)",
     [Opcode.READ_CAPACITY_10, 0, ...F4, 0, 0, 0x01, 0],
@@ -161,10 +190,28 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     DATA_OUT,
   ),
   lunCommand(
+    "VERIFY(10)",
+    [Opcode.VERIFY_10, VERIFY_FLAGS, ...F4, 0x1f, 0xff, 0xff, 0],
+    verifyHandler(decodeVerify10, 7),
+    DATA_OUT,
+  ),
+  lunCommand(
+    "PRE-FETCH(10)",
+    [Opcode.PRE_FETCH_10, 0x02, ...F4, 0x1f, 0xff, 0xff, 0],
+    preFetchHandler(decodePreFetch10, 7),
+  ),
+  lunCommand(
     "SYNCHRONIZE CACHE(10)",
     [Opcode.SYNCHRONIZE_CACHE_10, 0x06, ...F4, 0x1f, 0xff, 0xff, 0],
     syncCacheHandler(decodeSyncCache10),
   ),
+  lunCommand(
+    "WRITE SAME(10)",
+    [Opcode.WRITE_SAME_10, 0x08, ...F4, 0x1f, 0xff, 0xff, 0],
+    writeSameHandler(decodeWriteSame10, 7),
+    DATA_OUT,
+  ),
+  lunCommand("UNMAP", [Opcode.UNMAP, 0, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0], unmapCommand, DATA_OUT),
   lunCommand(
     "MODE SELECT(10)",
     [Opcode.MODE_SELECT_10, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
@@ -188,9 +235,27 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     DATA_OUT,
   ),
   lunCommand(
+    "VERIFY(16)",
+    [Opcode.VERIFY_16, VERIFY_FLAGS, ...F8, ...F4, 0x3f, 0],
+    verifyHandler(decodeVerify16, 10),
+    DATA_OUT,
+  ),
+  lunCommand(
+    "PRE-FETCH(16)",
+    [Opcode.PRE_FETCH_16, 0x02, ...F8, ...F4, 0x3f, 0],
+    preFetchHandler(decodePreFetch16, 10),
+  ),
+  lunCommand(
     "SYNCHRONIZE CACHE(16)",
     [Opcode.SYNCHRONIZE_CACHE_16, 0x06, ...F8, ...F4, 0x3f, 0],
     syncCacheHandler(decodeSyncCache16),
+  ),
+  lunCommand(
+    "WRITE SAME(16)",
+    // UNMAP and NDOB.
+    [Opcode.WRITE_SAME_16, 0x09, ...F8, ...F4, 0x3f, 0],
+    writeSameHandler(decodeWriteSame16, 10),
+    DATA_OUT,
   ),
   serviceActions(Opcode.SERVICE_ACTION_IN_16, "SERVICE ACTION IN(16)", [
     lunCommand(
@@ -199,6 +264,11 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
       readCapacity16,
       NO_CONFLICT,
     ),
+    lunCommand(
+      "GET LBA STATUS",
+      [Opcode.SERVICE_ACTION_IN_16, ServiceActionIn16.GET_LBA_STATUS, ...F8, ...F4, 0, 0],
+      getLbaStatus,
+    ),
   ]),
   nexusCommand(
     "REPORT LUNS",
@@ -206,6 +276,25 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     reportLuns,
     NO_UA,
   ),
+  serviceActions(Opcode.MAINTENANCE_IN, "MAINTENANCE IN", [
+    lunCommand(
+      "REPORT SUPPORTED OPERATION CODES",
+      // RCTD and REPORTING OPTIONS; REQUESTED OPERATION CODE; REQUESTED SERVICE ACTION.
+      [
+        Opcode.MAINTENANCE_IN,
+        MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES,
+        0x87,
+        0xff,
+        0xff,
+        0xff,
+        ...F4,
+        0,
+        0,
+      ],
+      reportSupportedOpcodesHandler(CATALOG),
+      NO_CONFLICT,
+    ),
+  ]),
   lunCommand(
     "READ(12)",
     [Opcode.READ_12, READ_FLAGS, ...F4, ...F4, 0x1f, 0],
@@ -215,6 +304,12 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "WRITE(12)",
     [Opcode.WRITE_12, WRITE_FLAGS, ...F4, ...F4, 0x1f, 0],
     writeHandler(decodeRw12, 6),
+    DATA_OUT,
+  ),
+  lunCommand(
+    "VERIFY(12)",
+    [Opcode.VERIFY_12, VERIFY_FLAGS, ...F4, ...F4, 0x1f, 0],
+    verifyHandler(decodeVerify12, 6),
     DATA_OUT,
   ),
 ];

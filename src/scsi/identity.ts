@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 
 /**
- * IEEE company identifier put in NAA 6 designators (SPC-4 7.8.6.6.4).
+ * IEEE company identifier put in NAA 6 designators (SPC-4 7.8.6).
  *
  * PLACEHOLDER: sanmux has no IEEE-assigned OUI/CID yet. This value has the shape of a CID
  * (second hex digit A, the "locally administered" pattern) so that it does not impersonate a
@@ -28,7 +28,7 @@ export function volumeIdText(volumeId: string): string {
 }
 
 /**
- * NAA IEEE Registered Extended designator (SPC-4 7.8.6.6.4), 16 bytes: NAA 6h (4 bits), IEEE
+ * NAA IEEE Registered Extended designator (SPC-4 7.8.6), 16 bytes: NAA 6h (4 bits), IEEE
  * COMPANY ID (24 bits), then 100 bits (VENDOR SPECIFIC IDENTIFIER + VENDOR SPECIFIC IDENTIFIER
  * EXTENSION) taken from SHA-256("sanmux:naa:" + volume id).
  */

@@ -1,8 +1,8 @@
 /**
  * The 8-byte LUN field (SAM-5 4.7, "Logical unit numbers"), as carried in iSCSI PDUs and in
  * REPORT LUNS parameter data. sanmux uses single-level LUNs only:
- *  - LUN 0..255: peripheral device addressing (SAM-5 4.7.7.2), bus identifier 0;
- *  - LUN 256..16383: flat space addressing (SAM-5 4.7.7.3).
+ *  - LUN 0..255: peripheral device addressing, bus identifier 0;
+ *  - LUN 256..16383: flat space addressing.
  */
 
 /** Highest LUN number we can encode. */

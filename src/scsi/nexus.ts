@@ -44,10 +44,7 @@ export interface NexusHost {
   detach(nexus: Nexus): void;
 }
 
-const LUN_NOT_SUPPORTED = checkConditionResult({
-  key: SenseKey.ILLEGAL_REQUEST,
-  asc: Asc.LOGICAL_UNIT_NOT_SUPPORTED,
-});
+const LUN_NOT_SUPPORTED = { key: SenseKey.ILLEGAL_REQUEST, asc: Asc.LOGICAL_UNIT_NOT_SUPPORTED };
 
 export class Nexus implements NexusContext {
   readonly info: TargetInfo;
@@ -83,7 +80,7 @@ export class Nexus implements NexusContext {
       throw checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE);
     const spec = lookupCommand(cdb);
     if (!lu) {
-      if (spec.scope !== "nexus") return LUN_NOT_SUPPORTED;
+      if (spec.scope !== "nexus") return checkConditionResult(LUN_NOT_SUPPORTED);
       this.validate(cdb, spec);
       return spec.handler(cmd, this, undefined);
     }

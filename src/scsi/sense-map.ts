@@ -39,7 +39,7 @@ export const STORAGE_ERROR_SENSE: Readonly<Record<StorageErrorCode, Translation>
     information: "none",
     log: false,
   },
-  // SBC-4 4.7.3.5 (thin provisioning, resource exhaustion): a write that needs an allocation
+  // SBC-4 4.7 (logical block provisioning, thin provisioning resource exhaustion): a write that needs an allocation
   // the pool or quota cannot satisfy fails with SPACE ALLOCATION FAILED WRITE PROTECT.
   POOL_FULL: {
     key: SenseKey.DATA_PROTECT,

@@ -18,7 +18,7 @@ import type { ScsiCommand, ScsiResult } from "../types.js";
 /** GOOD status, no data. Shared: results are never mutated. */
 export const GOOD: ScsiResult = Object.freeze({ status: ScsiStatus.GOOD });
 
-/** GOOD with Data-In limited by the CDB's allocation length (SPC-4 4.2.5.6). */
+/** GOOD with Data-In limited by the CDB's allocation length (SPC-4, ALLOCATION LENGTH field). */
 export function dataIn(data: Buffer, allocationLength: number): ScsiResult {
   return {
     status: ScsiStatus.GOOD,

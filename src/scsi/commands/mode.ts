@@ -1,6 +1,6 @@
 /**
  * MODE SENSE (6)/(10) and MODE SELECT (6)/(10), SPC-4 6.11-6.14, with the mode parameter
- * header and block descriptor formats of SPC-4 7.5.4-7.5.5 and SBC-4 (direct access block
+ * header and block descriptor formats of SPC-4 7.5 and SBC-4 (direct access block
  * descriptors, DEVICE-SPECIFIC PARAMETER with WP and DPOFUA).
  */
 import { Asc } from "../asc.js";
@@ -60,7 +60,7 @@ function modeSense(d: ModeSenseCdb, lu: LunContext, ten: boolean): ScsiResult {
 }
 
 /**
- * Mode parameter header (SPC-4 7.5.4): MODE DATA LENGTH (bytes after itself), MEDIUM TYPE 0,
+ * Mode parameter header (SPC-4 7.5): MODE DATA LENGTH (bytes after itself), MEDIUM TYPE 0,
  * DEVICE-SPECIFIC PARAMETER, then for (10) LONGLBA, and BLOCK DESCRIPTOR LENGTH.
  */
 function modeHeader(lu: LunContext, ten: boolean, bodyLength: number, bdLength: number): Buffer {

@@ -22,7 +22,8 @@ export function syncCacheHandler(decode: (cdb: Buffer) => SyncCacheCdb): LunHand
   };
 }
 
-async function flush(cmd: ScsiCommand, lu: LunContext): Promise<ScsiResult> {
+/** Flush the volume and answer GOOD, or the failure's sense. */
+export async function flush(cmd: ScsiCommand, lu: LunContext): Promise<ScsiResult> {
   try {
     await lu.entry.volume.flush();
     return GOOD;
@@ -31,7 +32,8 @@ async function flush(cmd: ScsiCommand, lu: LunContext): Promise<ScsiResult> {
   }
 }
 
-function flushInBackground(cmd: ScsiCommand, lu: LunContext): void {
+/** Start a flush; a failure becomes a deferred error of this nexus on the unit. */
+export function flushInBackground(cmd: ScsiCommand, lu: LunContext): void {
   lu.entry.volume.flush().catch((err: unknown) => {
     const sense = senseForFailure(err, lu.nexus.logger, {
       volumeId: lu.entry.volumeId,

@@ -10,7 +10,7 @@ import type { LunContext, NexusContext } from "../context.js";
 import { naaRegisteredExtended, volumeIdText } from "../identity.js";
 import { invalidCdbField } from "../sense.js";
 
-/** The pages we serve, ascending (SPC-4 7.8.15, Supported VPD Pages: "in ascending order"). */
+/** The pages we serve, ascending (SPC-4 7.8, Supported VPD Pages page: "in ascending order"). */
 export const SUPPORTED_VPD_PAGES: readonly number[] = [
   VpdPage.SUPPORTED_PAGES,
   VpdPage.UNIT_SERIAL_NUMBER,
@@ -67,7 +67,7 @@ function vpdPage(peripheral: number, pageCode: number, payload: Buffer): Buffer 
   return out;
 }
 
-/** Unit Serial Number VPD page (SPC-4 7.8.19): PRODUCT SERIAL NUMBER, ASCII. */
+/** Unit Serial Number VPD page (SPC-4 7.8): PRODUCT SERIAL NUMBER, ASCII. */
 function unitSerialNumber(volumeId: string): Buffer {
   return asciiBytes(volumeIdText(volumeId));
 }
@@ -84,21 +84,21 @@ function deviceIdentification(nexus: NexusContext, lu: LunContext): Buffer {
   const relativePort = Buffer.alloc(4);
   relativePort.writeUInt16BE(tpgt & 0xffff, 2);
   return Buffer.concat([
-    // NAA IEEE Registered Extended, logical unit (SPC-4 7.8.6.6.4).
+    // NAA IEEE Registered Extended, logical unit (SPC-4 7.8.6).
     designator(
       Designator.CODE_SET_BINARY,
       Designator.ASSOC_LOGICAL_UNIT,
       Designator.TYPE_NAA,
       naaRegisteredExtended(volumeId),
     ),
-    // T10 vendor ID based, logical unit (SPC-4 7.8.6.4): T10 VENDOR IDENTIFICATION + volume id.
+    // T10 vendor ID based, logical unit (SPC-4 7.8.6): T10 VENDOR IDENTIFICATION + volume id.
     designator(
       Designator.CODE_SET_ASCII,
       Designator.ASSOC_LOGICAL_UNIT,
       Designator.TYPE_T10_VENDOR_ID,
       Buffer.concat([asciiField(nexus.info.vendor, 8), asciiBytes(volumeIdText(volumeId))]),
     ),
-    // Relative target port identifier = TPGT, target port (SPC-4 7.8.6.7).
+    // Relative target port identifier = TPGT, target port (SPC-4 7.8.6).
     designator(
       Designator.CODE_SET_BINARY,
       Designator.ASSOC_TARGET_PORT,
@@ -106,7 +106,7 @@ function deviceIdentification(nexus: NexusContext, lu: LunContext): Buffer {
       relativePort,
       true,
     ),
-    // SCSI name string of the target port: "<iqn>,t,0x<tpgt>" (SPC-4 7.8.6.11, RFC 7143).
+    // SCSI name string of the target port: "<iqn>,t,0x<tpgt>" (SPC-4 7.8.6, RFC 7143).
     designator(
       Designator.CODE_SET_UTF8,
       Designator.ASSOC_TARGET_PORT,
@@ -126,7 +126,7 @@ function deviceIdentification(nexus: NexusContext, lu: LunContext): Buffer {
 }
 
 /**
- * One designation descriptor (SPC-4 7.8.6.1): PROTOCOL IDENTIFIER / CODE SET, PIV /
+ * One designation descriptor (SPC-4 7.8.6): PROTOCOL IDENTIFIER / CODE SET, PIV /
  * ASSOCIATION / DESIGNATOR TYPE, reserved, DESIGNATOR LENGTH, DESIGNATOR. Port and device
  * designators set PIV with the iSCSI protocol identifier.
  */
@@ -147,7 +147,7 @@ function designator(
 }
 
 /**
- * Extended INQUIRY Data VPD page (SPC-4 7.8.7), 60 bytes of payload: SIMPSUP=1 (SIMPLE task
+ * Extended INQUIRY Data VPD page (SPC-4 7.8), 60 bytes of payload: SIMPSUP=1 (SIMPLE task
  * attribute; ordering beyond that is the transport's business), V_SUP=1 (a volatile cache that
  * SYNCHRONIZE CACHE and FUA flush), LUICLR=1 (unit attentions are per I_T nexus).
  */
@@ -164,7 +164,8 @@ function extendedInquiry(): Buffer {
  *  - WSNZ=1: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is refused.
  *  - OPTIMAL TRANSFER LENGTH GRANULARITY: one grain (8 blocks of 512 on 4 KiB grains).
  *  - MAXIMUM TRANSFER LENGTH and MAXIMUM PREFETCH LENGTH: 16 MiB.
- *  - MAXIMUM UNMAP LBA COUNT / MAXIMUM WRITE SAME LENGTH: 1 GiB; 256 UNMAP descriptors.
+ *  - MAXIMUM UNMAP LBA COUNT: 512 MiB, in at most 256 UNMAP descriptors.
+ *  - MAXIMUM WRITE SAME LENGTH: FFFFh blocks.
  *  - OPTIMAL UNMAP GRANULARITY: one grain, UGAVALID with alignment 0.
  */
 export function blockLimits(blockSize: number): Buffer {
@@ -182,7 +183,7 @@ export function blockLimits(blockSize: number): Buffer {
   out.writeUInt32BE(Limits.MAX_UNMAP_DESCRIPTORS, 20); // MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT
   out.writeUInt32BE(perGrain, 24); // OPTIMAL UNMAP GRANULARITY (bytes 28-31)
   out.writeUInt32BE(0x8000_0000, 28); // UGAVALID, UNMAP GRANULARITY ALIGNMENT 0 (bytes 32-35)
-  out.writeBigUInt64BE(BigInt(maxUnmap), 32); // MAXIMUM WRITE SAME LENGTH (bytes 36-43)
+  out.writeBigUInt64BE(BigInt(Limits.MAX_WRITE_SAME_BLOCKS), 32); // MAXIMUM WRITE SAME LENGTH
   return out;
 }
 

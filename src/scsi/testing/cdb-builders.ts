@@ -89,12 +89,17 @@ export const Cdb = {
     cdb[1] = (cdb[1]! & ~0x08) | ((o.bytchk ?? 0) << 1);
     return cdb;
   },
+  verify12: (o: RwOptions & { bytchk?: number }): Buffer => {
+    const cdb = rw12(Opcode.VERIFY_12, { ...o, fua: false });
+    cdb[1] = (cdb[1]! & ~0x08) | ((o.bytchk ?? 0) << 1);
+    return cdb;
+  },
   verify16: (o: RwOptions & { bytchk?: number }): Buffer => {
     const cdb = rw16(Opcode.VERIFY_16, { ...o, fua: false });
     cdb[1] = (cdb[1]! & ~0x08) | ((o.bytchk ?? 0) << 1);
     return cdb;
   },
-  preFetch10: (o: { lba: number; blocks: number; immed?: boolean }): Buffer => {
+  preFetch10: (o: { lba: number | bigint; blocks: number; immed?: boolean }): Buffer => {
     const cdb = rw10(Opcode.PRE_FETCH_10, o);
     cdb[1] = o.immed ? 0x02 : 0;
     return cdb;
@@ -114,7 +119,12 @@ export const Cdb = {
     cdb[1] = o.immed ? 0x02 : 0;
     return cdb;
   },
-  writeSame10: (o: { lba: number; blocks: number; unmap?: boolean; anchor?: boolean }): Buffer => {
+  writeSame10: (o: {
+    lba: number | bigint;
+    blocks: number;
+    unmap?: boolean;
+    anchor?: boolean;
+  }): Buffer => {
     const cdb = rw10(Opcode.WRITE_SAME_10, o);
     cdb[1] = (o.unmap ? 0x08 : 0) | (o.anchor ? 0x10 : 0);
     return cdb;

@@ -1,0 +1,144 @@
+import { describe, expect, it } from "vitest";
+import { StorageError, StorageErrorCode } from "../../volume/errors.js";
+import { Asc } from "../asc.js";
+import { SenseKey } from "../constants.js";
+import { Cdb } from "../testing/cdb-builders.js";
+import { expectGood, expectSense, pattern, setup } from "../testing/harness.js";
+
+describe.each([
+  ["(10)", Cdb.writeSame10, 7, 0xffffffffn],
+  ["(16)", Cdb.writeSame16, 10, 2n ** 64n - 1n],
+] as const)("WRITE SAME%s", (_name, build, lengthByte, maxLba) => {
+  it("writes the block to every block of the range", async () => {
+    const { run, volume } = setup();
+    const block = pattern(1, 0x5e);
+    const r = await run(build({ lba: 100, blocks: 7 }), block);
+    expectGood(r);
+    expect(r.dataOutLength).toBe(512);
+    expect(volume.peek(100, 7).equals(pattern(7, 0x5e))).toBe(true);
+    expect(volume.peek(99, 1).equals(pattern(1, 0))).toBe(true);
+    expect(volume.peek(107, 1).equals(pattern(1, 0))).toBe(true);
+  });
+
+  it("writes large ranges in 1 MiB chunks", async () => {
+    const { run, volume } = setup({ blocks: 1 << 16 });
+    expectGood(await run(build({ lba: 0, blocks: 5000 }), pattern(1, 1)));
+    expect(volume.calls.map((c) => c.blocks)).toEqual([2048, 2048, 904]);
+    expect(volume.peek(4999, 1).equals(pattern(1, 1))).toBe(true);
+  });
+
+  it("with UNMAP and a zero block deallocates the range", async () => {
+    const { run, volume } = setup();
+    expectGood(await run(Cdb.write10({ lba: 0, blocks: 16 }), pattern(16, 0xff)));
+    expectGood(await run(build({ lba: 4, blocks: 8, unmap: true }), pattern(1, 0)));
+    expect(volume.calls.at(-1)).toEqual({ op: "unmap", lba: 4, blocks: 8 });
+    expect(volume.mappedBlocks).toBe(8);
+    expect(volume.peek(4, 8).equals(pattern(8, 0))).toBe(true);
+  });
+
+  it("with UNMAP and a non-zero block writes the block (SBC-4: unmap only what reads back the same)", async () => {
+    const { run, volume } = setup();
+    expectGood(await run(build({ lba: 0, blocks: 2, unmap: true }), pattern(1, 0xaa)));
+    expect(volume.calls.map((c) => c.op)).toEqual(["write"]);
+    expect(volume.peek(0, 2).equals(pattern(2, 0xaa))).toBe(true);
+  });
+
+  it("refuses NUMBER OF LOGICAL BLOCKS 0 (WSNZ=1) and more than MAXIMUM WRITE SAME LENGTH", async () => {
+    const { run } = setup({ blocks: 1 << 22 });
+    const s = expectSense(
+      await run(build({ lba: 0, blocks: 0 }), pattern(1, 0)),
+      5,
+      Asc.INVALID_FIELD_IN_CDB,
+    );
+    expect(s.fieldPointer).toEqual({ inCdb: true, byte: lengthByte });
+    if (lengthByte === 10) {
+      const over = await run(build({ lba: 0, blocks: 0x10000 }), pattern(1, 0));
+      expectSense(over, 5, Asc.INVALID_FIELD_IN_CDB);
+    }
+    expectGood(await run(build({ lba: 0, blocks: 0xffff, unmap: true }), pattern(1, 0)));
+  });
+
+  it("refuses ANCHOR (ANC_SUP=0), with or without UNMAP", async () => {
+    const { run } = setup();
+    for (const unmap of [false, true]) {
+      const s = expectSense(
+        await run(build({ lba: 0, blocks: 1, anchor: true, unmap }), pattern(1, 0)),
+        5,
+        Asc.INVALID_FIELD_IN_CDB,
+      );
+      expect(s.fieldPointer).toEqual({ inCdb: true, byte: 1, bit: 4 });
+    }
+  });
+
+  it("refuses a Data-Out buffer that is not exactly one block", async () => {
+    const { run, volume } = setup();
+    for (const bytes of [0, 256, 1024]) {
+      const r = await run(build({ lba: 0, blocks: 1, unmap: true }), Buffer.alloc(bytes));
+      expectSense(r, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_IU);
+      expect(r.dataOutLength).toBe(512);
+    }
+    expect(volume.calls).toEqual([]);
+  });
+
+  it.each([
+    [1016, 8, true],
+    [1023, 1, true],
+    [1024, 1, false],
+    [1020, 5, false],
+  ])("checks the range (lba %i, blocks %i)", async (lba, blocks, ok) => {
+    const { run } = setup({ blocks: 1024 });
+    const r = await run(build({ lba, blocks }), pattern(1, 1));
+    if (ok) expectGood(r);
+    else expectSense(r, 5, Asc.LBA_OUT_OF_RANGE);
+    expectSense(
+      await run(build({ lba: maxLba, blocks: 1 }), pattern(1, 1)),
+      5,
+      Asc.LBA_OUT_OF_RANGE,
+    );
+  });
+
+  it("refuses read-only mappings", async () => {
+    const { run, volume } = setup({ readOnly: true });
+    expectSense(
+      await run(build({ lba: 0, blocks: 1, unmap: true }), pattern(1, 0)),
+      SenseKey.DATA_PROTECT,
+      Asc.WRITE_PROTECTED,
+    );
+    expect(volume.calls).toEqual([]);
+  });
+
+  it("completes durably when the write cache is disabled", async () => {
+    const { run, volume, target } = setup();
+    target.unitOf(volume.id).writeCacheEnabled = false;
+    expectGood(await run(build({ lba: 0, blocks: 2 }), pattern(1, 1)));
+    expect(volume.calls.at(-1)).toMatchObject({ op: "write", fua: true });
+    expectGood(await run(build({ lba: 0, blocks: 2, unmap: true }), pattern(1, 0)));
+    expect(volume.calls.slice(-2).map((c) => c.op)).toEqual(["unmap", "flush"]);
+  });
+
+  it("reports a full pool", async () => {
+    const { run, volume } = setup();
+    volume.failNext("write", new StorageError(StorageErrorCode.PoolFull, "full"));
+    expectSense(
+      await run(build({ lba: 0, blocks: 2 }), pattern(1, 1)),
+      SenseKey.DATA_PROTECT,
+      Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
+    );
+  });
+});
+
+describe("WRITE SAME(16) NDOB", () => {
+  it("needs no Data-Out and unmaps with UNMAP, writes zeros without", async () => {
+    const { run, volume } = setup();
+    expectGood(await run(Cdb.write10({ lba: 0, blocks: 4 }), pattern(4, 9)));
+    expectGood(await run(Cdb.writeSame16({ lba: 0, blocks: 2, ndob: true, unmap: true })));
+    expect(volume.calls.at(-1)).toEqual({ op: "unmap", lba: 0, blocks: 2 });
+    expectGood(await run(Cdb.writeSame16({ lba: 2, blocks: 2, ndob: true })));
+    expect(volume.peek(0, 4).equals(pattern(4, 0))).toBe(true);
+    expectSense(
+      await run(Cdb.writeSame16({ lba: 0, blocks: 1, ndob: true }), pattern(1, 0)),
+      5,
+      Asc.INVALID_FIELD_IN_COMMAND_IU,
+    );
+  });
+});
