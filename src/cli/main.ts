@@ -11,6 +11,11 @@ import { ConfigError, DEMO_CONFIG_YAML, loadConfig } from "../access/config.js";
 import { SanmuxServer } from "../control/server.js";
 import { createLogger } from "../util/log.js";
 
+// Volume I/O goes through libuv's thread pool; its default of 4 threads would cap the disk
+// queue depth at 4 whatever the initiators' queue depth. Read before the pool starts (lazily,
+// at the first fs call), so setting it here takes effect.
+process.env.UV_THREADPOOL_SIZE ??= "32";
+
 const program = new Command();
 program
   .name("sanmux")

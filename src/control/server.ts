@@ -105,13 +105,14 @@ export class SanmuxServer {
         maxRecvDataSegmentLength: 262144,
         maxBurstLength: 16 * 1024 * 1024,
         firstBurstLength: 262144,
+        maxOutstandingR2T: 16,
       },
       lookupInitiator: (initiatorName: string) => {
         const agent = this.access.agentForInitiator(initiatorName);
         if (!agent) return undefined;
         return agent.chap ? { chap: agent.chap } : {};
       },
-    } as LoginPolicy;
+    };
   }
 
   /** The LUNs an initiator may address right now, as its agent's mappings say. */

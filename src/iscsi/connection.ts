@@ -441,6 +441,12 @@ export class IscsiConnection implements LiveSession {
       this.forget(task);
       return;
     }
+    if (cmd.data.length === cmd.edtl) {
+      // Everything came as immediate data (the common case for small writes): the PDU owns its
+      // data buffer, so hand it straight to the SCSI layer without a copy.
+      this.execute(task, cmd.data);
+      return;
+    }
     const unsolicited = p.initialR2T ? cmd.data.length : Math.min(p.firstBurstLength, cmd.edtl);
     const collector = new WriteCollector(
       cmd.edtl,
