@@ -3,7 +3,7 @@
  * SCSI nexus on the other. No sockets.
  */
 import pino from "pino";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { ScsiCommand, ScsiResult } from "../scsi/types.js";
 import { type ConnectionIo, IscsiConnection } from "./connection.js";
 import { Opcode, RESERVED_TAG, RejectReason, TmfFunction, TmfResponse } from "./constants.js";
@@ -59,7 +59,7 @@ class RecordingNexus implements NexusPort {
   close(): void {}
 }
 
-function harness(options: { maxRecv?: number; initialR2T?: boolean } = {}) {
+function harness(options: { maxRecv?: number; initialR2T?: boolean; nopInterval?: number } = {}) {
   const nexus = new RecordingNexus();
   const out: RawPdu[] = [];
   let ended = false;
@@ -95,7 +95,12 @@ function harness(options: { maxRecv?: number; initialR2T?: boolean } = {}) {
     hasLun: (_i, lun) => lun === 0,
     sendTargets: () => [{ name: TARGET, addresses: ["127.0.0.1:3260,1"] }],
     logger: pino({ level: "silent" }),
-    tuning: { ...DEFAULT_TUNING, queueDepth: 4, nopInterval: 0 },
+    tuning: {
+      ...DEFAULT_TUNING,
+      queueDepth: 4,
+      nopInterval: options.nopInterval ?? 0,
+      nopTimeout: 3,
+    },
   };
   const conn = new IscsiConnection(io, services, new SessionRegistry());
   const send = (pdu: OutPdu) => {
@@ -146,7 +151,33 @@ const write10 = (blocks: number) => {
   return cdb;
 };
 
+afterEach(() => {
+  vi.useRealTimers();
+});
+
 describe("IscsiConnection", () => {
+  it("pings an idle initiator with NOP-In and drops it when no answer comes", () => {
+    vi.useFakeTimers();
+    const h = harness({ nopInterval: 2 });
+    h.login();
+    // Interval 2 s: the first ping leaves after 2-3 s of silence.
+    vi.advanceTimersByTime(3000);
+    const ping = decodeNopIn(h.out.shift()!);
+    expect(ping.itt).toBe(RESERVED_TAG);
+    expect(ping.ttt).not.toBe(RESERVED_TAG);
+    // Answering keeps the session alive ...
+    h.send(
+      encodeNopOut({ immediate: true, itt: RESERVED_TAG, ttt: ping.ttt, cmdSN: 10, expStatSN: 1 }),
+    );
+    vi.advanceTimersByTime(2500);
+    expect(h.ended()).toBe(false);
+    const second = decodeNopIn(h.out.shift()!);
+    // ... silence past the 3 s timeout ends it.
+    expect(second.itt).toBe(RESERVED_TAG);
+    vi.advanceTimersByTime(5000);
+    expect(h.ended()).toBe(true);
+  });
+
   it("logs in and advertises a CmdSN window of the queue depth", () => {
     const h = harness();
     const r = h.login();

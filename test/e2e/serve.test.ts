@@ -67,12 +67,13 @@ function qemuIo(
   lun: number,
   commands: string[],
   chap?: { user: string; secret: string },
+  readOnly = false,
 ) {
-  const args: string[] = [];
-  let extra = "";
+  const args: string[] = readOnly ? ["-r"] : [];
+  let extra = readOnly ? ",read-only=on" : "";
   if (chap) {
     args.push("--object", `secret,id=chap0,data=${chap.secret}`);
-    extra = `,user=${chap.user},password-secret=chap0`;
+    extra += `,user=${chap.user},password-secret=chap0`;
   }
   args.push("--image-opts");
   for (const c of commands) args.push("-c", c);
