@@ -32,25 +32,41 @@ export function goodWithDataOut(dataOutLength: number): ScsiResult {
 }
 
 /**
- * The first `length` bytes of Data-Out.
- *
- * When the initiator sent less than the CDB requires (iSCSI EDTL < SCSI transfer length), the
- * command is not executed: CHECK CONDITION, ILLEGAL REQUEST / INVALID FIELD IN COMMAND
- * INFORMATION UNIT, nothing written (the option FCP-4 gives a target for a data overrun, and
- * what LIO does; libiscsi's residual tests accept it). Writing a prefix would store data the
- * initiator did not mean to be partial. `dataOutLength` still reports what the CDB called for,
- * so that the transport reports the overflow residual. Extra Data-Out (EDTL > transfer length)
- * is ignored: only what the CDB specifies is written, and the transport reports an underflow.
+ * The first `length` bytes of Data-Out, for commands whose Data-Out is a parameter list or a
+ * pattern (MODE SELECT, UNMAP, VERIFY): less than that is refused with CHECK CONDITION,
+ * ILLEGAL REQUEST / INVALID FIELD IN COMMAND INFORMATION UNIT (FCP-4's option for a data
+ * overrun), and the command is not executed. `dataOutLength` still reports what the CDB called
+ * for, so that the transport reports the overflow residual. More Data-Out than needed is
+ * ignored (the transport reports an underflow).
  */
 export function requireDataOut(cmd: ScsiCommand, length: number): Buffer {
   const data = cmd.dataOut;
-  if (data.length < length) {
-    throw new CheckCondition(
-      { key: SenseKey.ILLEGAL_REQUEST, asc: Asc.INVALID_FIELD_IN_COMMAND_IU },
-      length,
-    );
-  }
+  if (data.length < length) throw overrun(length);
   return data.length === length ? data : data.subarray(0, length);
+}
+
+/**
+ * The Data-Out of a WRITE: the CDB asks for `length` bytes of `blockSize`-byte blocks.
+ *  - at least `length` bytes arrived: the first `length` (extra Data-Out is ignored, underflow);
+ *  - fewer, but whole blocks (iSCSI EDTL < SCSI transfer length): those blocks, possibly none.
+ *    The command is processed normally except that data beyond EDTL is not transferred (SAM /
+ *    FCP-4 "process the command normally"), which libiscsi's Write*Residuals tests require:
+ *    GOOD, the first EDTL bytes written, the rest untouched, an overflow residual;
+ *  - a partial block: INVALID FIELD IN COMMAND INFORMATION UNIT and nothing written, since
+ *    writing part of a block would need a read-modify-write that mixes old and new data.
+ */
+export function writeDataOut(cmd: ScsiCommand, length: number, blockSize: number): Buffer {
+  const data = cmd.dataOut;
+  if (data.length >= length) return data.length === length ? data : data.subarray(0, length);
+  if (data.length % blockSize !== 0) throw overrun(length);
+  return data;
+}
+
+function overrun(length: number): CheckCondition {
+  return new CheckCondition(
+    { key: SenseKey.ILLEGAL_REQUEST, asc: Asc.INVALID_FIELD_IN_COMMAND_IU },
+    length,
+  );
 }
 
 /**

@@ -219,20 +219,36 @@ describe("Data-Out length against the CDB (libiscsi residual tests)", () => {
     expect(volume.calls).toEqual([{ op: "write", lba: 0, blocks: 1, fua: false }]);
   });
 
-  it.each([
-    ["no Data-Out at all", 0],
-    ["200 bytes", 200],
-    ["one block of two", 512],
-  ])("refuses the command and writes nothing with %s (overflow)", async (_what, bytes) => {
+  it("writes only the whole blocks that arrived when less Data-Out came (overflow)", async () => {
     const { run, volume } = setup();
-    const r = await run(
-      Cdb.write10({ lba: 0, blocks: bytes === 512 ? 2 : 1 }),
-      pattern(1, 0x61).subarray(0, bytes),
+    expectGood(await run(Cdb.write10({ lba: 0, blocks: 2 }), pattern(2, 0x61)));
+    const r = await run(Cdb.write10({ lba: 0, blocks: 2 }), pattern(1, 0x62));
+    expectGood(r);
+    expect(r.dataOutLength).toBe(1024);
+    expect(volume.calls.at(-1)).toEqual({ op: "write", lba: 0, blocks: 1, fua: false });
+    expect(volume.peek(0, 2).equals(Buffer.concat([pattern(1, 0x62), pattern(1, 0x61)]))).toBe(
+      true,
     );
-    expectSense(r, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_IU);
-    expect(r.dataOutLength).toBe(bytes === 512 ? 1024 : 512);
+  });
+
+  it("writes nothing, with GOOD, when no Data-Out came at all", async () => {
+    const { run, volume } = setup();
+    const r = await run(Cdb.write16({ lba: 0, blocks: 1 }));
+    expectGood(r);
+    expect(r.dataOutLength).toBe(512);
     expect(volume.calls).toEqual([]);
   });
+
+  it.each([200, 513, 1000])(
+    "refuses a partial block (%i bytes) and writes nothing",
+    async (bytes) => {
+      const { run, volume } = setup();
+      const r = await run(Cdb.write12({ lba: 0, blocks: 2 }), Buffer.alloc(bytes, 0x63));
+      expectSense(r, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_IU);
+      expect(r.dataOutLength).toBe(1024);
+      expect(volume.calls).toEqual([]);
+    },
+  );
 });
 
 describe("read-only mappings", () => {

@@ -18,7 +18,7 @@ import {
   failureResult,
   GOOD,
   goodWithDataOut,
-  requireDataOut,
+  writeDataOut,
 } from "./common.js";
 
 const WITH_FUA: WriteOptions = Object.freeze({ fua: true });
@@ -57,6 +57,7 @@ async function readBlocks(
 /**
  * A WRITE handler for one CDB format. The write is forced to the medium (fua) when the CDB
  * says FUA or when the logical unit's write cache is disabled (Caching mode page WCE=0).
+ * Data-Out shorter or longer than the CDB's transfer length: see `writeDataOut`.
  */
 export function writeHandler(decode: (cdb: Buffer) => BlockIoCdb, lengthByte: number): LunHandler {
   return (cmd, lu) => {
@@ -67,10 +68,10 @@ export function writeHandler(decode: (cdb: Buffer) => BlockIoCdb, lengthByte: nu
     checkLbaRange(io.lba, io.blocks, volume.blockCount());
     checkWritable(lu);
     const length = io.blocks * blockSize;
-    const data = requireDataOut(cmd, length);
-    if (io.blocks === 0) return goodWithDataOut(0);
+    const data = writeDataOut(cmd, length, blockSize);
+    if (data.length === 0) return goodWithDataOut(length);
     const fua = io.fua || !lu.unit.writeCacheEnabled;
-    return writeBlocks(cmd, lu, io.lba, data, fua);
+    return writeBlocks(cmd, lu, io.lba, data, fua, length);
   };
 }
 
@@ -80,11 +81,12 @@ async function writeBlocks(
   lba: number,
   data: Buffer,
   fua: boolean,
+  dataOutLength: number,
 ): Promise<ScsiResult> {
   try {
     await lu.entry.volume.write(lba, data, fua ? WITH_FUA : WITHOUT_FUA);
-    return goodWithDataOut(data.length);
+    return goodWithDataOut(dataOutLength);
   } catch (err) {
-    return failureResult(err, cmd, lu, data.length);
+    return failureResult(err, cmd, lu, dataOutLength);
   }
 }
