@@ -8,6 +8,7 @@
 import type { Logger } from "pino";
 import { decodeLun } from "../scsi/lun.js";
 import type { ScsiResult } from "../scsi/types.js";
+import { dataBuffers } from "./buffer-pool.js";
 import { Opcode, RESERVED_TAG, RejectReason, TmfFunction, TmfResponse } from "./constants.js";
 import { type FramingError, PduReader, serializePdu } from "./framing.js";
 import { LoginNegotiator, type SessionParams } from "./login/login.js";
@@ -528,7 +529,11 @@ export class IscsiConnection implements LiveSession {
         taskAttribute: task.taskAttribute,
       })
       .then(
-        (result) => this.complete(task, result),
+        (result) => {
+          // The SCSI layer is done with the payload once its promise settled (ScsiCommand).
+          if (dataOut.length > 0) dataBuffers.release(dataOut);
+          this.complete(task, result);
+        },
         (err: unknown) => {
           this.log.error({ err, itt: task.itt }, "SCSI layer failed a command");
           this.complete(task, { status: STATUS_CHECK_CONDITION, sense: internalFailureSense() });

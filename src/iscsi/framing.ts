@@ -3,7 +3,9 @@
  * segment padded to 4 bytes, optional data digest. `serializePdu` builds the buffers to write;
  * `PduReader` cuts a byte stream back into PDUs. Neither touches a socket.
  */
+
 import { crc32c } from "@node-rs/crc32";
+import { dataBuffers } from "./buffer-pool.js";
 import { BHS_LENGTH } from "./constants.js";
 import { DIGEST_LENGTH, digestBytes, readDigest } from "./digest.js";
 import {
@@ -323,7 +325,7 @@ export class PduReader {
     this.padLength = paddingOf(length);
     this.trailerLength = this.padLength + (this.dataDigest ? DIGEST_LENGTH : 0);
     // The one copy of the payload goes here; allocUnsafe because every byte is overwritten.
-    this.data = this.discard ? EMPTY : Buffer.allocUnsafe(length);
+    this.data = this.discard ? EMPTY : dataBuffers.acquire(length);
     this.state = READ_DATA;
   }
 

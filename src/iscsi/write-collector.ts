@@ -1,3 +1,5 @@
+import { dataBuffers } from "./buffer-pool.js";
+
 /**
  * Collects one write command's Data-Out into a single buffer (RFC 7143 4.2.? / 11.7, 11.8):
  * immediate data, then unsolicited Data-Out up to FirstBurstLength (when InitialR2T=No), then
@@ -46,7 +48,7 @@ export class WriteCollector {
     private readonly maxBurstLength: number,
     private readonly maxOutstandingR2T: number,
   ) {
-    this.buffer = Buffer.allocUnsafe(edtl);
+    this.buffer = dataBuffers.acquire(edtl);
     this.unsolicitedEnd = unsolicited;
     this.unsolicitedDone = unsolicited === 0;
     if (edtl > unsolicited)

@@ -14,7 +14,9 @@ export interface ScsiCommand {
   /**
    * Data-Out received for this command: at most `expectedLength` bytes (the transport collects
    * exactly what the initiator said it would send). Empty for commands without Data-Out.
-   * Owned by the SCSI layer once `execute` is called.
+   * Owned by the SCSI layer from the call of `execute` until its promise settles; afterwards
+   * the transport reuses the buffer, so nothing may keep a reference to it (copy what must
+   * outlive the command).
    */
   readonly dataOut: Buffer;
   /** The initiator's Expected Data Transfer Length (iSCSI EDTL), in bytes. */
