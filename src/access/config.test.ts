@@ -106,6 +106,29 @@ describe("parseConfig: a valid file", () => {
     });
   });
 
+  it("reads an agent's reservations options, key_by defaulting to nexus", () => {
+    const config = parseConfig(
+      `agents:
+  - name: a
+    initiators: [iqn.2000-01.com.x:a]
+    reservations: { key_by: initiator }
+  - name: b
+    initiators: [iqn.2000-01.com.x:b]
+    reservations: {}
+  - name: c
+    initiators: [iqn.2000-01.com.x:c]
+    reservations:
+`,
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config.agents).toEqual([
+      { name: "a", initiators: ["iqn.2000-01.com.x:a"], reservations: { keyBy: "initiator" } },
+      { name: "b", initiators: ["iqn.2000-01.com.x:b"], reservations: { keyBy: "nexus" } },
+      { name: "c", initiators: ["iqn.2000-01.com.x:c"] },
+    ]);
+  });
+
   it("parses the demo config", () => {
     const config = parseConfig(DEMO_CONFIG_YAML, "sanmux.yaml");
     expect(config.agents).toEqual([
@@ -166,6 +189,21 @@ describe("parseConfig: every problem names file, line and path", () => {
       "unknown chap key",
       `${AGENT}    chap:\n      user: u\n      secret: "123456789012"\n      password: x\n`,
       'sanmux.yaml:7: agents[0].chap.password: unknown key "password" (allowed: user, secret, target_user, target_secret)',
+    ],
+    [
+      "bad reservations key_by",
+      `${AGENT}    reservations: { key_by: isid }\n`,
+      'sanmux.yaml:4: agents[0].reservations.key_by: must be "nexus" or "initiator", got "isid"',
+    ],
+    [
+      "unknown reservations key",
+      `${AGENT}    reservations:\n      keyby: initiator\n`,
+      'sanmux.yaml:5: agents[0].reservations.keyby: unknown key "keyby" (did you mean "key_by"?)',
+    ],
+    [
+      "reservations not a mapping",
+      `${AGENT}    reservations: initiator\n`,
+      'sanmux.yaml:4: agents[0].reservations: expected a mapping, got "initiator"',
     ],
     ["agents not a list", "agents: foo\n", 'sanmux.yaml:1: agents: expected a list, got "foo"'],
     [

@@ -42,11 +42,24 @@ export interface ChapConfig {
   readonly targetSecret?: string;
 }
 
+/**
+ * How persistent reservation registrations (SPC-4 5.13.7) of the agent's sessions are keyed:
+ * "nexus" (the standard: initiator name + ISID, and target port) or "initiator" (initiator
+ * name and target port only: a re-login with a new ISID keeps the registration).
+ */
+export type ReservationKeyBy = "nexus" | "initiator";
+
+export interface ReservationsConfig {
+  readonly keyBy: ReservationKeyBy;
+}
+
 export interface AgentConfig {
   readonly name: string;
   /** Initiator names as written in the file (compare with `normalizeIscsiName`). */
   readonly initiators: readonly string[];
   readonly chap?: ChapConfig;
+  /** Persistent reservation options; absent means `{ keyBy: "nexus" }`. */
+  readonly reservations?: ReservationsConfig;
 }
 
 export interface VolumeConfig {
@@ -99,6 +112,7 @@ agents:
   - name: demo
     initiators: [${TARGET_IQN_PREFIX}:demo-initiator]
     # chap: { user: demo, secret: "at-least-12-chars" }   # mutual: add target_user, target_secret
+    # reservations: { key_by: initiator }   # keep SCSI-3 PR registrations across re-logins
 
 volumes:
   - name: demo
@@ -283,10 +297,14 @@ const chapShape = {
   target_user: chapUserSchema.optional(),
   target_secret: chapSecretSchema.optional(),
 };
+const reservationsShape = {
+  key_by: z.enum(["nexus", "initiator"]).default("nexus"),
+};
 const agentShape = {
   name: nameSchema,
   initiators: z.array(iscsiNameSchema).min(1),
   chap: unset(z.strictObject(chapShape)),
+  reservations: unset(z.strictObject(reservationsShape)),
 };
 const volumeShape = {
   name: nameSchema,
@@ -315,6 +333,9 @@ function keysAt(path: readonly PropertyKey[]): readonly string[] {
   if (path.length === 0) return Object.keys(fileShape);
   if (top === "agents" && path.length === 2) return Object.keys(agentShape);
   if (top === "agents" && sub === "chap" && path.length === 3) return Object.keys(chapShape);
+  if (top === "agents" && sub === "reservations" && path.length === 3) {
+    return Object.keys(reservationsShape);
+  }
   if (top === "volumes" && path.length === 2) return Object.keys(volumeShape);
   if (top === "mappings" && path.length === 2) return Object.keys(mappingShape);
   return [];
@@ -572,6 +593,9 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
                 : { targetUser: agent.chap.target_user, targetSecret: agent.chap.target_secret }),
             },
           }),
+      ...(agent.reservations === undefined
+        ? {}
+        : { reservations: { keyBy: agent.reservations.key_by } }),
     })),
     volumes: file.volumes.map((volume) => ({
       name: volume.name,

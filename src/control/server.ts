@@ -19,6 +19,7 @@ import {
   type TargetServices,
 } from "../iscsi/services.js";
 import { openFileVolume } from "../pool/file/file-volume.js";
+import { FileReservationStore } from "./pr-store.js";
 import { ScsiTarget } from "../scsi/target.js";
 import type { LunEntry, LunView, NexusIdentity } from "../scsi/types.js";
 import type { Volume } from "../volume/volume.js";
@@ -65,8 +66,18 @@ export class SanmuxServer {
     const hostName = this.options.hostName ?? os.hostname();
     this.scsi = new ScsiTarget(
       { ...PRODUCT, hostName, targetName: config.target },
-      { logger: logger.child({ layer: "scsi" }) },
+      {
+        logger: logger.child({ layer: "scsi" }),
+        reservationStore: new FileReservationStore(dataDir),
+      },
     );
+    // APTPL persistent reservations are back before the first command can arrive. A volume
+    // whose saved state cannot be read answers HARDWARE ERROR until it can (logged here).
+    for (const volume of this.volumes.values()) {
+      await this.scsi.loadReservations(volume.id).catch((err: unknown) => {
+        logger.error({ err, volume: volume.name }, "cannot load persistent reservations");
+      });
+    }
     const tuning = { ...DEFAULT_TUNING, ...this.options.tuning };
     const services: TargetServices = {
       loginPolicy: this.loginPolicy(),
@@ -140,8 +151,10 @@ export class SanmuxServer {
     return { list: () => list, get: (lun) => entries.get(lun) };
   }
 
-  private openNexus(identity: NexusIdentity): NexusPort {
-    const view = this.lunView(identity.initiatorName);
+  private openNexus(login: NexusIdentity): NexusPort {
+    const view = this.lunView(login.initiatorName);
+    const keyBy = this.access.agentForInitiator(login.initiatorName)?.reservations?.keyBy;
+    const identity: NexusIdentity = keyBy ? { ...login, reservationKeyBy: keyBy } : login;
     const nexus = this.scsi.openNexus(identity, view);
     const access = this.access;
     return {

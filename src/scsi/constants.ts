@@ -56,28 +56,41 @@ export const Opcode = {
   RELEASE_6: 0x17,
   MODE_SENSE_6: 0x1a,
   START_STOP_UNIT: 0x1b,
+  PREVENT_ALLOW_MEDIUM_REMOVAL: 0x1e,
   READ_CAPACITY_10: 0x25,
   READ_10: 0x28,
   WRITE_10: 0x2a,
+  WRITE_AND_VERIFY_10: 0x2e,
   VERIFY_10: 0x2f,
   PRE_FETCH_10: 0x34,
   SYNCHRONIZE_CACHE_10: 0x35,
+  READ_DEFECT_DATA_10: 0x37,
   WRITE_SAME_10: 0x41,
   UNMAP: 0x42,
   MODE_SELECT_10: 0x55,
   MODE_SENSE_10: 0x5a,
+  /** SPC-4: THIRD-PARTY COPY OUT (service action 00h: EXTENDED COPY (LID1)). */
+  THIRD_PARTY_COPY_OUT: 0x83,
+  /** SPC-4: THIRD-PARTY COPY IN (RECEIVE COPY RESULTS service actions). */
+  THIRD_PARTY_COPY_IN: 0x84,
   READ_16: 0x88,
+  COMPARE_AND_WRITE: 0x89,
   WRITE_16: 0x8a,
+  ORWRITE_16: 0x8b,
+  WRITE_AND_VERIFY_16: 0x8e,
   VERIFY_16: 0x8f,
   PRE_FETCH_16: 0x90,
   SYNCHRONIZE_CACHE_16: 0x91,
   WRITE_SAME_16: 0x93,
+  WRITE_ATOMIC_16: 0x9c,
   SERVICE_ACTION_IN_16: 0x9e,
   REPORT_LUNS: 0xa0,
   MAINTENANCE_IN: 0xa3,
   READ_12: 0xa8,
   WRITE_12: 0xaa,
+  WRITE_AND_VERIFY_12: 0xae,
   VERIFY_12: 0xaf,
+  READ_DEFECT_DATA_12: 0xb7,
 } as const;
 
 /** SBC-4: service actions of SERVICE ACTION IN(16) (opcode 9Eh). */
@@ -89,6 +102,19 @@ export const ServiceActionIn16 = {
 /** SPC-4: service actions of MAINTENANCE IN (opcode A3h). */
 export const MaintenanceIn = {
   REPORT_SUPPORTED_OPERATION_CODES: 0x0c,
+  REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS: 0x0d,
+} as const;
+
+/** SPC-4 6.3: service actions of THIRD-PARTY COPY OUT (opcode 83h) we serve. */
+export const ThirdPartyCopyOut = {
+  EXTENDED_COPY_LID1: 0x00,
+} as const;
+
+/** SPC-4 6.18: service actions of THIRD-PARTY COPY IN (opcode 84h) we serve. */
+export const ThirdPartyCopyIn = {
+  RECEIVE_COPY_STATUS_LID1: 0x00,
+  RECEIVE_COPY_OPERATING_PARAMETERS: 0x03,
+  RECEIVE_COPY_FAILED_SEGMENT_DETAILS: 0x04,
 } as const;
 
 /** SPC-4 7.8 / SBC-4 VPD page codes we serve. */
@@ -97,6 +123,8 @@ export const VpdPage = {
   UNIT_SERIAL_NUMBER: 0x80,
   DEVICE_IDENTIFICATION: 0x83,
   EXTENDED_INQUIRY: 0x86,
+  /** SPC-4 7.8.17: Third-party Copy. */
+  THIRD_PARTY_COPY: 0x8f,
   BLOCK_LIMITS: 0xb0,
   BLOCK_DEVICE_CHARACTERISTICS: 0xb1,
   LOGICAL_BLOCK_PROVISIONING: 0xb2,
@@ -175,6 +203,13 @@ export const Limits = {
    * otherwise writes the whole range with one WRITE (16) beyond MAXIMUM TRANSFER LENGTH.
    */
   MAX_WRITE_SAME_BLOCKS: 0xffff,
+  /**
+   * MAXIMUM COMPARE AND WRITE LENGTH (Block Limits VPD byte 5, an 8-bit field): the largest
+   * NUMBER OF LOGICAL BLOCKS a COMPARE AND WRITE may ask for. 255 blocks are at most 1020 KiB
+   * (2040 KiB of Data-Out) on 4 KiB LUNs: the range is locked against every other command for
+   * the read + compare + write only.
+   */
+  MAX_COMPARE_AND_WRITE_BLOCKS: 255,
   /** Most block descriptors in one UNMAP parameter list. */
   MAX_UNMAP_DESCRIPTORS: 256,
   /** WRITE SAME (without UNMAP) writes the pattern in chunks of at most this many bytes. */

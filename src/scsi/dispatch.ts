@@ -9,10 +9,14 @@
  *    Its length is the CDB length. `validateCdbUsage` rejects any other bit that is set.
  *  - `dataOut`: the command transfers Data-Out.
  *  - `conflictsWithReservation`: refused with RESERVATION CONFLICT when another I_T nexus
- *    holds a reservation. The allowed set follows the SPC-4 / SBC-4 "allowed in the presence
- *    of reservations" tables for Exclusive Access (INQUIRY, REPORT LUNS, REQUEST SENSE,
+ *    holds a RESERVE(6) reservation. The allowed set follows the SPC-4 / SBC-4 "allowed in the
+ *    presence of reservations" tables for Exclusive Access (INQUIRY, REPORT LUNS, REQUEST SENSE,
  *    TEST UNIT READY, READ CAPACITY, REPORT SUPPORTED OPERATION CODES), plus RELEASE(6)
  *    (a no-op from a non-holder, SPC-2).
+ *  - `reservation`: what the command is under a persistent reservation (./pr/access.ts):
+ *    "allowed", "read" (allowed through Write Exclusive types only), "write" (conflicts under
+ *    every type), or handled by the command itself; SPC-4 5.13.1 table 65 and SBC-4 4.17
+ *    table 13. Defaults to "write" for rows that conflict with RESERVE(6), else "allowed".
  *  - `allowedWithUnitAttention`: INQUIRY, REPORT LUNS and REQUEST SENSE neither report nor
  *    clear a pending unit attention (SAM-5 5.14); every other command reports one first.
  *  - `scope`: "lun" handlers need a logical unit of the view; "nexus" handlers (INQUIRY,
@@ -51,6 +55,15 @@ import { verifyHandler } from "./commands/verify.js";
 import { writeSameHandler } from "./commands/write-same.js";
 import { MaintenanceIn, Opcode, ScsiStatus, SenseKey, ServiceActionIn16 } from "./constants.js";
 import type { LunHandler, NexusHandler } from "./context.js";
+import { type ReservationRule, startStopUnitAccess } from "./pr/access.js";
+import {
+  persistentReserveOut,
+  prInReadFullStatus,
+  prInReadKeys,
+  prInReadReservation,
+  prInReportCapabilities,
+} from "./pr/commands.js";
+import { PrIn, PrOpcode, PrOut } from "./pr/constants.js";
 import { checkCondition, invalidCdbField } from "./sense.js";
 
 interface CommandCommon {
@@ -63,6 +76,8 @@ interface CommandCommon {
   readonly cdbLength: number;
   readonly dataOut: boolean;
   readonly conflictsWithReservation: boolean;
+  /** What the command is under a persistent reservation (see the module comment). */
+  readonly reservation: ReservationRule;
   readonly allowedWithUnitAttention: boolean;
   /** False for the placeholders answering unknown opcodes and service actions. */
   readonly supported: boolean;
@@ -84,7 +99,10 @@ interface ServiceActionGroup {
 }
 
 type Flags = Partial<
-  Pick<CommandCommon, "dataOut" | "conflictsWithReservation" | "allowedWithUnitAttention">
+  Pick<
+    CommandCommon,
+    "dataOut" | "conflictsWithReservation" | "reservation" | "allowedWithUnitAttention"
+  >
 >;
 
 function lunCommand(
@@ -106,13 +124,15 @@ function nexusCommand(
 }
 
 function common(name: string, usage: number[], flags: Flags): CommandCommon {
+  const conflictsWithReservation = flags.conflictsWithReservation ?? true;
   return {
     name,
     opcode: usage[0]!,
     usage: Uint8Array.from(usage),
     cdbLength: usage.length,
     dataOut: flags.dataOut ?? false,
-    conflictsWithReservation: flags.conflictsWithReservation ?? true,
+    conflictsWithReservation,
+    reservation: flags.reservation ?? (conflictsWithReservation ? "write" : "allowed"),
     allowedWithUnitAttention: flags.allowedWithUnitAttention ?? false,
     supported: true,
   };
@@ -125,6 +145,8 @@ function withServiceAction(spec: CommandSpec): CommandSpec {
 const NO_UA = { allowedWithUnitAttention: true, conflictsWithReservation: false } as const;
 const NO_CONFLICT = { conflictsWithReservation: false } as const;
 const DATA_OUT = { dataOut: true } as const;
+/** Allowed through Write Exclusive persistent reservations only (SBC-4 table 13). */
+const READ_CLASS = { reservation: "read" } as const;
 
 /** Bytes of a 4-byte / 8-byte field in a usage map. */
 const F4 = [0xff, 0xff, 0xff, 0xff];
@@ -158,7 +180,12 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     NO_CONFLICT,
   ),
   nexusCommand("REQUEST SENSE", [Opcode.REQUEST_SENSE, 0x01, 0, 0, 0xff, 0], requestSense, NO_UA),
-  lunCommand("READ(6)", [Opcode.READ_6, 0x1f, 0xff, 0xff, 0xff, 0], readHandler(decodeRw6, 4)),
+  lunCommand(
+    "READ(6)",
+    [Opcode.READ_6, 0x1f, 0xff, 0xff, 0xff, 0],
+    readHandler(decodeRw6, 4),
+    READ_CLASS,
+  ),
   lunCommand(
     "WRITE(6)",
     [Opcode.WRITE_6, 0x1f, 0xff, 0xff, 0xff, 0],
@@ -167,11 +194,23 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
   ),
   nexusCommand("INQUIRY", [Opcode.INQUIRY, 0x01, 0xff, 0xff, 0xff, 0], inquiry, NO_UA),
   lunCommand("MODE SELECT(6)", [Opcode.MODE_SELECT_6, 0x11, 0, 0, 0xff, 0], modeSelect6, DATA_OUT),
-  lunCommand("RESERVE(6)", [Opcode.RESERVE_6, 0, 0, 0, 0, 0], reserve6),
-  lunCommand("RELEASE(6)", [Opcode.RELEASE_6, 0, 0, 0, 0, 0], release6, NO_CONFLICT),
-  lunCommand("MODE SENSE(6)", [Opcode.MODE_SENSE_6, 0x08, 0xff, 0xff, 0xff, 0], modeSense6),
+  lunCommand("RESERVE(6)", [Opcode.RESERVE_6, 0, 0, 0, 0, 0], reserve6, {
+    reservation: "reserve-release",
+  }),
+  lunCommand("RELEASE(6)", [Opcode.RELEASE_6, 0, 0, 0, 0, 0], release6, {
+    ...NO_CONFLICT,
+    reservation: "reserve-release",
+  }),
+  lunCommand(
+    "MODE SENSE(6)",
+    [Opcode.MODE_SENSE_6, 0x08, 0xff, 0xff, 0xff, 0],
+    modeSense6,
+    READ_CLASS,
+  ),
   // IMMED; POWER CONDITION MODIFIER; POWER CONDITION, NO_FLUSH, LOEJ, START.
-  lunCommand("START STOP UNIT", [Opcode.START_STOP_UNIT, 0x01, 0, 0x0f, 0xf7, 0], startStopUnit),
+  lunCommand("START STOP UNIT", [Opcode.START_STOP_UNIT, 0x01, 0, 0x0f, 0xf7, 0], startStopUnit, {
+    reservation: startStopUnitAccess,
+  }),
   lunCommand(
     "READ CAPACITY(10)",
     [Opcode.READ_CAPACITY_10, 0, ...F4, 0, 0, 0x01, 0],
@@ -182,6 +221,7 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "READ(10)",
     [Opcode.READ_10, READ_FLAGS, ...F4, 0x1f, 0xff, 0xff, 0],
     readHandler(decodeRw10, 7),
+    READ_CLASS,
   ),
   lunCommand(
     "WRITE(10)",
@@ -193,12 +233,13 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "VERIFY(10)",
     [Opcode.VERIFY_10, VERIFY_FLAGS, ...F4, 0x1f, 0xff, 0xff, 0],
     verifyHandler(decodeVerify10, 7),
-    DATA_OUT,
+    { ...DATA_OUT, ...READ_CLASS },
   ),
   lunCommand(
     "PRE-FETCH(10)",
     [Opcode.PRE_FETCH_10, 0x02, ...F4, 0x1f, 0xff, 0xff, 0],
     preFetchHandler(decodePreFetch10, 7),
+    READ_CLASS,
   ),
   lunCommand(
     "SYNCHRONIZE CACHE(10)",
@@ -222,11 +263,31 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "MODE SENSE(10)",
     [Opcode.MODE_SENSE_10, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0],
     modeSense10,
+    READ_CLASS,
   ),
+  // SPC-4 6.15: ALLOCATION LENGTH (bytes 7-8).
+  serviceActions(PrOpcode.PERSISTENT_RESERVE_IN, "PERSISTENT RESERVE IN", [
+    prInCommand("READ KEYS", PrIn.READ_KEYS, prInReadKeys),
+    prInCommand("READ RESERVATION", PrIn.READ_RESERVATION, prInReadReservation),
+    prInCommand("REPORT CAPABILITIES", PrIn.REPORT_CAPABILITIES, prInReportCapabilities),
+    prInCommand("READ FULL STATUS", PrIn.READ_FULL_STATUS, prInReadFullStatus),
+  ]),
+  // SPC-4 6.16: SCOPE and TYPE (byte 2), PARAMETER LIST LENGTH (bytes 5-8).
+  serviceActions(PrOpcode.PERSISTENT_RESERVE_OUT, "PERSISTENT RESERVE OUT", [
+    prOutCommand("REGISTER", PrOut.REGISTER),
+    prOutCommand("RESERVE", PrOut.RESERVE),
+    prOutCommand("RELEASE", PrOut.RELEASE),
+    prOutCommand("CLEAR", PrOut.CLEAR),
+    prOutCommand("PREEMPT", PrOut.PREEMPT),
+    prOutCommand("PREEMPT AND ABORT", PrOut.PREEMPT_AND_ABORT),
+    prOutCommand("REGISTER AND IGNORE EXISTING KEY", PrOut.REGISTER_AND_IGNORE_EXISTING_KEY),
+    prOutCommand("REGISTER AND MOVE", PrOut.REGISTER_AND_MOVE),
+  ]),
   lunCommand(
     "READ(16)",
     [Opcode.READ_16, READ_FLAGS, ...F8, ...F4, 0x3f, 0],
     readHandler(decodeRw16, 10),
+    READ_CLASS,
   ),
   lunCommand(
     "WRITE(16)",
@@ -238,12 +299,13 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "VERIFY(16)",
     [Opcode.VERIFY_16, VERIFY_FLAGS, ...F8, ...F4, 0x3f, 0],
     verifyHandler(decodeVerify16, 10),
-    DATA_OUT,
+    { ...DATA_OUT, ...READ_CLASS },
   ),
   lunCommand(
     "PRE-FETCH(16)",
     [Opcode.PRE_FETCH_16, 0x02, ...F8, ...F4, 0x3f, 0],
     preFetchHandler(decodePreFetch16, 10),
+    READ_CLASS,
   ),
   lunCommand(
     "SYNCHRONIZE CACHE(16)",
@@ -268,6 +330,7 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
       "GET LBA STATUS",
       [Opcode.SERVICE_ACTION_IN_16, ServiceActionIn16.GET_LBA_STATUS, ...F8, ...F4, 0, 0],
       getLbaStatus,
+      READ_CLASS,
     ),
   ]),
   nexusCommand(
@@ -292,13 +355,15 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
         0,
       ],
       reportSupportedOpcodesHandler(CATALOG),
-      NO_CONFLICT,
+      // SPC-4 table 65, footnote b: allowed through Write Exclusive (ALLOW COMMANDS 011b).
+      { ...NO_CONFLICT, ...READ_CLASS },
     ),
   ]),
   lunCommand(
     "READ(12)",
     [Opcode.READ_12, READ_FLAGS, ...F4, ...F4, 0x1f, 0],
     readHandler(decodeRw12, 6),
+    READ_CLASS,
   ),
   lunCommand(
     "WRITE(12)",
@@ -310,9 +375,27 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "VERIFY(12)",
     [Opcode.VERIFY_12, VERIFY_FLAGS, ...F4, ...F4, 0x1f, 0],
     verifyHandler(decodeVerify12, 6),
-    DATA_OUT,
+    { ...DATA_OUT, ...READ_CLASS },
   ),
 ];
+
+function prInCommand(name: string, serviceAction: number, handler: LunHandler): CommandSpec {
+  return lunCommand(
+    `PERSISTENT RESERVE IN / ${name}`,
+    [PrOpcode.PERSISTENT_RESERVE_IN, serviceAction, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+    handler,
+    { conflictsWithReservation: false, reservation: "persistent-reserve" },
+  );
+}
+
+function prOutCommand(name: string, serviceAction: number): CommandSpec {
+  return lunCommand(
+    `PERSISTENT RESERVE OUT / ${name}`,
+    [PrOpcode.PERSISTENT_RESERVE_OUT, serviceAction, 0xff, 0, 0, ...F4, 0],
+    persistentReserveOut,
+    { dataOut: true, conflictsWithReservation: false, reservation: "persistent-reserve" },
+  );
+}
 
 function serviceActions(opcode: number, name: string, specs: CommandSpec[]): ServiceActionGroup {
   const actions = new Map<number, CommandSpec>();
@@ -339,6 +422,7 @@ function placeholder(name: string, opcode: number, handler: LunHandler): Command
     cdbLength: 0,
     dataOut: false,
     conflictsWithReservation: false,
+    reservation: "allowed",
     allowedWithUnitAttention: false,
     supported: false,
     scope: "lun",

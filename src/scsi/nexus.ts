@@ -11,16 +11,23 @@
  *     unit attention of this nexus on this logical unit is reported (CHECK CONDITION) and
  *     cleared, before the CDB is even validated (SAM-5 5.14);
  *  3. the CDB is validated against the command's usage map;
- *  4. a reservation held by another nexus answers RESERVATION CONFLICT;
+ *  4. reservations (`admit`): a RESERVE(6) reservation held by another nexus, or a persistent
+ *     reservation the command conflicts with, answers RESERVATION CONFLICT (see ./pr/access.ts
+ *     for what each row of the dispatch table is under a reservation);
  *  5. the handler runs.
+ * Before step 2, a command to a unit whose persistent reservations are still being loaded
+ * waits for them (./pr/unit.ts); INQUIRY, REPORT LUNS and REQUEST SENSE do not wait.
  * Handlers throw `CheckCondition` for validation failures and catch their own volume failures,
  * so the hot path is one synchronous call plus the handler's single await on the volume.
  */
 import { Asc } from "./asc.js";
 import { validateCdbUsage } from "./cdb.js";
+import { GOOD } from "./commands/common.js";
 import { SenseKey } from "./constants.js";
 import type { LunContext, NexusContext } from "./context.js";
 import { type CommandSpec, lookupCommand, RESERVATION_CONFLICT } from "./dispatch.js";
+import { conflictsWithPersistentReservation, legacyReserveOutcome } from "./pr/access.js";
+import { type PrNexus, prNexusOf } from "./pr/state.js";
 import { CheckCondition, checkCondition, checkConditionResult } from "./sense.js";
 import { type ScsiLogger, senseForFailure } from "./sense-map.js";
 import type {
@@ -52,6 +59,8 @@ export class Nexus implements NexusContext {
   /** LunContext per LUN, rebuilt when the view hands out a different entry. */
   private readonly bound = new Map<number, LunContext>();
   private closed = false;
+  /** How persistent reservations see this I_T nexus. */
+  private readonly prNexus: PrNexus;
 
   constructor(
     readonly identity: NexusIdentity,
@@ -60,6 +69,7 @@ export class Nexus implements NexusContext {
   ) {
     this.info = host.info;
     this.logger = host.logger;
+    this.prNexus = prNexusOf(identity);
   }
 
   execute(cmd: ScsiCommand): Promise<ScsiResult> {
@@ -84,16 +94,64 @@ export class Nexus implements NexusContext {
       this.validate(cdb, spec);
       return spec.handler(cmd, this, undefined);
     }
-    if (!spec.allowedWithUnitAttention && lu.unit.hasPending) {
-      const pending = lu.unit.takeReportable(this);
+    if (spec.scope === "lun" && !lu.unit.pr.ready) return this.afterLoad(cmd, lu);
+    return this.runOnUnit(cmd, spec, lu);
+  }
+
+  private runOnUnit(
+    cmd: ScsiCommand,
+    spec: CommandSpec,
+    lu: LunContext,
+  ): ScsiResult | Promise<ScsiResult> {
+    const cdb = cmd.cdb;
+    const unit = lu.unit;
+    if (!spec.allowedWithUnitAttention && unit.hasPending) {
+      const pending = unit.takeReportable(this);
       if (pending) return checkConditionResult(pending);
     }
     this.validate(cdb, spec);
-    if (spec.conflictsWithReservation) {
-      const holder = lu.unit.reservationHolder;
-      if (holder !== undefined && holder !== this) return RESERVATION_CONFLICT;
+    if (unit.reservationHolder !== undefined || unit.pr.registered) {
+      const refused = this.admit(spec, cdb, lu);
+      if (refused) return refused;
     }
     return spec.scope === "lun" ? spec.handler(cmd, lu) : spec.handler(cmd, this, lu);
+  }
+
+  /** Wait until the unit's persistent reservations are loaded, then run the command. */
+  private async afterLoad(cmd: ScsiCommand, lu: LunContext): Promise<ScsiResult> {
+    try {
+      await lu.unit.pr.load();
+      return await this.runOnUnit(cmd, lookupCommand(cmd.cdb), lu);
+    } catch (err) {
+      return this.failure(err, cmd, lu);
+    }
+  }
+
+  /**
+   * Reservation checks: undefined when the command may run, else its result (RESERVATION
+   * CONFLICT, or GOOD for a RESERVE(6)/RELEASE(6) that SPC-4 5.13.3 completes without effect).
+   */
+  private admit(spec: CommandSpec, cdb: Buffer, lu: LunContext): ScsiResult | undefined {
+    const access = typeof spec.reservation === "function" ? spec.reservation(cdb) : spec.reservation;
+    const holder = lu.unit.reservationHolder;
+    if (holder !== undefined) {
+      // SPC-2 5.5.1: while a RESERVE(6) reservation exists, PERSISTENT RESERVE IN and OUT
+      // conflict whoever sends them; other commands conflict from other nexuses as the table
+      // says. (No I_T nexus can be registered then: REGISTER conflicts.)
+      if (access === "persistent-reserve") return RESERVATION_CONFLICT;
+      return spec.conflictsWithReservation && holder !== this ? RESERVATION_CONFLICT : undefined;
+    }
+    const state = lu.unit.pr.state;
+    switch (access) {
+      case "persistent-reserve":
+        return undefined;
+      case "reserve-release":
+        return legacyReserveOutcome(state, this.prNexus) === "good" ? GOOD : RESERVATION_CONFLICT;
+      default:
+        return conflictsWithPersistentReservation(state, this.prNexus, access)
+          ? RESERVATION_CONFLICT
+          : undefined;
+    }
   }
 
   private validate(cdb: Buffer, spec: CommandSpec): void {

@@ -6,13 +6,14 @@
  * after it has aborted the affected tasks, and `close` when the session ends.
  *
  * Logical unit state is keyed by volume id and shared by every nexus, agent and channel that
- * maps the volume: the Caching page WCE, the RESERVE(6) holder, and per nexus the pending unit
- * attentions and deferred errors. Opening a nexus raises no POWER ON unit attention (as tgt
+ * maps the volume: the Caching page WCE, the RESERVE(6) holder, the persistent reservations,
+ * and per nexus the pending unit attentions and deferred errors. Opening a nexus raises no POWER ON unit attention (as tgt
  * does), so that tools that send one command and leave (iscsi-inq, qemu-img) work at once.
  */
 import { Asc } from "./asc.js";
 import type { NexusContext } from "./context.js";
 import { Nexus, type NexusHost } from "./nexus.js";
+import type { ReservationStore } from "./pr/store.js";
 import type { ScsiLogger } from "./sense-map.js";
 import type { LunView, NexusIdentity, ScsiCommand, ScsiResult, TargetInfo } from "./types.js";
 import { LogicalUnitState } from "./unit-state.js";
@@ -34,6 +35,11 @@ export interface ScsiNexus {
 export interface ScsiTargetOptions {
   /** Where real causes of failures are logged before being reduced to sense data. */
   readonly logger?: ScsiLogger;
+  /**
+   * Where the persistent reservation state of a volume is kept while APTPL is set (SPC-4
+   * 5.13.5). Without one, APTPL=1 is refused (PTPL_C=0) and nothing survives a restart.
+   */
+  readonly reservationStore?: ReservationStore;
 }
 
 const SILENT: ScsiLogger = { warn() {} };
@@ -42,12 +48,16 @@ export class ScsiTarget {
   private readonly units = new Map<string, LogicalUnitState>();
   private readonly nexuses = new Set<Nexus>();
   private readonly host: NexusHost;
+  private readonly logger: ScsiLogger;
+  private readonly reservationStore: ReservationStore | undefined;
 
   constructor(
     readonly info: TargetInfo,
     options: ScsiTargetOptions = {},
   ) {
     const logger = options.logger ?? SILENT;
+    this.logger = logger;
+    this.reservationStore = options.reservationStore;
     this.host = {
       info,
       logger,
@@ -88,14 +98,33 @@ export class ScsiTarget {
     }
   }
 
-  /** Shared state of a volume's logical unit (created on first use, kept for the process). */
+  /**
+   * Shared state of a volume's logical unit (created on first use, kept for the process). Its
+   * persistent reservations start loading from the store at once; commands to the unit wait
+   * for them.
+   */
   unitOf(volumeId: string): LogicalUnitState {
     let unit = this.units.get(volumeId);
     if (!unit) {
-      unit = new LogicalUnitState(volumeId);
+      unit = new LogicalUnitState(volumeId, {
+        reservationStore: this.reservationStore,
+        nexuses: () => this.mapping(volumeId),
+      });
       this.units.set(volumeId, unit);
+      unit.pr.load().catch((err: unknown) => {
+        this.logger.warn({ err, volumeId }, "cannot load persistent reservations");
+      });
     }
     return unit;
+  }
+
+  /**
+   * Load a volume's saved persistent reservations now (the server calls this for every volume
+   * before it accepts connections). Rejects when the saved state cannot be read; the unit then
+   * answers HARDWARE ERROR, retrying the load on every command, until it can.
+   */
+  loadReservations(volumeId: string): Promise<void> {
+    return this.unitOf(volumeId).pr.load();
   }
 
   /** Open nexuses whose view maps `volumeId`. */

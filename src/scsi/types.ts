@@ -51,6 +51,13 @@ export interface NexusIdentity {
   readonly targetName: string;
   /** Target portal group tag; also the relative target port identifier here. */
   readonly tpgt: number;
+  /**
+   * How persistent reservation registrations made through this nexus are keyed (the agent's
+   * `reservations.key_by`): "nexus" (default, SPC-4 5.13.7: initiator port = name + ISID, and
+   * target port) or "initiator" (the initiator name and target port only, so that a re-login
+   * with a new ISID keeps the registration). See src/scsi/pr/README.md.
+   */
+  readonly reservationKeyBy?: "nexus" | "initiator";
 }
 
 /** Facts about this target that inquiry data reports. */

@@ -3,6 +3,7 @@
  * shared by every nexus and every channel that maps the volume:
  *  - mode parameters that can change (WCE of the Caching mode page);
  *  - the RESERVE(6) holder (SPC-2 reservation);
+ *  - the persistent reservations (SPC-4 5.13, `pr`: see ./pr/);
  *  - per I_T nexus: pending unit attention conditions (SAM-5 5.14) and deferred errors
  *    (SPC-4 4.5.1).
  *
@@ -10,7 +11,10 @@
  */
 import { Asc } from "./asc.js";
 import { Limits, SenseKey } from "./constants.js";
+import type { ReservationStore } from "./pr/store.js";
+import { PersistentReservations } from "./pr/unit.js";
 import type { SenseSpec } from "./sense.js";
+import type { NexusIdentity } from "./types.js";
 
 /** Opaque identity of an I_T nexus. */
 export type NexusKey = object;
@@ -22,15 +26,36 @@ interface NexusConditions {
   deferred: SenseSpec[];
 }
 
+export interface LogicalUnitOptions {
+  /** Where persistent reservation state goes while APTPL is set; none: APTPL unsupported. */
+  readonly reservationStore?: ReservationStore;
+  /** The open nexuses whose view maps this volume (persistent reservation unit attentions). */
+  readonly nexuses?: () => Iterable<{ readonly identity: NexusIdentity }>;
+}
+
 export class LogicalUnitState {
   /** Caching mode page WCE (SBC-4): true = write-back cache reported, writes may be volatile. */
   writeCacheEnabled = true;
   /** The I_T nexus holding a RESERVE(6) reservation, if any. */
   reservationHolder: NexusKey | undefined;
+  /**
+   * Persistent reservations (SPC-4 5.13). Unlike the RESERVE(6) reservation they survive
+   * logical unit resets, target resets and I_T nexus loss (SPC-4 5.13.1).
+   */
+  readonly pr: PersistentReservations;
   /** Only nexuses with something pending have an entry, so the hot path checks `size`. */
   private readonly pending = new Map<NexusKey, NexusConditions>();
 
-  constructor(readonly volumeId: string) {}
+  constructor(
+    readonly volumeId: string,
+    options: LogicalUnitOptions = {},
+  ) {
+    const nexuses = options.nexuses ?? (() => []);
+    this.pr = new PersistentReservations(volumeId, options.reservationStore, {
+      nexuses,
+      addUnitAttention: (nexus, asc) => this.addUnitAttention(nexus, asc),
+    });
+  }
 
   /** True when some nexus has a unit attention or deferred error pending on this unit. */
   get hasPending(): boolean {
@@ -102,14 +127,17 @@ export class LogicalUnitState {
 
   /**
    * Logical unit reset (SAM-5 6.3.3): release the RESERVE(6) reservation and establish a reset
-   * unit attention for every nexus in `nexuses`.
+   * unit attention for every nexus in `nexuses`. Persistent reservations are not affected.
    */
   reset(nexuses: Iterable<NexusKey>, asc: number = Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED): void {
     this.reservationHolder = undefined;
     for (const n of nexuses) this.addUnitAttention(n, asc);
   }
 
-  /** I_T nexus loss: drop what was pending for it and release its reservation. */
+  /**
+   * I_T nexus loss: drop what was pending for it and release its RESERVE(6) reservation (its
+   * persistent reservation registrations stay).
+   */
   forgetNexus(nexus: NexusKey): void {
     this.pending.delete(nexus);
     if (this.reservationHolder === nexus) this.reservationHolder = undefined;
