@@ -13,8 +13,8 @@
  */
 import { mkdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { decodePrState, encodePrState, type ReservationStore } from "../scsi/pr/store.js";
 import type { PrState } from "../scsi/pr/state.js";
+import { decodePrState, encodePrState, type ReservationStore } from "../scsi/pr/store.js";
 import {
   fsyncDirectory,
   isErrnoException,

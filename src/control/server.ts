@@ -19,10 +19,10 @@ import {
   type TargetServices,
 } from "../iscsi/services.js";
 import { openFileVolume } from "../pool/file/file-volume.js";
-import { FileReservationStore } from "./pr-store.js";
 import { ScsiTarget } from "../scsi/target.js";
 import type { LunEntry, LunView, NexusIdentity } from "../scsi/types.js";
 import type { Volume } from "../volume/volume.js";
+import { FileReservationStore } from "./pr-store.js";
 
 export interface ServerOptions {
   readonly dataDir: string;
@@ -171,8 +171,20 @@ export class SanmuxServer {
     };
   }
 
+  /** Per-channel counters, for status reports and the final log line. */
+  channelReport(): Array<Record<string, number | string>> {
+    return this.access.allBindings().map((b) => ({
+      channel: b.channel,
+      agent: b.agent,
+      lun: b.lun,
+      volume: b.volume,
+      ...this.access.countersFor(b.channel),
+    }));
+  }
+
   async stop(): Promise<void> {
     await this.portal.close();
+    this.options.logger.info({ channels: this.channelReport() }, "channel counters");
     for (const v of this.volumes.values()) {
       await v.flush();
       await v.close();

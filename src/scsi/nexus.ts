@@ -132,7 +132,8 @@ export class Nexus implements NexusContext {
    * CONFLICT, or GOOD for a RESERVE(6)/RELEASE(6) that SPC-4 5.13.3 completes without effect).
    */
   private admit(spec: CommandSpec, cdb: Buffer, lu: LunContext): ScsiResult | undefined {
-    const access = typeof spec.reservation === "function" ? spec.reservation(cdb) : spec.reservation;
+    const access =
+      typeof spec.reservation === "function" ? spec.reservation(cdb) : spec.reservation;
     const holder = lu.unit.reservationHolder;
     if (holder !== undefined) {
       // SPC-2 5.5.1: while a RESERVE(6) reservation exists, PERSISTENT RESERVE IN and OUT

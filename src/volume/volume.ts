@@ -34,6 +34,28 @@ export interface Volume {
   blockStatus(lba: number): Promise<BlockStatus>;
   /** Release resources. The volume is unusable afterwards. */
   close(): Promise<void>;
+  /**
+   * Optional: copy `blocks` blocks of `source`, starting at `sourceLba`, to this volume at
+   * `lba`, by reference: the blocks come to share the source's stored chunks and no data moves
+   * through the caller (EXTENDED COPY, clones). Both volumes have the same block size (the
+   * caller checks). `source` may be this very volume; overlapping ranges copy as if the source
+   * range had been read whole before any block was written.
+   *
+   * Resolves `true` once the copy is done, with a write's visibility and durability (durable at
+   * once with `fua`). Resolves `false`, having changed nothing, when this volume cannot copy from
+   * `source` by reference (another backend, another dedup domain, a filter in between): the
+   * caller then copies with `read` + `write`. Rejects as `write` does (OutOfRange,
+   * WriteProtected, PoolFull, QuotaExceeded, ...), or as `read` does for the source. The
+   * caller uses it only when both volumes provide it. Filters that cannot account or guard
+   * such a copy must not forward it, so that the copy falls back to their `read` and `write`.
+   */
+  copyFrom?(
+    source: Volume,
+    sourceLba: number,
+    lba: number,
+    blocks: number,
+    options?: WriteOptions,
+  ): Promise<boolean>;
 }
 
 export interface WriteOptions {

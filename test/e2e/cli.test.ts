@@ -160,8 +160,20 @@ describe("many sessions", () => {
         (l) => l.msg === "login complete" && l.sessionType === "Normal",
       );
       expect(new Set(sessions.map((l) => l.initiator)).size).toBe(4);
-    } finally {
       expect(await server.stop("SIGINT")).toBe(0);
+      // Every channel counted its agent's traffic: 8 MiB written and read back each.
+      const report = server.logs.find((l) => l.msg === "channel counters");
+      const channels = (report?.channels ?? []) as Array<Record<string, number | string>>;
+      expect(channels).toHaveLength(4);
+      for (const c of channels) {
+        expect(c.writtenBytes).toBe(8 * 1024 * 1024);
+        expect(c.readBytes).toBeGreaterThanOrEqual(8 * 1024 * 1024);
+        expect(c.commands).toBeGreaterThan(0);
+        expect(c.errors).toBe(0);
+      }
+      expect(new Set(channels.map((c) => c.channel)).size).toBe(4);
+    } finally {
+      await server.stop("SIGINT");
       await server.cleanup();
     }
   });

@@ -31,7 +31,8 @@ export const VERSION_DESCRIPTORS: readonly number[] = [
  *  - VERSION 06h (SPC-4), RESPONSE DATA FORMAT 2, HISUP=1 (LUNs are SAM-5 structures).
  *  - TPGS=00b: no asymmetric logical unit access is reported, because reporting it requires
  *    REPORT TARGET PORT GROUPS; it comes with multi-gateway ALUA (see DESIGN.md "later").
- *  - 3PC=0 and PROTECT=0 until EXTENDED COPY and protection information exist.
+ *  - 3PC=1: the logical unit is a copy manager (EXTENDED COPY (LID1), ./xcopy.ts, with the
+ *    Third-party Copy VPD page). PROTECT=0 until protection information exists.
  *  - CMDQUE=1: the task set accepts many commands per I_T nexus.
  */
 export function standardInquiry(info: TargetInfo, peripheral: number): Buffer {
@@ -41,7 +42,7 @@ export function standardInquiry(info: TargetInfo, peripheral: number): Buffer {
   out[2] = 0x06; // VERSION: SPC-4
   out[3] = 0x10 | 0x02; // HISUP, RESPONSE DATA FORMAT 2
   out[4] = STANDARD_INQUIRY_LENGTH - 5; // ADDITIONAL LENGTH
-  out[5] = 0x00; // SCCS ACC TPGS(00b) 3PC PROTECT
+  out[5] = 0x08; // SCCS ACC TPGS(00b) 3PC PROTECT
   out[6] = 0x00; // ENCSERV, MULTIP
   out[7] = 0x02; // CMDQUE
   asciiField(info.vendor, 8).copy(out, 8);

@@ -33,10 +33,11 @@
  * the medium in several steps (EXTENDED COPY, WRITE AND VERIFY) call `shared` / `exclusive`
  * themselves.
  */
+
+import { readUInt64 } from "../cdb.js";
+import { Opcode } from "../constants.js";
 import type { LunContext, LunHandler } from "../context.js";
 import type { CommandSpec } from "../dispatch.js";
-import { Opcode } from "../constants.js";
-import { readUInt64 } from "../cdb.js";
 import type { ScsiCommand, ScsiResult } from "../types.js";
 import type { LogicalUnitState } from "../unit-state.js";
 import { failureResult } from "./common.js";
@@ -283,8 +284,6 @@ export function gateMediumAccess(spec: CommandSpec): CommandSpec {
   const rangeOf = MEDIUM_ACCESS.get(spec.opcode);
   if (!rangeOf || spec.scope !== "lun" || !spec.supported) return spec;
   const handler = spec.handler;
-  return {
-    ...spec,
-    handler: (cmd, lu) => gateOf(lu.unit).runShared(cmd, lu, rangeOf, handler),
-  };
+  const gated: LunHandler = (cmd, lu) => gateOf(lu.unit).runShared(cmd, lu, rangeOf, handler);
+  return { ...spec, handler: gated };
 }

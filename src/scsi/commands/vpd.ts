@@ -9,6 +9,8 @@ import { Designator, Limits, Peripheral, VpdPage } from "../constants.js";
 import type { LunContext, NexusContext } from "../context.js";
 import { naaRegisteredExtended, volumeIdText } from "../identity.js";
 import { invalidCdbField } from "../sense.js";
+import { thirdPartyCopyPage } from "./copy-results.js";
+import { atomicLimits } from "./write-atomic.js";
 
 /** The pages we serve, ascending (SPC-4 7.8, Supported VPD Pages page: "in ascending order"). */
 export const SUPPORTED_VPD_PAGES: readonly number[] = [
@@ -16,6 +18,7 @@ export const SUPPORTED_VPD_PAGES: readonly number[] = [
   VpdPage.UNIT_SERIAL_NUMBER,
   VpdPage.DEVICE_IDENTIFICATION,
   VpdPage.EXTENDED_INQUIRY,
+  VpdPage.THIRD_PARTY_COPY,
   VpdPage.BLOCK_LIMITS,
   VpdPage.BLOCK_DEVICE_CHARACTERISTICS,
   VpdPage.LOGICAL_BLOCK_PROVISIONING,
@@ -44,6 +47,8 @@ export function buildVpdPage(
       return vpdPage(Peripheral.DISK, pageCode, deviceIdentification(nexus, lu));
     case VpdPage.EXTENDED_INQUIRY:
       return vpdPage(Peripheral.DISK, pageCode, extendedInquiry());
+    case VpdPage.THIRD_PARTY_COPY:
+      return vpdPage(Peripheral.DISK, pageCode, thirdPartyCopyPage());
     case VpdPage.BLOCK_LIMITS:
       return vpdPage(Peripheral.DISK, pageCode, blockLimits(lu.entry.volume.blockSize));
     case VpdPage.BLOCK_DEVICE_CHARACTERISTICS:
@@ -162,10 +167,13 @@ function extendedInquiry(): Buffer {
 /**
  * Block Limits VPD page (SBC-4), 60 bytes of payload (page length 3Ch).
  *  - WSNZ=1: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is refused.
+ *  - MAXIMUM COMPARE AND WRITE LENGTH: 255 blocks (./compare-and-write.ts).
  *  - OPTIMAL TRANSFER LENGTH GRANULARITY: one grain (8 blocks of 512 on 4 KiB grains).
  *  - MAXIMUM TRANSFER LENGTH and MAXIMUM PREFETCH LENGTH: 16 MiB.
  *  - MAXIMUM UNMAP LBA COUNT: 512 MiB, in at most 256 UNMAP descriptors.
  *  - MAXIMUM WRITE SAME LENGTH: FFFFh blocks.
+ *  - Atomic writes (./write-atomic.ts): MAXIMUM ATOMIC TRANSFER LENGTH and ATOMIC ALIGNMENT one
+ *    grain, no granularity requirement, no atomic boundaries.
  *  - OPTIMAL UNMAP GRANULARITY: one grain, UGAVALID with alignment 0.
  */
 export function blockLimits(blockSize: number): Buffer {
@@ -174,7 +182,7 @@ export function blockLimits(blockSize: number): Buffer {
   const maxUnmap = Limits.MAX_UNMAP_BYTES / blockSize;
   const out = Buffer.alloc(60);
   out[0] = 0x01; // WSNZ (page byte 4)
-  out[1] = 0; // MAXIMUM COMPARE AND WRITE LENGTH: not supported yet
+  out[1] = Limits.MAX_COMPARE_AND_WRITE_BLOCKS; // MAXIMUM COMPARE AND WRITE LENGTH (byte 5)
   out.writeUInt16BE(perGrain, 2); // OPTIMAL TRANSFER LENGTH GRANULARITY (bytes 6-7)
   out.writeUInt32BE(maxTransfer, 4); // MAXIMUM TRANSFER LENGTH (bytes 8-11)
   out.writeUInt32BE(0, 8); // OPTIMAL TRANSFER LENGTH (bytes 12-15): not reported
@@ -184,6 +192,14 @@ export function blockLimits(blockSize: number): Buffer {
   out.writeUInt32BE(perGrain, 24); // OPTIMAL UNMAP GRANULARITY (bytes 28-31)
   out.writeUInt32BE(0x8000_0000, 28); // UGAVALID, UNMAP GRANULARITY ALIGNMENT 0 (bytes 32-35)
   out.writeBigUInt64BE(BigInt(Limits.MAX_WRITE_SAME_BLOCKS), 32); // MAXIMUM WRITE SAME LENGTH
+  const atomic = atomicLimits(blockSize);
+  out.writeUInt32BE(atomic.maxTransferLength, 40); // MAXIMUM ATOMIC TRANSFER LENGTH (bytes 44-47)
+  out.writeUInt32BE(atomic.alignment, 44); // ATOMIC ALIGNMENT (bytes 48-51)
+  out.writeUInt32BE(atomic.granularity, 48); // ATOMIC TRANSFER LENGTH GRANULARITY (bytes 52-55)
+  // MAXIMUM ATOMIC TRANSFER LENGTH WITH ATOMIC BOUNDARY (bytes 56-59), MAXIMUM ATOMIC BOUNDARY
+  // SIZE (bytes 60-63).
+  out.writeUInt32BE(atomic.maxTransferLengthWithBoundary, 52);
+  out.writeUInt32BE(atomic.maxBoundarySize, 56);
   return out;
 }
 

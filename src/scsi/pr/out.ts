@@ -20,9 +20,9 @@
  * Unit attentions are returned as (ASC, registrations) pairs; the caller establishes them on
  * every open nexus those registrations apply to, except the nexus that sent the command.
  */
-import { invalidCdbField, invalidParameterField } from "../sense.js";
-import { checkCondition } from "../sense.js";
+
 import { SenseKey } from "../constants.js";
+import { checkCondition, invalidCdbField, invalidParameterField } from "../sense.js";
 import {
   isAllRegistrants,
   isRegistrantsOnly,
@@ -167,7 +167,10 @@ function register(
 }
 
 /** SPC-4 5.13.11.2.3: remove the sender's registration, releasing what it held. */
-function unregister(state: PrState, own: Registration): { state: PrState; attentions: Attention[] } {
+function unregister(
+  state: PrState,
+  own: Registration,
+): { state: PrState; attentions: Attention[] } {
   const registrations = state.registrations.filter((r) => r !== own);
   const attentions: Attention[] = [];
   let reservation = state.reservation;
@@ -201,10 +204,7 @@ function release(state: PrState, own: Registration, type: PrType): ProutResult {
   // No reservation, or a registrant that does not hold it: nothing happens, GOOD.
   if (!current || !isHolder(state, own)) return good(state);
   if (current.type !== type) {
-    throw checkCondition(
-      SenseKey.ILLEGAL_REQUEST,
-      PrAsc.INVALID_RELEASE_OF_PERSISTENT_RESERVATION,
-    );
+    throw checkCondition(SenseKey.ILLEGAL_REQUEST, PrAsc.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
   }
   // NUAR=0 (Control mode page): Registrants Only and All Registrants releases tell the other
   // registrants.

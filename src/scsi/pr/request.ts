@@ -28,8 +28,7 @@
  *     MOVE) when no reservation store is configured: INVALID FIELD IN PARAMETER LIST.
  * Reserved and obsolete parameter list fields are ignored.
  */
-import { parameterListLengthError } from "../sense.js";
-import { invalidCdbField, invalidParameterField } from "../sense.js";
+import { invalidCdbField, invalidParameterField, parameterListLengthError } from "../sense.js";
 import {
   isPrType,
   LU_SCOPE,
@@ -131,7 +130,8 @@ export function parseProutParameters(
       at += length;
     }
   }
-  const registers = d.action === PrOut.REGISTER || d.action === PrOut.REGISTER_AND_IGNORE_EXISTING_KEY;
+  const registers =
+    d.action === PrOut.REGISTER || d.action === PrOut.REGISTER_AND_IGNORE_EXISTING_KEY;
   if (registers && aptpl && !aptplSupported) throw invalidParameterField(20, 0);
   return {
     action: d.action,

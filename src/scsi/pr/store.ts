@@ -91,7 +91,9 @@ export function decodePrState(value: unknown): PrState {
     }
     if (
       r.targetPort !== undefined &&
-      (!Number.isInteger(r.targetPort) || (r.targetPort as number) < 1 || (r.targetPort as number) > 0xffff)
+      (!Number.isInteger(r.targetPort) ||
+        (r.targetPort as number) < 1 ||
+        (r.targetPort as number) > 0xffff)
     ) {
       throw new Error(`${where}.targetPort: expected 1..65535`);
     }

@@ -18,8 +18,8 @@
  */
 import type { NexusIdentity } from "../types.js";
 import type { Attention } from "./out.js";
-import type { ReservationStore } from "./store.js";
 import { appliesTo, EMPTY_STATE, type PrState, prNexusOf } from "./state.js";
+import type { ReservationStore } from "./store.js";
 
 /** What the unit's persistent reservations need from their surroundings. */
 export interface PrHost {
