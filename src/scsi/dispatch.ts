@@ -40,20 +40,46 @@ import {
   decodeWriteSame16,
 } from "./cdb.js";
 import { readCapacity10, readCapacity16 } from "./commands/capacity.js";
+import { compareAndWrite } from "./commands/compare-and-write.js";
+import {
+  receiveCopyFailedSegmentDetails,
+  receiveCopyOperatingParameters,
+  receiveCopyStatus,
+} from "./commands/copy-results.js";
+import {
+  decodeReadDefectData10,
+  decodeReadDefectData12,
+  readDefectDataHandler,
+} from "./commands/defect-data.js";
 import { inquiry } from "./commands/inquiry.js";
+import { gateMediumAccess } from "./commands/io-gate.js";
 import { getLbaStatus } from "./commands/lba-status.js";
 import { modeSelect6, modeSelect10, modeSense6, modeSense10 } from "./commands/mode.js";
+import { orWrite16 } from "./commands/orwrite.js";
 import { preFetchHandler, startStopUnit } from "./commands/power.js";
+import { preventAllowAccess, preventAllowMediumRemoval } from "./commands/prevent-allow.js";
 import { reportLuns } from "./commands/report-luns.js";
 import { type OpcodeCatalog, reportSupportedOpcodesHandler } from "./commands/report-opcodes.js";
+import { reportSupportedTmf } from "./commands/report-tmf.js";
 import { requestSense } from "./commands/request-sense.js";
 import { readHandler, writeHandler } from "./commands/rw.js";
 import { syncCacheHandler } from "./commands/sync-cache.js";
 import { release6, reserve6, testUnitReady } from "./commands/unit-control.js";
 import { unmapCommand } from "./commands/unmap.js";
 import { verifyHandler } from "./commands/verify.js";
+import { writeAtomic16 } from "./commands/write-atomic.js";
 import { writeSameHandler } from "./commands/write-same.js";
-import { MaintenanceIn, Opcode, ScsiStatus, SenseKey, ServiceActionIn16 } from "./constants.js";
+import { writeAndVerifyHandler } from "./commands/write-verify.js";
+import { extendedCopy } from "./commands/xcopy.js";
+import {
+  MaintenanceIn,
+  Opcode,
+  ScsiStatus,
+  SenseKey,
+  ServiceActionIn16,
+  ThirdPartyCopyIn,
+  ThirdPartyCopyOut,
+} from "./constants.js";
 import type { LunHandler, NexusHandler } from "./context.js";
 import { type ReservationRule, startStopUnitAccess } from "./pr/access.js";
 import {
@@ -158,6 +184,8 @@ const READ_FLAGS = 0x1e;
 const WRITE_FLAGS = 0x1a;
 // Usage of byte 1 of VERIFY (10)/(12)/(16): DPO BYTCHK (VRPROTECT not supported).
 const VERIFY_FLAGS = 0x16;
+// Usage of byte 1 of WRITE AND VERIFY (10)/(12)/(16): DPO BYTCHK (WRPROTECT not supported).
+const WRITE_VERIFY_FLAGS = 0x16;
 
 /**
  * Answers REPORT SUPPORTED OPERATION CODES from the table below. Its methods read the table
@@ -212,6 +240,13 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     reservation: startStopUnitAccess,
   }),
   lunCommand(
+    "PREVENT ALLOW MEDIUM REMOVAL",
+    // PREVENT: 00b and 01b (the obsolete 1xb values are refused).
+    [Opcode.PREVENT_ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 0x01, 0],
+    preventAllowMediumRemoval,
+    { reservation: preventAllowAccess },
+  ),
+  lunCommand(
     "READ CAPACITY(10)",
     [Opcode.READ_CAPACITY_10, 0, ...F4, 0, 0, 0x01, 0],
     readCapacity10,
@@ -230,6 +265,12 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     DATA_OUT,
   ),
   lunCommand(
+    "WRITE AND VERIFY(10)",
+    [Opcode.WRITE_AND_VERIFY_10, WRITE_VERIFY_FLAGS, ...F4, 0x1f, 0xff, 0xff, 0],
+    writeAndVerifyHandler(decodeVerify10, 7),
+    DATA_OUT,
+  ),
+  lunCommand(
     "VERIFY(10)",
     [Opcode.VERIFY_10, VERIFY_FLAGS, ...F4, 0x1f, 0xff, 0xff, 0],
     verifyHandler(decodeVerify10, 7),
@@ -245,6 +286,13 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "SYNCHRONIZE CACHE(10)",
     [Opcode.SYNCHRONIZE_CACHE_10, 0x06, ...F4, 0x1f, 0xff, 0xff, 0],
     syncCacheHandler(decodeSyncCache10),
+  ),
+  lunCommand(
+    "READ DEFECT DATA(10)",
+    // REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT; ALLOCATION LENGTH.
+    [Opcode.READ_DEFECT_DATA_10, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0],
+    readDefectDataHandler(decodeReadDefectData10, 2, 4),
+    READ_CLASS,
   ),
   lunCommand(
     "WRITE SAME(10)",
@@ -283,6 +331,92 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     prOutCommand("REGISTER AND IGNORE EXISTING KEY", PrOut.REGISTER_AND_IGNORE_EXISTING_KEY),
     prOutCommand("REGISTER AND MOVE", PrOut.REGISTER_AND_MOVE),
   ]),
+  // SPC-4 third-party copy (LID1): PARAMETER LIST LENGTH / ALLOCATION LENGTH in bytes 10-13.
+  serviceActions(Opcode.THIRD_PARTY_COPY_OUT, "THIRD-PARTY COPY OUT", [
+    lunCommand(
+      "EXTENDED COPY(LID1)",
+      [
+        Opcode.THIRD_PARTY_COPY_OUT,
+        ThirdPartyCopyOut.EXTENDED_COPY_LID1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        ...F4,
+        0,
+        0,
+      ],
+      extendedCopy,
+      DATA_OUT,
+    ),
+  ]),
+  serviceActions(Opcode.THIRD_PARTY_COPY_IN, "THIRD-PARTY COPY IN", [
+    lunCommand(
+      "RECEIVE COPY STATUS(LID1)",
+      // LIST IDENTIFIER (byte 2).
+      [
+        Opcode.THIRD_PARTY_COPY_IN,
+        ThirdPartyCopyIn.RECEIVE_COPY_STATUS_LID1,
+        0xff,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        ...F4,
+        0,
+        0,
+      ],
+      receiveCopyStatus,
+      READ_CLASS,
+    ),
+    lunCommand(
+      "RECEIVE COPY OPERATING PARAMETERS",
+      [
+        Opcode.THIRD_PARTY_COPY_IN,
+        ThirdPartyCopyIn.RECEIVE_COPY_OPERATING_PARAMETERS,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        ...F4,
+        0,
+        0,
+      ],
+      receiveCopyOperatingParameters,
+      READ_CLASS,
+    ),
+    lunCommand(
+      "RECEIVE COPY FAILED SEGMENT DETAILS",
+      [
+        Opcode.THIRD_PARTY_COPY_IN,
+        ThirdPartyCopyIn.RECEIVE_COPY_FAILED_SEGMENT_DETAILS,
+        0xff,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        ...F4,
+        0,
+        0,
+      ],
+      receiveCopyFailedSegmentDetails,
+      READ_CLASS,
+    ),
+  ]),
   lunCommand(
     "READ(16)",
     [Opcode.READ_16, READ_FLAGS, ...F8, ...F4, 0x3f, 0],
@@ -293,6 +427,26 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     "WRITE(16)",
     [Opcode.WRITE_16, WRITE_FLAGS, ...F8, ...F4, 0x3f, 0],
     writeHandler(decodeRw16, 10),
+    DATA_OUT,
+  ),
+  lunCommand(
+    "COMPARE AND WRITE",
+    // DPO FUA FUA_NV; LBA; NUMBER OF LOGICAL BLOCKS (byte 13); GROUP NUMBER.
+    [Opcode.COMPARE_AND_WRITE, WRITE_FLAGS, ...F8, 0, 0, 0, 0xff, 0x3f, 0],
+    compareAndWrite,
+    DATA_OUT,
+  ),
+  lunCommand(
+    "ORWRITE(16)",
+    // DPO FUA FUA_NV (ORPROTECT not supported).
+    [Opcode.ORWRITE_16, WRITE_FLAGS, ...F8, ...F4, 0x3f, 0],
+    orWrite16,
+    DATA_OUT,
+  ),
+  lunCommand(
+    "WRITE AND VERIFY(16)",
+    [Opcode.WRITE_AND_VERIFY_16, WRITE_VERIFY_FLAGS, ...F8, ...F4, 0x3f, 0],
+    writeAndVerifyHandler(decodeVerify16, 10),
     DATA_OUT,
   ),
   lunCommand(
@@ -317,6 +471,13 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     // UNMAP and NDOB.
     [Opcode.WRITE_SAME_16, 0x09, ...F8, ...F4, 0x3f, 0],
     writeSameHandler(decodeWriteSame16, 10),
+    DATA_OUT,
+  ),
+  lunCommand(
+    "WRITE ATOMIC(16)",
+    // DPO FUA; LBA; ATOMIC BOUNDARY (bytes 10-11) not supported; TRANSFER LENGTH; GROUP NUMBER.
+    [Opcode.WRITE_ATOMIC_16, 0x18, ...F8, 0, 0, 0xff, 0xff, 0x3f, 0],
+    writeAtomic16,
     DATA_OUT,
   ),
   serviceActions(Opcode.SERVICE_ACTION_IN_16, "SERVICE ACTION IN(16)", [
@@ -358,6 +519,23 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
       // SPC-4 table 65, footnote b: allowed through Write Exclusive (ALLOW COMMANDS 011b).
       { ...NO_CONFLICT, ...READ_CLASS },
     ),
+    lunCommand(
+      "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS",
+      // REPD; ALLOCATION LENGTH.
+      [
+        Opcode.MAINTENANCE_IN,
+        MaintenanceIn.REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS,
+        0x80,
+        0,
+        0,
+        0,
+        ...F4,
+        0,
+        0,
+      ],
+      reportSupportedTmf,
+      { ...NO_CONFLICT, ...READ_CLASS },
+    ),
   ]),
   lunCommand(
     "READ(12)",
@@ -372,10 +550,23 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     DATA_OUT,
   ),
   lunCommand(
+    "WRITE AND VERIFY(12)",
+    [Opcode.WRITE_AND_VERIFY_12, WRITE_VERIFY_FLAGS, ...F4, ...F4, 0x1f, 0],
+    writeAndVerifyHandler(decodeVerify12, 6),
+    DATA_OUT,
+  ),
+  lunCommand(
     "VERIFY(12)",
     [Opcode.VERIFY_12, VERIFY_FLAGS, ...F4, ...F4, 0x1f, 0],
     verifyHandler(decodeVerify12, 6),
     { ...DATA_OUT, ...READ_CLASS },
+  ),
+  lunCommand(
+    "READ DEFECT DATA(12)",
+    // REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT; ADDRESS DESCRIPTOR INDEX; ALLOCATION LENGTH.
+    [Opcode.READ_DEFECT_DATA_12, 0x1f, ...F4, ...F4, 0, 0],
+    readDefectDataHandler(decodeReadDefectData12, 1, 8),
+    READ_CLASS,
   ),
 ];
 
@@ -440,7 +631,9 @@ const UNSUPPORTED = placeholder("unsupported", -1, () => {
 const TABLE: (CommandSpec | ServiceActionGroup | undefined)[] = new Array(256);
 for (const entry of COMMANDS) {
   if (TABLE[entry.opcode]) throw new Error(`duplicate opcode ${entry.opcode.toString(16)}`);
-  TABLE[entry.opcode] = entry;
+  // Commands that read or write logical blocks go through the unit's gate, which keeps them
+  // out of the ranges COMPARE AND WRITE and the other atomic commands hold (./commands/io-gate.ts).
+  TABLE[entry.opcode] = "kind" in entry ? entry : gateMediumAccess(entry);
 }
 
 /**

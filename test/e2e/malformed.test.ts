@@ -132,11 +132,14 @@ describe("malformed PDUs", () => {
     const first = await c.next().catch(() => undefined);
     if (first) expect(decodeReject(first).reason).toBe(RejectReason.ProtocolError);
     expect(await c.closedWithin(5000)).toBe(true);
-    expect(
+    // The log line may arrive a moment after the close: wait for it.
+    const deadline = Date.now() + 5000;
+    const logged = () =>
       server.logs.some(
         (l) => typeof l.msg === "string" && /larger than negotiated|oversize/.test(l.msg),
-      ),
-    ).toBe(true);
+      );
+    while (!logged() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(logged()).toBe(true);
     await othersStillServed();
   });
 

@@ -6,16 +6,66 @@
  *   iscsi-probe [-i INITIATOR] URL write LBA     writes one block of 0x55 bytes with WRITE(10)
  *   iscsi-probe [-i INITIATOR] URL read LBA      reads one block with READ(10), prints hex
  *
+ * Persistent reservations (SPC-4 6.15, 6.16; KEY in C syntax, e.g. 0x1234; TYPE 1..8):
+ *   iscsi-probe [-i INITIATOR] URL prout-register KEY [aptpl]
+ *                                  REGISTER AND IGNORE EXISTING KEY (KEY 0 unregisters)
+ *   iscsi-probe [-i INITIATOR] URL prout-reserve KEY TYPE
+ *   iscsi-probe [-i INITIATOR] URL prout-release KEY TYPE
+ *   iscsi-probe [-i INITIATOR] URL prout-clear KEY
+ *   iscsi-probe [-i INITIATOR] URL prin-keys          READ KEYS
+ *   iscsi-probe [-i INITIATOR] URL prin-reservation   READ RESERVATION
+ *   iscsi-probe [-i INITIATOR] URL prin-caps          REPORT CAPABILITIES (hex)
+ *
  * Output: on GOOD, "status=GOOD" then the data as hex (for vpd/read); on CHECK CONDITION,
- * "status=CHECK_CONDITION key=0x.. asc=0x.. ascq=0x..". Exit 0 when the command completed
+ * "status=CHECK_CONDITION key=0x.. asc=0x.. ascq=0x.."; other statuses as "status=0x.."
+ * (RESERVATION CONFLICT is 0x18). After a GOOD prin-keys: "generation=N" and one "key=0x..."
+ * line per registration; after a GOOD prin-reservation: "generation=N" and either
+ * "reservation=none" or "reservation key=0x.. type=N". Exit 0 when the command completed
  * (whatever its status), 1 when login or transport failed.
  */
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define USAGE                                                                               \
+  "usage: %s [-i INITIATOR] URL vpd|write|read ARG\n"                                      \
+  "       %s [-i INITIATOR] URL prout-register KEY [aptpl] | prout-reserve KEY TYPE |\n"   \
+  "                              prout-release KEY TYPE | prout-clear KEY |\n"            \
+  "                              prin-keys | prin-reservation | prin-caps\n"
+
+static uint64_t be64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+static uint32_t be32(const unsigned char *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Print the fields of PERSISTENT RESERVE IN data (SPC-4 6.15.2, 6.15.3) after status=GOOD. */
+static void print_prin(struct scsi_task *task, int sa) {
+  const unsigned char *d = task->datain.data;
+  int n = task->datain.size;
+  if (task->status != SCSI_STATUS_GOOD || n < 8) return;
+  printf("generation=%" PRIu32 "\n", be32(d));
+  uint32_t additional = be32(d + 4);
+  if (sa == SCSI_PERSISTENT_RESERVE_READ_KEYS) {
+    for (uint32_t at = 8; at + 8 <= 8 + additional && (int)(at + 8) <= n; at += 8) {
+      printf("key=0x%016" PRIx64 "\n", be64(d + at));
+    }
+  } else if (sa == SCSI_PERSISTENT_RESERVE_READ_RESERVATION) {
+    if (additional < 16 || n < 24) {
+      printf("reservation=none\n");
+    } else {
+      printf("reservation key=0x%016" PRIx64 " type=%d\n", be64(d + 8), d[21] & 0x0f);
+    }
+  }
+}
 
 static void print_outcome(struct scsi_task *task, int with_data) {
   if (task->status == SCSI_STATUS_GOOD) {
@@ -39,16 +89,23 @@ int main(int argc, char **argv) {
     if (opt == 'i') {
       initiator = optarg;
     } else {
-      fprintf(stderr, "usage: %s [-i INITIATOR] URL vpd|write|read ARG\n", argv[0]);
+      fprintf(stderr, USAGE, argv[0], argv[0]);
       return 2;
     }
   }
-  if (argc - optind != 3) {
-    fprintf(stderr, "usage: %s [-i INITIATOR] URL vpd|write|read ARG\n", argv[0]);
+  if (argc - optind < 2) {
+    fprintf(stderr, USAGE, argv[0], argv[0]);
     return 2;
   }
   const char *op = argv[optind + 1];
-  long long arg = strtoll(argv[optind + 2], NULL, 0);
+  int nargs = argc - optind - 2;
+  char **args = argv + optind + 2;
+  int is_pr = strncmp(op, "prout-", 6) == 0 || strncmp(op, "prin-", 5) == 0;
+  if (!is_pr && nargs != 1) {
+    fprintf(stderr, USAGE, argv[0], argv[0]);
+    return 2;
+  }
+  long long arg = nargs > 0 ? strtoll(args[0], NULL, 0) : 0;
   struct iscsi_context *iscsi = iscsi_create_context(initiator);
   struct iscsi_url *url = iscsi_parse_full_url(iscsi, argv[optind]);
   if (url == NULL) {
@@ -63,6 +120,7 @@ int main(int argc, char **argv) {
   }
   struct scsi_task *task = NULL;
   int with_data = 0;
+  int prin_sa = -1;
   if (strcmp(op, "vpd") == 0) {
     task = iscsi_inquiry_sync(iscsi, url->lun, 1, (int)arg, 255);
     with_data = 1;
@@ -84,6 +142,47 @@ int main(int argc, char **argv) {
       free(buf);
     }
     scsi_free_scsi_task(cap);
+  } else if (strncmp(op, "prin-", 5) == 0) {
+    int sa;
+    if (strcmp(op, "prin-keys") == 0) {
+      sa = SCSI_PERSISTENT_RESERVE_READ_KEYS;
+    } else if (strcmp(op, "prin-reservation") == 0) {
+      sa = SCSI_PERSISTENT_RESERVE_READ_RESERVATION;
+    } else if (strcmp(op, "prin-caps") == 0) {
+      sa = SCSI_PERSISTENT_RESERVE_REPORT_CAPABILITIES;
+      with_data = 1;
+    } else {
+      fprintf(stderr, "unknown operation %s\n", op);
+      return 2;
+    }
+    task = iscsi_persistent_reserve_in_sync(iscsi, url->lun, sa, 8192);
+    prin_sa = sa;
+  } else if (strncmp(op, "prout-", 6) == 0) {
+    struct scsi_persistent_reserve_out_basic params;
+    memset(&params, 0, sizeof(params));
+    uint64_t key = nargs > 0 ? strtoull(args[0], NULL, 0) : 0;
+    int type = nargs > 1 ? (int)strtol(args[1], NULL, 0) : 0;
+    int sa;
+    if (strcmp(op, "prout-register") == 0 && (nargs == 1 || nargs == 2)) {
+      sa = SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY;
+      params.service_action_reservation_key = key;
+      params.aptpl = nargs == 2 && strcmp(args[1], "aptpl") == 0;
+      type = 0;
+    } else if (strcmp(op, "prout-reserve") == 0 && nargs == 2) {
+      sa = SCSI_PERSISTENT_RESERVE_RESERVE;
+      params.reservation_key = key;
+    } else if (strcmp(op, "prout-release") == 0 && nargs == 2) {
+      sa = SCSI_PERSISTENT_RESERVE_RELEASE;
+      params.reservation_key = key;
+    } else if (strcmp(op, "prout-clear") == 0 && nargs == 1) {
+      sa = SCSI_PERSISTENT_RESERVE_CLEAR;
+      params.reservation_key = key;
+    } else {
+      fprintf(stderr, USAGE, argv[0], argv[0]);
+      return 2;
+    }
+    task = iscsi_persistent_reserve_out_sync(iscsi, url->lun, sa, SCSI_PERSISTENT_RESERVE_SCOPE_LU,
+                                             type, &params);
   } else {
     fprintf(stderr, "unknown operation %s\n", op);
     return 2;
@@ -93,6 +192,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   print_outcome(task, with_data);
+  if (prin_sa >= 0) print_prin(task, prin_sa);
   scsi_free_scsi_task(task);
   iscsi_logout_sync(iscsi);
   iscsi_destroy_url(url);

@@ -12,9 +12,13 @@
  *    not an error (SBC-4 5.2).
  *  - More than MAXIMUM COMPARE AND WRITE LENGTH (Block Limits VPD): INVALID FIELD IN CDB
  *    pointing at the NUMBER OF LOGICAL BLOCKS field (byte 13).
- *  - The Data-Out buffer must be exactly 2 x blocks x block size (libiscsi
- *    CompareAndWrite.InvalidDataOutSize: both a shorter and a longer buffer fail), else
- *    INVALID FIELD IN COMMAND INFORMATION UNIT and nothing is read or written.
+ *  - The Data-Out buffer must be exactly 2 x blocks x block size, else INVALID FIELD IN CDB
+ *    pointing at NUMBER OF LOGICAL BLOCKS (the field that does not describe the buffer sent) and
+ *    nothing is read or written. Unlike WRITE, a short buffer is never a shorter command: the
+ *    verify data and the write data are halves of the buffer, so a buffer of another size has
+ *    no meaning. This covers libiscsi's CompareAndWrite.InvalidDataOutSize (a buffer too short
+ *    and too long for the CDB) and CompareAndWrite.Simple for 256 blocks, which the 8-bit field
+ *    encodes as 0 while 512 blocks of Data-Out follow: LIO answers both the same way.
  *  - Miscompare: MISCOMPARE / MISCOMPARE DURING VERIFY OPERATION (1Dh/00h), INFORMATION = the
  *    offset from the start of the Data-Out buffer of the first byte that differs (SBC-4 5.2),
  *    and nothing is written.
@@ -60,16 +64,20 @@ export const compareAndWrite: LunHandler = (cmd, lu) => {
   const blockSize = volume.blockSize;
   if (d.blocks > Limits.MAX_COMPARE_AND_WRITE_BLOCKS) throw invalidCdbField(BLOCKS_BYTE);
   checkLbaRange(d.lba, d.blocks, volume.blockCount());
-  if (d.blocks === 0) return goodWithDataOut(0);
-  checkWritable(lu);
+  if (d.blocks !== 0) checkWritable(lu);
   const half = d.blocks * blockSize;
   const length = 2 * half;
   if (cmd.dataOut.length !== length) {
     throw new CheckCondition(
-      { key: SenseKey.ILLEGAL_REQUEST, asc: Asc.INVALID_FIELD_IN_COMMAND_IU },
+      {
+        key: SenseKey.ILLEGAL_REQUEST,
+        asc: Asc.INVALID_FIELD_IN_CDB,
+        fieldPointer: { inCdb: true, byte: BLOCKS_BYTE },
+      },
       length,
     );
   }
+  if (d.blocks === 0) return goodWithDataOut(0);
   const verifyData = cmd.dataOut.subarray(0, half);
   const writeData = cmd.dataOut.subarray(half, length);
   const fua = d.fua || !lu.unit.writeCacheEnabled;

@@ -20,6 +20,8 @@ describe("standard INQUIRY data (SPC-4 6.6.2)", () => {
     expect(d[3]! & 0xc0).toBe(0); // AERC/TRMTSK clear
     expect(d[4]).toBe(d.length - 5); // ADDITIONAL LENGTH
     expect((d[5]! >> 4) & 3).toBe(0); // TPGS
+    expect(d[5]! & 0x08).toBe(0x08); // 3PC: EXTENDED COPY is supported
+    expect(d[5]! & 0x01).toBe(0); // PROTECT
     expect(d[7]! & 0x02).toBe(0x02); // CMDQUE
     expect(d.subarray(8, 16).toString("ascii")).toBe("SANMUX  ");
     expect(d.subarray(16, 32).toString("ascii")).toBe("sanmux volume   ");

@@ -79,7 +79,8 @@ class Epoch {
   whenRetired(): Promise<void> {
     if (this.retired) return Promise.resolve();
     return new Promise((resolve) => {
-      (this.waiters ??= []).push(resolve);
+      this.waiters ??= [];
+      this.waiters.push(resolve);
     });
   }
 
@@ -94,7 +95,7 @@ class Epoch {
 /** Retire `epoch` and then every newer epoch that has become retirable. */
 function retireFrom(epoch: Epoch | undefined): void {
   let e = epoch;
-  while (e && e.closed && e.active === 0 && e.older === undefined && !e.retired) {
+  while (e?.closed && e.active === 0 && e.older === undefined && !e.retired) {
     e.retire();
     const next = e.newer;
     if (next) next.older = undefined;
@@ -195,7 +196,9 @@ export class UnitGate {
   private blockers(range: BlockRange): Promise<void>[] | undefined {
     let out: Promise<void>[] | undefined;
     for (const x of this.exclusives) {
-      if (overlaps(x.range, range)) (out ??= []).push(x.done);
+      if (!overlaps(x.range, range)) continue;
+      out ??= [];
+      out.push(x.done);
     }
     return out;
   }

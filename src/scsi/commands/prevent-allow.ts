@@ -11,6 +11,14 @@
  * test on a non-removable unit, so they stay skipped.
  */
 import type { LunHandler } from "../context.js";
+import type { ReservationAccess } from "../pr/access.js";
 import { GOOD } from "./common.js";
 
 export const preventAllowMediumRemoval: LunHandler = () => GOOD;
+
+/**
+ * Under a reservation (SPC-4 5.13.1 table 65): PREVENT 00b is allowed for everyone, any other
+ * PREVENT value conflicts.
+ */
+export const preventAllowAccess = (cdb: Buffer): ReservationAccess =>
+  (cdb[4]! & 0x03) === 0 ? "allowed" : "write";

@@ -63,14 +63,14 @@ describe("VPD pages", () => {
     const { nexus } = setup();
     const d = await vpd(nexus, 0x00);
     expect(d[0]).toBe(0);
-    expect([...d.subarray(4)]).toEqual([0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2, 0xc0]);
+    expect([...d.subarray(4)]).toEqual([0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2, 0xc0]);
   });
 
   it("serves every page it lists, and refuses others", async () => {
     const { nexus, run } = setup();
     const list = (await vpd(nexus, 0x00)).subarray(4);
     for (const page of list) await vpd(nexus, page);
-    for (const page of [0x01, 0x81, 0x84, 0x85, 0x87, 0x89, 0x8f, 0xb3, 0xc1, 0xff]) {
+    for (const page of [0x01, 0x81, 0x84, 0x85, 0x87, 0x89, 0x8e, 0xb3, 0xc1, 0xff]) {
       const s = expectSense(
         await run(Cdb.inquiry({ evpd: true, page })),
         5,
@@ -166,11 +166,12 @@ describe("VPD pages", () => {
   ])(
     "0xB0 block limits for %i-byte blocks",
     async (blockSize, granularity, maxTransfer, maxUnmap) => {
+      // The atomic write limits are one grain (see write-atomic.ts), which is `granularity`.
       const { nexus } = setup({ blockSize });
       const d = await vpd(nexus, 0xb0);
       expect(d.readUInt16BE(2)).toBe(0x3c);
       expect(d[4]! & 1).toBe(1); // WSNZ
-      expect(d[5]).toBe(0); // MAXIMUM COMPARE AND WRITE LENGTH
+      expect(d[5]).toBe(255); // MAXIMUM COMPARE AND WRITE LENGTH
       expect(d.readUInt16BE(6)).toBe(granularity);
       expect(d.readUInt32BE(8)).toBe(maxTransfer);
       expect(d.readUInt32BE(16)).toBe(maxTransfer); // MAXIMUM PREFETCH LENGTH
@@ -179,6 +180,12 @@ describe("VPD pages", () => {
       expect(d.readUInt32BE(28)).toBe(granularity);
       expect(d.readUInt32BE(32)).toBe(0x80000000); // UGAVALID, alignment 0
       expect(d.readBigUInt64BE(36)).toBe(0xffffn);
+      expect(d.readUInt32BE(44)).toBe(granularity); // MAXIMUM ATOMIC TRANSFER LENGTH
+      expect(d.readUInt32BE(48)).toBe(granularity); // ATOMIC ALIGNMENT
+      expect(d.readUInt32BE(52)).toBe(0); // ATOMIC TRANSFER LENGTH GRANULARITY
+      expect(d.readUInt32BE(56)).toBe(0); // MAXIMUM ATOMIC TRANSFER LENGTH WITH ATOMIC BOUNDARY
+      expect(d.readUInt32BE(60)).toBe(0); // MAXIMUM ATOMIC BOUNDARY SIZE
+      expect(d.readUInt32BE(44)).toBeLessThanOrEqual(d.readUInt32BE(8));
     },
   );
 

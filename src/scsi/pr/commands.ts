@@ -8,12 +8,23 @@
  * agent that may not write must not fence the writers out either (a read-only agent holding an
  * Exclusive Access reservation, or clearing the writers' registrations, would be a denial of
  * service). PERSISTENT RESERVE IN works through any mapping.
+ *
+ * PREEMPT AND ABORT (SPC-4 5.13.11.2.6), best effort: running commands cannot be cancelled
+ * (a volume call is not interruptible), so instead of aborting the preempted nexuses' commands
+ * it makes them harmless. The new state is committed first, so every command that starts from
+ * then on is checked against the new reservation; then GOOD waits until every medium access of
+ * the unit that started before has settled (the unit's gate, ../commands/io-gate.ts). Once
+ * PREEMPT AND ABORT returns GOOD, no read or write admitted under the old reservation is still
+ * running. Those commands complete with their own status (not TASK ABORTED), and no COMMANDS
+ * CLEARED BY ANOTHER INITIATOR unit attention is raised.
  */
 import { dataIn, failureResult, goodWithDataOut, requireDataOut } from "../commands/common.js";
+import { gateOf, WHOLE_UNIT } from "../commands/io-gate.js";
 import { ScsiStatus } from "../constants.js";
 import type { LunContext, LunHandler } from "../context.js";
 import { writeProtected } from "../sense.js";
 import type { ScsiCommand, ScsiResult } from "../types.js";
+import { PrOut } from "./constants.js";
 import { readFullStatus, readKeys, readReservation, reportCapabilities } from "./in.js";
 import { applyProut } from "./out.js";
 import { decodeProutCdb, type ProutRequest, parseProutParameters } from "./request.js";
@@ -63,6 +74,9 @@ async function execute(
     }
     await pr.commit(result.state);
     pr.notify(result.attentions, lu.nexus);
+    if (req.action === PrOut.PREEMPT_AND_ABORT) {
+      await gateOf(lu.unit).exclusive(WHOLE_UNIT, async () => undefined);
+    }
     return goodWithDataOut(length);
   } catch (err) {
     return failureResult(err, cmd, lu, length);

@@ -228,7 +228,7 @@ function clear(state: PrState, own: Registration): ProutResult {
 
 /**
  * SPC-4 5.13.11.2.4 to 5.13.11.2.6, figure 9 and table 72 (PREEMPT, PREEMPT AND ABORT).
- * PREEMPT AND ABORT does not abort anything here (see README: best effort).
+ * PREEMPT AND ABORT is the same here; what it adds is in ./commands.ts (README: best effort).
  */
 function preempt(state: PrState, own: Registration, req: ProutRequest): ProutResult {
   const current = state.reservation;

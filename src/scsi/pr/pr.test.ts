@@ -569,6 +569,55 @@ describe("PREEMPT and PREEMPT AND ABORT (SPC-4 5.13.11.2.4-6, figure 9, table 72
   });
 });
 
+describe("PREEMPT AND ABORT, best effort (SPC-4 5.13.11.2.6)", () => {
+  it("answers GOOD only once the commands admitted under the old reservation have settled", async () => {
+    let finish!: () => void;
+    const held = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    /** A volume whose next write waits for `held`. */
+    class SlowVolume extends MemoryVolume {
+      slow = true;
+      override async write(lba: number, data: Buffer): Promise<void> {
+        if (this.slow) {
+          this.slow = false;
+          await held;
+        }
+        return super.write(lba, data);
+      }
+    }
+    const target = new ScsiTarget(TEST_INFO);
+    const volume = new SlowVolume({ blocks: 16 });
+    const open = (initiatorName: string) =>
+      target.openNexus(identity({ initiatorName }), new MutableView([lunEntry(0, volume)]));
+    const a = open(NAME_A);
+    const b = open(NAME_B);
+    expectGood(await register(a, KA));
+    expectGood(await register(b, KB));
+    expectGood(await reserve(a, KA, PrType.WRITE_EXCLUSIVE));
+    const write = exec(a, Cdb.write10({ lba: 2, blocks: 1 }), pattern(1, 0x99));
+    let preempted = false;
+    const preempt = prOut(
+      b,
+      PrOut.PREEMPT_AND_ABORT,
+      { key: KB, saKey: KA },
+      { type: PrType.WRITE_EXCLUSIVE },
+    ).then((r) => {
+      preempted = true;
+      return r;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // The new reservation already applies to new commands; GOOD waits for the running write.
+    expect(preempted).toBe(false);
+    expect(await attentions(a)).toEqual([PrAsc.REGISTRATIONS_PREEMPTED]);
+    expectConflict(await exec(a, Cdb.write10({ lba: 3, blocks: 1 }), pattern(1, 0x98)));
+    finish();
+    expectGood(await write);
+    expectGood(await preempt);
+    expect(await readReservation(b)).toMatchObject({ key: KB, type: PrType.WRITE_EXCLUSIVE });
+  });
+});
+
 describe("REGISTER AND MOVE (SPC-4 5.13.8, table 70)", () => {
   const move = (n: Nexus, params: Buffer) =>
     exec(n, prOutCdb(PrOut.REGISTER_AND_MOVE, { length: params.length }), params);
@@ -932,7 +981,7 @@ describe("APTPL and the reservation store (SPC-4 5.13.5)", () => {
     expectGood(await register(a, KA));
   });
 
-  it("a restarted target finds the registrations, the reservation and PRgeneration again", async () => {
+  it("a restarted target finds the registrations and the reservation; PRgeneration restarts at 0", async () => {
     const store = new MemoryReservationStore();
     const first = world({ store });
     expectGood(await register(first.a, KA, { aptpl: true }));
@@ -945,7 +994,8 @@ describe("APTPL and the reservation store (SPC-4 5.13.5)", () => {
     const view = () => new MutableView([lunEntry(0, first.volume)]);
     const a = target.openNexus(identity({ initiatorName: NAME_A, isid: "400000000001" }), view());
     const c = target.openNexus(identity({ initiatorName: NAME_C }), view());
-    expect(await readKeys(c)).toEqual({ generation: 3, additionalLength: 16, keys: [KA, KB] });
+    // Power on resets PRgeneration (SPC-4 6.15.2); APTPL kept the rest.
+    expect(await readKeys(c)).toEqual({ generation: 0, additionalLength: 16, keys: [KA, KB] });
     expect(await readReservation(c)).toMatchObject({ key: KA, type: PrType.EXCLUSIVE_ACCESS });
     expect((await prIn(c, PrIn.REPORT_CAPABILITIES)).data![3]! & 1).toBe(1);
     expectConflict(await exec(c, Cdb.read10({ lba: 0, blocks: 1 })));

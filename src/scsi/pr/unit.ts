@@ -73,7 +73,9 @@ export class PersistentReservations {
     this.phase = "loading";
     this.loading = store.load(this.volumeId).then(
       (saved) => {
-        this.current = saved ?? EMPTY_STATE;
+        // A restart is a power on: PRgeneration starts again at zero (SPC-4 6.15.2), whatever
+        // APTPL kept of the registrations and the reservation.
+        this.current = saved ? { ...saved, generation: 0 } : EMPTY_STATE;
         this.phase = "ready";
         this.loading = undefined;
       },
