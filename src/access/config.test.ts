@@ -44,6 +44,7 @@ describe("parseConfig: a valid file", () => {
     const config = parseConfig(VALID, "sanmux.yaml");
     expect(config).toEqual({
       target: "iqn.2026-11.io.sanmux:demo",
+      iscsi: {},
       agents: [
         {
           name: "backup1",
@@ -86,6 +87,7 @@ describe("parseConfig: a valid file", () => {
     const config = parseConfig("# nothing yet\n", "x.yaml", { hostName: "h" });
     expect(config).toEqual({
       target: "iqn.2026-11.io.sanmux:h",
+      iscsi: {},
       agents: [],
       volumes: [],
       mappings: [],
@@ -100,6 +102,7 @@ describe("parseConfig: a valid file", () => {
     );
     expect(config).toEqual({
       target: "iqn.2026-11.io.sanmux:h",
+      iscsi: {},
       agents: [{ name: "a", initiators: ["iqn.2000-01.com.x:a"] }],
       volumes: [],
       mappings: [],
@@ -127,6 +130,27 @@ describe("parseConfig: a valid file", () => {
       { name: "b", initiators: ["iqn.2000-01.com.x:b"], reservations: { keyBy: "nexus" } },
       { name: "c", initiators: ["iqn.2000-01.com.x:c"] },
     ]);
+  });
+
+  it("reads the iscsi section, leaving unset keys to sanmux's defaults", () => {
+    const config = parseConfig(
+      "iscsi:\n  immediate_data: false\n  first_burst_length: 65536\n  queue_depth: 32\n",
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config.iscsi).toEqual({ immediateData: false, firstBurstLength: 65536, queueDepth: 32 });
+    expect(parseConfig("agents: []\n", "x.yaml", { hostName: "h" }).iscsi).toEqual({});
+  });
+
+  it("refuses iscsi values out of range and unknown iscsi keys, with their lines", () => {
+    expect(() =>
+      parseConfig(
+        "iscsi:\n  queue_depth: 0\n  max_burst_length: 100\n  immediate: yes\n",
+        "x.yaml",
+      ),
+    ).toThrow(
+      /x\.yaml:2: iscsi\.queue_depth[\s\S]*x\.yaml:3: iscsi\.max_burst_length[\s\S]*x\.yaml:4: iscsi/,
+    );
   });
 
   it("parses the demo config", () => {
@@ -444,7 +468,7 @@ describe("parseConfig: every problem names file, line and path", () => {
     expect(error.message.split("\n")).toEqual([
       "sanmux.yaml:2: agents[0].name: \"A\" is not a valid name: use 1 to 63 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
       'sanmux.yaml:3: agents[0].initiators[0]: "bad" is not a valid iSCSI name: must start with iqn., eui. or naa. (RFC 7143 4.2.7)',
-      'sanmux.yaml:7: foo: unknown key "foo" (allowed: target, agents, volumes, mappings)',
+      'sanmux.yaml:7: foo: unknown key "foo" (allowed: target, iscsi, agents, volumes, mappings)',
     ]);
     expect(error.issues.map((i) => i.line)).toEqual([2, 3, 7]);
   });

@@ -77,9 +77,29 @@ export interface MappingConfig {
   readonly mode: AccessMode;
 }
 
+/**
+ * Target-side iSCSI settings (docs/iscsi.md). Each is optional: unset keeps sanmux's default.
+ * Login keys are what sanmux offers or accepts at most; the initiator still negotiates.
+ */
+export interface IscsiSettings {
+  readonly immediateData?: boolean;
+  readonly initialR2T?: boolean;
+  readonly maxRecvDataSegmentLength?: number;
+  readonly maxBurstLength?: number;
+  readonly firstBurstLength?: number;
+  readonly maxOutstandingR2T?: number;
+  /** Commands one session may have outstanding (the CmdSN window). */
+  readonly queueDepth?: number;
+  /** Seconds of silence before a NOP-In ping; 0 disables. */
+  readonly nopInterval?: number;
+  /** Seconds to wait for the ping's answer. */
+  readonly nopTimeout?: number;
+}
+
 export interface SanmuxConfig {
   /** The iSCSI target name; the default is derived from the host name (`defaultTargetName`). */
   readonly target: string;
+  readonly iscsi: IscsiSettings;
   readonly agents: readonly AgentConfig[];
   readonly volumes: readonly VolumeConfig[];
   readonly mappings: readonly MappingConfig[];
@@ -318,8 +338,21 @@ const mappingShape = {
   volume: nameSchema,
   mode: z.enum(["rw", "ro"]).default("rw"),
 };
+const dataLength = z.number().int().min(512).max(16_777_215);
+const iscsiShape = {
+  immediate_data: z.boolean().optional(),
+  initial_r2t: z.boolean().optional(),
+  max_recv_data_segment_length: dataLength.optional(),
+  max_burst_length: dataLength.optional(),
+  first_burst_length: dataLength.optional(),
+  max_outstanding_r2t: z.number().int().min(1).max(65535).optional(),
+  queue_depth: z.number().int().min(1).max(4096).optional(),
+  nop_interval: z.number().int().min(0).max(3600).optional(),
+  nop_timeout: z.number().int().min(1).max(3600).optional(),
+};
 const fileShape = {
   target: unset(iscsiNameSchema),
+  iscsi: unset(z.strictObject(iscsiShape)),
   agents: list(z.strictObject(agentShape)),
   volumes: list(z.strictObject(volumeShape)),
   mappings: list(z.strictObject(mappingShape)),
@@ -331,6 +364,7 @@ type ConfigFile = z.output<typeof fileSchema>;
 function keysAt(path: readonly PropertyKey[]): readonly string[] {
   const [top, , sub] = path;
   if (path.length === 0) return Object.keys(fileShape);
+  if (top === "iscsi" && path.length === 1) return Object.keys(iscsiShape);
   if (top === "agents" && path.length === 2) return Object.keys(agentShape);
   if (top === "agents" && sub === "chap" && path.length === 3) return Object.keys(chapShape);
   if (top === "agents" && sub === "reservations" && path.length === 3) {
@@ -576,9 +610,26 @@ function crossCheck(file: ConfigFile): CrossProblem[] {
   return problems;
 }
 
+function toIscsiSettings(i: ConfigFile["iscsi"]): IscsiSettings {
+  if (!i) return {};
+  const pairs: Array<[keyof IscsiSettings, unknown]> = [
+    ["immediateData", i.immediate_data],
+    ["initialR2T", i.initial_r2t],
+    ["maxRecvDataSegmentLength", i.max_recv_data_segment_length],
+    ["maxBurstLength", i.max_burst_length],
+    ["firstBurstLength", i.first_burst_length],
+    ["maxOutstandingR2T", i.max_outstanding_r2t],
+    ["queueDepth", i.queue_depth],
+    ["nopInterval", i.nop_interval],
+    ["nopTimeout", i.nop_timeout],
+  ];
+  return Object.fromEntries(pairs.filter(([, v]) => v !== undefined)) as IscsiSettings;
+}
+
 function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
   return {
     target: file.target ?? defaultTargetName(options.hostName),
+    iscsi: toIscsiSettings(file.iscsi),
     agents: file.agents.map((agent) => ({
       name: agent.name,
       initiators: agent.initiators,

@@ -78,7 +78,13 @@ export class SanmuxServer {
         logger.error({ err, volume: volume.name }, "cannot load persistent reservations");
       });
     }
-    const tuning = { ...DEFAULT_TUNING, ...this.options.tuning };
+    const i = config.iscsi;
+    const fromConfig: Partial<IscsiTuning> = {
+      ...(i.queueDepth === undefined ? {} : { queueDepth: i.queueDepth }),
+      ...(i.nopInterval === undefined ? {} : { nopInterval: i.nopInterval }),
+      ...(i.nopTimeout === undefined ? {} : { nopTimeout: i.nopTimeout }),
+    };
+    const tuning = { ...DEFAULT_TUNING, ...fromConfig, ...this.options.tuning };
     const services: TargetServices = {
       loginPolicy: this.loginPolicy(),
       openNexus: (identity) => this.openNexus(identity),
@@ -109,14 +115,17 @@ export class SanmuxServer {
   }
 
   private loginPolicy(): LoginPolicy {
+    const iscsi = this.options.config.iscsi;
     return {
       targetName: this.options.config.target,
       portalGroupTag: 1,
       limits: {
-        maxRecvDataSegmentLength: 262144,
-        maxBurstLength: 16 * 1024 * 1024,
-        firstBurstLength: 262144,
-        maxOutstandingR2T: 16,
+        maxRecvDataSegmentLength: iscsi.maxRecvDataSegmentLength ?? 262144,
+        maxBurstLength: iscsi.maxBurstLength ?? 16 * 1024 * 1024,
+        firstBurstLength: iscsi.firstBurstLength ?? 262144,
+        maxOutstandingR2T: iscsi.maxOutstandingR2T ?? 16,
+        immediateData: iscsi.immediateData ?? true,
+        initialR2T: iscsi.initialR2T ?? false,
       },
       lookupInitiator: (initiatorName: string) => {
         const agent = this.access.agentForInitiator(initiatorName);

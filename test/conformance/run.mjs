@@ -43,6 +43,12 @@ writeFileSync(
   configPath,
   `# Written by test/conformance/run.mjs
 target: ${TARGET}
+# ImmediateData=No: libiscsi's iSCSIdatasn tests corrupt the DataSN of Data-Out PDUs, but after
+# the reconnect that their first case forces, libiscsi forgets that it was told not to use
+# immediate data, and a 1-block write then carries no Data-Out to corrupt. With ImmediateData=No
+# negotiated every write sends Data-Out. See docs/conformance.md.
+iscsi:
+  immediate_data: false
 agents:
   - name: conformance
     initiators: [${INITIATORS.join(", ")}]
