@@ -105,12 +105,12 @@ export const MaintenanceIn = {
   REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS: 0x0d,
 } as const;
 
-/** SPC-4 6.3: service actions of THIRD-PARTY COPY OUT (opcode 83h) we serve. */
+/** SPC-4 third-party copy: service actions of THIRD-PARTY COPY OUT (opcode 83h) we serve. */
 export const ThirdPartyCopyOut = {
   EXTENDED_COPY_LID1: 0x00,
 } as const;
 
-/** SPC-4 6.18: service actions of THIRD-PARTY COPY IN (opcode 84h) we serve. */
+/** SPC-4 third-party copy: service actions of THIRD-PARTY COPY IN (opcode 84h) we serve. */
 export const ThirdPartyCopyIn = {
   RECEIVE_COPY_STATUS_LID1: 0x00,
   RECEIVE_COPY_OPERATING_PARAMETERS: 0x03,

@@ -452,6 +452,22 @@ describe("EXTENDED COPY (LID1): copying", () => {
     expect(b.calls.filter((c) => c.op === "write")).toEqual([]);
   });
 
+  it("writes through a read-write mapping when the view maps the volume read-only too", async () => {
+    const target = new ScsiTarget(TEST_INFO);
+    const v = new MemoryVolume({ blocks: 100 });
+    const view = new MutableView([lunEntry(0, v, { readOnly: true }), lunEntry(1, v)]);
+    const nexus = target.openNexus(identity(), view);
+    await v.write(0, pattern(2, 0x31));
+    const list = copyParameterList({
+      cscds: [identificationCscd(v.id, 512)],
+      segments: [
+        blockSegment({ source: 0, destination: 0, blocks: 2, sourceLba: 0, destinationLba: 50 }),
+      ],
+    });
+    expectGood(await exec(nexus, CopyCdb.extendedCopy(list.length), list));
+    expect(v.peek(50, 2).equals(pattern(2, 0x31))).toBe(true);
+  });
+
   it("a read error aborts with the source's sense and the residual of the segment", async () => {
     const { a, b, xcopy, cscd } = setupCopy();
     await a.write(0, pattern(4096, 1));

@@ -34,20 +34,23 @@
  * an SPC-4 device), and so are PRIORITY, STR and the RELATIVE INITIATOR PORT IDENTIFIER.
  *
  * Errors found while processing segment descriptors end the command with COPY ABORTED, built
- * as SPC-4 describes for that case: the COMMAND-SPECIFIC INFORMATION field carries the number of
- * the segment being processed (bytes 2-3) and the offsets of any CSCD sense data appended to
- * the sense data (byte 0 for the source, byte 1 for the destination); the SENSE KEY SPECIFIC
- * field is a segment pointer to the field in error; INFORMATION holds the residual (destination
- * blocks of the segment not written) once part of the segment was written. ASC:
+ * as SPC-2 7.2.3 and SPC-4 describe for "errors detected during processing of segment
+ * descriptors": the COMMAND-SPECIFIC INFORMATION field carries the number of the segment being
+ * processed (bytes 2-3) and the offsets of any CSCD sense data appended to the sense data
+ * (byte 0 for the source, byte 1 for the destination); the SENSE KEY SPECIFIC field is a segment
+ * pointer to the field in error (SD=1: relative to that segment descriptor); INFORMATION holds
+ * the residual (destination blocks of the segment not written) once part of the segment was
+ * written. ASC (our choices where the standard leaves it open are marked *):
  *  - a CSCD index with no descriptor, or a designator no LUN of the view has: UNREACHABLE COPY
  *    TARGET (libiscsi ExtendedCopy.ValidSegDescr);
  *  - a CSCD that is not a block device: INCORRECT COPY TARGET DEVICE TYPE;
- *  - a CSCD whose reservation refuses this I_T nexus: COPY TARGET DEVICE NOT REACHABLE;
- *  - a DISK BLOCK LENGTH that is not the logical unit's: INVALID FIELD IN PARAMETER LIST;
+ *  - a CSCD whose reservation refuses this I_T nexus: COPY TARGET DEVICE NOT REACHABLE (*);
+ *  - a DISK BLOCK LENGTH that is not the logical unit's: INVALID FIELD IN PARAMETER LIST (*);
  *  - a segment whose byte count is not whole blocks on both sides: UNEXPECTED INEXACT SEGMENT;
  *  - what the CSCD itself refused (range beyond its capacity, write protection, a medium or
- *    write failure): NO ADDITIONAL SENSE INFORMATION, with the CSCD's own sense data (as its
- *    READ or WRITE would have returned it) appended (libiscsi ValidSegDescr, beyond EOL).
+ *    write failure): NO ADDITIONAL SENSE INFORMATION (*), with the CSCD's own sense data (as
+ *    its READ or WRITE would have returned it) appended, so the cause is not lost (libiscsi
+ *    ValidSegDescr, beyond EOL, accepts this ASC).
  *
  * Results are held for RECEIVE COPY RESULTS as ./copy-results.ts describes.
  */
@@ -203,7 +206,7 @@ function parseCscd(list: Buffer, at: number): CscdDescriptor {
     });
   }
   // Byte 1: LU ID TYPE (obsolete, ignored), NUL (obsolete, ignored), PERIPHERAL DEVICE TYPE.
-  // Bytes 4-23: designation descriptor (SPC-4 7.8.6.1 format); bytes 28-31: device type
+  // Bytes 4-23: designation descriptor (the VPD 83h format, SPC-4 7.8.6); bytes 28-31: device type
   // specific parameters (block devices: PAD, DISK BLOCK LENGTH).
   const designatorLength = list[at + 7]!;
   if (designatorLength > MAX_DESIGNATOR_LENGTH) throw invalidParameterField(at + 7);
@@ -338,7 +341,7 @@ async function runCopy(
   held: HeldCopy | undefined,
 ): Promise<ScsiResult> {
   const progress: Progress = held ?? { segmentsProcessed: 0, bytesWritten: 0 };
-  const resolved = new Map<number, Cscd>();
+  const resolved = new Map<string, Cscd>();
   try {
     for (const [index, segment] of list.segments.entries()) {
       await copySegment(cmd, lu, list, segment, index, resolved, progress);
@@ -383,7 +386,7 @@ async function copySegment(
   list: CopyParameterList,
   segment: BlockSegment,
   index: number,
-  resolved: Map<number, Cscd>,
+  resolved: Map<string, Cscd>,
   progress: Progress,
 ): Promise<void> {
   const abort = (asc: number, byte: number, extra: Partial<CopyAbortedOptions> = {}) =>
@@ -545,13 +548,15 @@ async function resolveCscd(
   segment: number,
   indexByte: number,
   access: "read" | "write",
-  resolved: Map<number, Cscd>,
+  resolved: Map<string, Cscd>,
 ): Promise<Cscd> {
   const unreachable = (asc: number, pointer: CopyAbortedOptions["pointer"]) =>
     new CopyAborted(copyAbortedSense({ asc, segment, pointer }));
   const cscd = list.cscds[index];
   if (!cscd) throw unreachable(Asc.UNREACHABLE_COPY_TARGET, { sd: true, byte: indexByte });
-  let found = resolved.get(index);
+  // Cached per descriptor and access: a view may map a volume twice, read-only and read-write.
+  const key = `${index}/${access}`;
+  let found = resolved.get(key);
   if (!found) {
     if (cscd.peripheralType !== PERIPHERAL_BLOCK_DEVICE) {
       throw unreachable(Asc.INCORRECT_COPY_TARGET_DEVICE_TYPE, {
@@ -572,7 +577,7 @@ async function resolveCscd(
     }
     const unit = lu.nexus.unitOf(entry.volumeId);
     found = { entry, unit, gate: gateOf(unit) };
-    resolved.set(index, found);
+    resolved.set(key, found);
   }
   if (await refusedByReservation(lu.nexus, found.unit, access)) {
     throw unreachable(Asc.COPY_TARGET_DEVICE_NOT_REACHABLE, { sd: true, byte: indexByte });
