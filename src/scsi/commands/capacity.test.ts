@@ -28,7 +28,7 @@ describe("READ CAPACITY (10)", () => {
 });
 
 describe("READ CAPACITY (16)", () => {
-  it("reports 64-bit capacity, thin provisioning and the grain", async () => {
+  it("reports 64-bit capacity, thin provisioning and the physical block", async () => {
     const { run } = setup({ blocks: 2 ** 40 });
     const r = await run(Cdb.readCapacity16());
     expectGood(r);
@@ -37,7 +37,7 @@ describe("READ CAPACITY (16)", () => {
     expect(d.readBigUInt64BE(0)).toBe(2n ** 40n - 1n);
     expect(d.readUInt32BE(8)).toBe(512);
     expect(d[12]! & 0x01).toBe(0); // PROT_EN
-    expect(d[13]! & 0x0f).toBe(3); // 8 logical blocks per physical block
+    expect(d[13]! & 0x0f).toBe(0); // the test volume writes single blocks: 1 per physical block
     expect(d[14]! & 0x80).toBe(0x80); // LBPME
     expect(d[14]! & 0x40).toBe(0x40); // LBPRZ
     expect(d.readUInt16BE(14) & 0x3fff).toBe(0); // LOWEST ALIGNED LBA
@@ -46,8 +46,9 @@ describe("READ CAPACITY (16)", () => {
   it("has exponent 0 for 4096-byte blocks", async () => {
     const { run } = setup({ blockSize: 4096 });
     expect((await run(Cdb.readCapacity16())).data?.[13]).toBe(0);
-    expect(physicalBlockExponent(512)).toBe(3);
-    expect(physicalBlockExponent(4096)).toBe(0);
+    expect(physicalBlockExponent(512)).toBe(0);
+    expect(physicalBlockExponent(512, 4096)).toBe(3);
+    expect(physicalBlockExponent(4096, 4096)).toBe(0);
   });
 
   it.each([0, 1, 12, 31, 32, 64])("honours allocation length %i", async (n) => {

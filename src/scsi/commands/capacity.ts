@@ -2,7 +2,6 @@
  * READ CAPACITY (10) and (16), SBC-4.
  */
 import { decodeReadCapacity10, decodeReadCapacity16 } from "../cdb.js";
-import { Limits } from "../constants.js";
 import type { LunHandler } from "../context.js";
 import { invalidCdbField } from "../sense.js";
 import { dataIn } from "./common.js";
@@ -31,7 +30,8 @@ export const readCapacity10: LunHandler = (cmd, lu) => {
 /**
  * READ CAPACITY (16) parameter data (SBC-4): last LBA, block length, RC BASIS 01b (the
  * returned address is the last LBA), no protection, LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
- * from the pool grain (3 for 512-byte blocks on 4 KiB grains), LBPME=1 (thin provisioned),
+ * from the volume's physical block (0 on the file backend; 3 for 512-byte blocks on 4 KiB pool
+ * grains), LBPME=1 (thin provisioned),
  * LBPRZ=1 (unmapped blocks read as zeros), LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0.
  */
 export const readCapacity16: LunHandler = (cmd, lu) => {
@@ -42,15 +42,15 @@ export const readCapacity16: LunHandler = (cmd, lu) => {
   out.writeBigUInt64BE(BigInt(Math.max(volume.blockCount() - 1, 0)), 0);
   out.writeUInt32BE(volume.blockSize, 8);
   out[12] = 0x10; // RC BASIS 01b, P_TYPE 0, PROT_EN 0
-  out[13] = physicalBlockExponent(volume.blockSize);
+  out[13] = physicalBlockExponent(volume.blockSize, volume.physicalBlockSize);
   out[14] = 0x80 | 0x40; // LBPME, LBPRZ; LOWEST ALIGNED LBA (bits 13-8) = 0
   out[15] = 0;
   return dataIn(out, d.allocationLength);
 };
 
-/** log2(grain / blockSize), or 0 when blocks are at least a grain. */
-export function physicalBlockExponent(blockSize: number): number {
+/** log2(physical block / logical block): 0 when the backend writes single blocks. */
+export function physicalBlockExponent(blockSize: number, physicalBlockSize = blockSize): number {
   let exponent = 0;
-  for (let size = blockSize; size < Limits.GRAIN_BYTES; size *= 2) exponent++;
+  for (let size = blockSize; size < physicalBlockSize; size *= 2) exponent++;
   return exponent;
 }
