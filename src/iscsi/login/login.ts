@@ -37,6 +37,7 @@
  *     initiator accepts during login), so the target never sets C.
  */
 import { ISCSI_VERSION, LoginStage } from "../constants.js";
+import type { LoginRequestPdu } from "../pdu.js";
 import { type ChapCredentials, ChapExchange } from "./chap.js";
 import { LoginError, type LoginFailureCode, loginFailureStatus } from "./errors.js";
 import {
@@ -57,22 +58,8 @@ import { encodeTextKeys, parseListValue, parseTextKeys, TextFormatError } from "
 
 export type { SessionParams, TargetLimits } from "./keys.js";
 
-/** A decoded Login Request (RFC 7143 11.12). `data` is read only during `step()`. */
-export interface LoginRequestView {
-  readonly transit: boolean;
-  readonly cont: boolean;
-  readonly csg: number;
-  readonly nsg: number;
-  readonly versionMax: number;
-  readonly versionMin: number;
-  readonly isid: Buffer;
-  readonly tsih: number;
-  readonly itt: number;
-  readonly cid: number;
-  readonly cmdSN: number;
-  readonly expStatSN: number;
-  readonly data: Buffer;
-}
+/** A decoded Login Request (RFC 7143 11.12), as the codec gives it. `data` is read only during `step()`. */
+export type LoginRequestView = LoginRequestPdu;
 
 /** The fields of the Login Response this module decides (RFC 7143 11.13). */
 export interface LoginResponseView {
