@@ -60,6 +60,18 @@ export class SanmuxServer {
         size: v.size,
         blockSize: v.blockSize,
       });
+      if (volume.recoveredAtomicWrite !== undefined) {
+        logger.warn(
+          { volume: v.name, ...volume.recoveredAtomicWrite },
+          "completed an atomic write interrupted by a crash, from the volume's journal",
+        );
+      }
+      if (volume.discardedAtomicJournal !== undefined) {
+        logger.warn(
+          { volume: v.name, ...volume.discardedAtomicJournal },
+          "dropped the atomic write journal: it held no complete record of this volume",
+        );
+      }
       this.volumes.set(v.name, volume);
     }
     this.access = await AccessControl.create(config, catalog);

@@ -19,6 +19,12 @@ export interface Volume {
   readonly name: string;
   /** Logical block size in bytes: 512 or 4096. */
   readonly blockSize: number;
+  /**
+   * The smallest unit the backend writes without a read-modify-write (READ CAPACITY (16)'s
+   * physical block). Unset means the logical block size: the file backend writes any block.
+   * The deduplicating pool will report its grain. Filters must forward it.
+   */
+  readonly physicalBlockSize?: number;
   /** Number of logical blocks (capacity). May grow while the volume is open. */
   blockCount(): number;
   read(lba: number, blocks: number): Promise<Buffer>;
@@ -56,6 +62,34 @@ export interface Volume {
     blocks: number,
     options?: WriteOptions,
   ): Promise<boolean>;
+  /**
+   * Optional: the largest `writeAtomic` this volume accepts, in blocks. 0 or undefined: the
+   * volume makes no atomicity promise beyond what `write` guarantees (nothing, for a multi-block
+   * write: a crash may leave any mix of old and new blocks), and `writeAtomic` must not be called.
+   * A constant for the life of the volume object.
+   */
+  readonly atomicWriteMaxBlocks?: number;
+  /**
+   * Optional, present exactly when `atomicWriteMaxBlocks > 0`: write `data` (whole blocks, at
+   * most `atomicWriteMaxBlocks` of them, any `lba`, no alignment) all or nothing.
+   *
+   * - Atomicity across a failure: whatever happens before the promise resolves (a crash,
+   *   kill -9, power loss, an I/O error), the blocks hold afterwards, and after any restart,
+   *   either all of their previous data or all of `data`, never a mix. A rejection does not say
+   *   which: the write may or may not have taken effect, but not partly.
+   * - Visibility: once it resolves, every later `read` on any channel returns `data`.
+   * - Durability: as `write`: durable when it resolves if `fua` is set, otherwise once a later
+   *   `flush` resolves. An implementation may make it durable earlier (the file backend makes
+   *   every atomic write durable before it resolves; atomicity holds either way).
+   * - Concurrency: the volume does not order it against overlapping operations that run at the
+   *   same time (as for `write`); the caller keeps overlapping commands out while it runs (the
+   *   SCSI layer's io-gate). Operations that start after it resolved are ordered after it, across
+   *   a crash too: a later, acknowledged write to the same blocks is never undone by recovery.
+   * - Errors: rejects as `write` does; a buffer longer than `atomicWriteMaxBlocks` blocks, or
+   *   not a whole number of blocks, is a caller bug (StorageError Internal).
+   * Ownership of `data` is as for `write`.
+   */
+  writeAtomic?(lba: number, data: Buffer, options?: WriteOptions): Promise<void>;
 }
 
 export interface WriteOptions {

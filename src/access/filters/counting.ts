@@ -4,9 +4,16 @@
  * Contract:
  * - Every call is forwarded unchanged to the inner volume, and its outcome is passed back
  *   unchanged (same value, same rejection).
- * - On success: `read` adds 1 to `readOps` and the returned length to `readBytes`; `write` adds
- *   1 to `writeOps` and the data length to `writtenBytes`. `unmap`, `flush` and `blockStatus`
- *   count no bytes and no ops.
+ * - On success: `read` adds 1 to `readOps` and the returned length to `readBytes`; `write` and
+ *   `writeAtomic` add 1 to `writeOps` and the data length to `writtenBytes`; `copyFrom` that
+ *   copied (resolved `true`) adds 1 to `writeOps` and `blocks * blockSize` to `writtenBytes`,
+ *   one that declined (`false`) counts nothing, as the caller then copies with `read` and
+ *   `write`, which count. `unmap`, `flush` and `blockStatus` count no bytes and no ops.
+ * - The optional members exist exactly when the inner volume has them: `atomicWriteMaxBlocks`
+ *   (copied once: it is constant) and `writeAtomic` when it does atomic writes, `copyFrom` when
+ *   it copies by reference. `copyFrom` passes its `source` on unchanged: this filter accounts
+ *   the destination channel only, and the source's own stack stays in the way (the inner
+ *   volume declines a source it cannot see through, and the fallback's `read` counts there).
  * - On failure (the inner promise rejects, or the inner call throws): `errors` += 1, nothing
  *   else.
  * - `commands` is not touched: it counts SCSI commands, which the layer above sees.
@@ -22,6 +29,15 @@ export class CountingFilter implements Volume {
   readonly id: string;
   readonly name: string;
   readonly blockSize: number;
+  readonly atomicWriteMaxBlocks?: number;
+  readonly writeAtomic?: (lba: number, data: Buffer, options?: WriteOptions) => Promise<void>;
+  readonly copyFrom?: (
+    source: Volume,
+    sourceLba: number,
+    lba: number,
+    blocks: number,
+    options?: WriteOptions,
+  ) => Promise<boolean>;
   private closed = false;
 
   constructor(
@@ -31,6 +47,15 @@ export class CountingFilter implements Volume {
     this.id = inner.id;
     this.name = inner.name;
     this.blockSize = inner.blockSize;
+    const atomicMax = inner.atomicWriteMaxBlocks ?? 0;
+    if (inner.writeAtomic !== undefined && atomicMax > 0) {
+      this.atomicWriteMaxBlocks = atomicMax;
+      this.writeAtomic = (lba, data, options) => this.forwardWriteAtomic(lba, data, options);
+    }
+    if (inner.copyFrom !== undefined) {
+      this.copyFrom = (source, sourceLba, lba, blocks, options) =>
+        this.forwardCopyFrom(source, sourceLba, lba, blocks, options);
+    }
   }
 
   blockCount(): number {
@@ -63,6 +88,45 @@ export class CountingFilter implements Volume {
     }
     this.counters.writeOps++;
     this.counters.writtenBytes += length;
+  }
+
+  private async forwardWriteAtomic(
+    lba: number,
+    data: Buffer,
+    options?: WriteOptions,
+  ): Promise<void> {
+    this.checkOpen();
+    const length = data.length;
+    try {
+      await this.inner.writeAtomic!(lba, data, options);
+    } catch (error) {
+      this.counters.errors++;
+      throw error;
+    }
+    this.counters.writeOps++;
+    this.counters.writtenBytes += length;
+  }
+
+  private async forwardCopyFrom(
+    source: Volume,
+    sourceLba: number,
+    lba: number,
+    blocks: number,
+    options?: WriteOptions,
+  ): Promise<boolean> {
+    this.checkOpen();
+    let copied: boolean;
+    try {
+      copied = await this.inner.copyFrom!(source, sourceLba, lba, blocks, options);
+    } catch (error) {
+      this.counters.errors++;
+      throw error;
+    }
+    if (copied) {
+      this.counters.writeOps++;
+      this.counters.writtenBytes += blocks * this.blockSize;
+    }
+    return copied;
   }
 
   async flush(): Promise<void> {

@@ -159,3 +159,142 @@ describe("CountingFilter", () => {
     expect(await codeOf(v.read(0, 1))).toBe(StorageErrorCode.NotReady);
   });
 });
+
+/** A FakeVolume with the optional members: atomic writes and copies by reference. */
+class CapableVolume extends FakeVolume {
+  readonly atomicWriteMaxBlocks = 16;
+  copyResult = true;
+  lastSource: Volume | undefined;
+  async writeAtomic(lba: number, data: Buffer, options?: WriteOptions): Promise<void> {
+    this.calls.push(`atomic ${lba} ${data.length}${options?.fua ? " fua" : ""}`);
+    await this.write(lba, data, options);
+  }
+  async copyFrom(
+    source: Volume,
+    sourceLba: number,
+    lba: number,
+    blocks: number,
+    options?: WriteOptions,
+  ): Promise<boolean> {
+    this.lastSource = source;
+    this.calls.push(
+      `copy ${source.name} ${sourceLba}->${lba} x${blocks}${options?.fua ? " fua" : ""}`,
+    );
+    const failure = this.failNext;
+    this.failNext = undefined;
+    if (failure !== undefined) throw failure;
+    return this.copyResult;
+  }
+}
+
+describe("optional members through the filters", () => {
+  it("are absent when the inner volume lacks them", () => {
+    for (const v of [
+      new ReadOnlyFilter(new FakeVolume()),
+      new CountingFilter(new FakeVolume(), newChannelCounters()),
+    ]) {
+      expect(v.atomicWriteMaxBlocks).toBeUndefined();
+      expect(v.writeAtomic).toBeUndefined();
+      expect(v.copyFrom).toBeUndefined();
+    }
+  });
+
+  it("are absent for atomic writes when the inner volume reports 0 blocks", () => {
+    const inner = Object.assign(new CapableVolume(), { atomicWriteMaxBlocks: 0 });
+    const v = new CountingFilter(inner, newChannelCounters());
+    expect(v.writeAtomic).toBeUndefined();
+    expect(v.atomicWriteMaxBlocks ?? 0).toBe(0);
+    expect(v.copyFrom).toBeDefined();
+  });
+
+  it("read-only: advertises them, refuses atomic writes and copies into it", async () => {
+    const inner = new CapableVolume();
+    const ro = new ReadOnlyFilter(inner);
+    expect(ro.atomicWriteMaxBlocks).toBe(16);
+    expect(await codeOf(ro.writeAtomic!(0, Buffer.alloc(512)))).toBe(
+      StorageErrorCode.WriteProtected,
+    );
+    expect(await codeOf(ro.copyFrom!(inner, 0, 8, 4))).toBe(StorageErrorCode.WriteProtected);
+    expect(inner.calls).toEqual([]);
+    await ro.close();
+    expect(await codeOf(ro.writeAtomic!(0, Buffer.alloc(512)))).toBe(StorageErrorCode.NotReady);
+    expect(await codeOf(ro.copyFrom!(inner, 0, 8, 4))).toBe(StorageErrorCode.NotReady);
+  });
+
+  it("read-only as the source of a copy: passed on as is (a copy from it is a read)", async () => {
+    const source = new ReadOnlyFilter(new CapableVolume());
+    const dst = new CapableVolume();
+    const v = new CountingFilter(dst, newChannelCounters());
+    expect(await v.copyFrom!(source, 1, 2, 3)).toBe(true);
+    expect(dst.calls).toEqual(["copy fake 1->2 x3"]);
+    expect(dst.lastSource).toBe(source);
+  });
+
+  it("counting: forwards atomic writes and counts them as writes", async () => {
+    const inner = new CapableVolume();
+    const counters = newChannelCounters();
+    const v = new CountingFilter(inner, counters);
+    expect(v.atomicWriteMaxBlocks).toBe(16);
+    await v.writeAtomic!(2, Buffer.alloc(3 * 512, 5), { fua: true });
+    expect(await v.read(2, 3)).toEqual(Buffer.alloc(3 * 512, 5));
+    const error = ioError();
+    inner.failNext = error;
+    await expect(v.writeAtomic!(0, Buffer.alloc(512))).rejects.toBe(error);
+    expect(inner.calls).toEqual([
+      "atomic 2 1536 fua",
+      "write 2 1536 fua",
+      "read 2 3",
+      "atomic 0 512",
+      "write 0 512", // where CapableVolume's atomic write fails
+    ]);
+    expect(counters).toEqual({
+      ...newChannelCounters(),
+      writeOps: 1,
+      writtenBytes: 1536,
+      readOps: 1,
+      readBytes: 1536,
+      errors: 1,
+    });
+  });
+
+  it("counting: forwards copies, counting those done as writes, declined ones not at all", async () => {
+    const inner = new CapableVolume();
+    const counters = newChannelCounters();
+    const v = new CountingFilter(inner, counters);
+    const source = new FakeVolume();
+    expect(await v.copyFrom!(source, 0, 8, 4, { fua: true })).toBe(true);
+    inner.copyResult = false;
+    expect(await v.copyFrom!(v, 0, 8, 4)).toBe(false);
+    expect(inner.lastSource).toBe(v); // the source is passed on unchanged
+    const error = ioError();
+    inner.failNext = error;
+    await expect(v.copyFrom!(source, 0, 8, 4)).rejects.toBe(error);
+    expect(inner.calls).toEqual([
+      "copy fake 0->8 x4 fua",
+      "copy fake 0->8 x4",
+      "copy fake 0->8 x4",
+    ]);
+    expect(counters).toEqual({
+      ...newChannelCounters(),
+      writeOps: 1,
+      writtenBytes: 2048,
+      errors: 1,
+    });
+    await v.close();
+    expect(await codeOf(v.copyFrom!(source, 0, 8, 4))).toBe(StorageErrorCode.NotReady);
+    expect(await codeOf(v.writeAtomic!(0, Buffer.alloc(512)))).toBe(StorageErrorCode.NotReady);
+  });
+
+  it("stack like the server's: read-only under counting refuses and counts an error", async () => {
+    const inner = new CapableVolume();
+    const counters = newChannelCounters();
+    const v = new CountingFilter(new ReadOnlyFilter(inner), counters);
+    expect(v.atomicWriteMaxBlocks).toBe(16);
+    expect(await codeOf(v.writeAtomic!(0, Buffer.alloc(512)))).toBe(
+      StorageErrorCode.WriteProtected,
+    );
+    expect(await codeOf(v.copyFrom!(inner, 0, 1, 1))).toBe(StorageErrorCode.WriteProtected);
+    expect(inner.calls).toEqual([]);
+    expect(counters).toEqual({ ...newChannelCounters(), errors: 2 });
+  });
+});

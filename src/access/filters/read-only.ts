@@ -2,9 +2,15 @@
  * Read-only filter: the volume as a read-only mapping sees it.
  *
  * Contract:
- * - `write` and `unmap` reject with `StorageError(WriteProtected)` without reaching the inner
- *   volume (the SCSI layer normally refuses them earlier, from `LunEntry.readOnly`; this is the
- *   guarantee underneath).
+ * - `write`, `unmap`, `writeAtomic` and `copyFrom` (a copy *into* this volume) reject with
+ *   `StorageError(WriteProtected)` without reaching the inner volume (the SCSI layer normally
+ *   refuses them earlier, from `LunEntry.readOnly`; this is the guarantee underneath).
+ * - The optional members exist exactly when the inner volume has them, so that the filter
+ *   advertises the same capabilities: `atomicWriteMaxBlocks` (copied once: it is constant) and
+ *   `writeAtomic` when the inner volume does atomic writes, `copyFrom` when it copies by
+ *   reference. A copy *from* this volume is a read and stays allowed: the volume doing the copy
+ *   receives this filter as its source and decides whether it can copy from it (a base volume
+ *   does not see through a filter and declines, so the caller falls back to `read` + `write`).
  * - Everything else (`read`, `flush`, `blockStatus`, `blockCount`, identity) is forwarded
  *   unchanged. `flush` is forwarded because SYNCHRONIZE CACHE must succeed on a read-only LUN
  *   and makes other channels' writes durable as the Volume contract says.
@@ -20,12 +26,29 @@ export class ReadOnlyFilter implements Volume {
   readonly id: string;
   readonly name: string;
   readonly blockSize: number;
+  readonly atomicWriteMaxBlocks?: number;
+  readonly writeAtomic?: (lba: number, data: Buffer, options?: WriteOptions) => Promise<void>;
+  readonly copyFrom?: (
+    source: Volume,
+    sourceLba: number,
+    lba: number,
+    blocks: number,
+    options?: WriteOptions,
+  ) => Promise<boolean>;
   private closed = false;
 
   constructor(private readonly inner: Volume) {
     this.id = inner.id;
     this.name = inner.name;
     this.blockSize = inner.blockSize;
+    const atomicMax = inner.atomicWriteMaxBlocks ?? 0;
+    if (inner.writeAtomic !== undefined && atomicMax > 0) {
+      this.atomicWriteMaxBlocks = atomicMax;
+      this.writeAtomic = (lba, data, options) => this.write(lba, data, options);
+    }
+    if (inner.copyFrom !== undefined) {
+      this.copyFrom = (_source, _sourceLba, lba) => this.refuse<boolean>(lba);
+    }
   }
 
   blockCount(): number {
@@ -38,14 +61,7 @@ export class ReadOnlyFilter implements Volume {
   }
 
   write(lba: number, _data: Buffer, _options?: WriteOptions): Promise<void> {
-    if (this.closed) return this.rejectClosed();
-    return Promise.reject(
-      new StorageError(
-        StorageErrorCode.WriteProtected,
-        `volume "${this.name}" is mapped read-only`,
-        lba,
-      ),
-    );
+    return this.refuse(lba);
   }
 
   flush(): Promise<void> {
@@ -64,6 +80,18 @@ export class ReadOnlyFilter implements Volume {
 
   async close(): Promise<void> {
     this.closed = true;
+  }
+
+  /** Every modification: NotReady once closed, else WriteProtected. */
+  private refuse<T>(lba: number): Promise<T> {
+    if (this.closed) return this.rejectClosed();
+    return Promise.reject(
+      new StorageError(
+        StorageErrorCode.WriteProtected,
+        `volume "${this.name}" is mapped read-only`,
+        lba,
+      ),
+    );
   }
 
   private rejectClosed<T>(): Promise<T> {

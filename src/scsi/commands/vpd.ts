@@ -4,6 +4,7 @@
  * Every page starts with the 4-byte header of SPC-4 7.8.1: PERIPHERAL QUALIFIER / DEVICE TYPE,
  * PAGE CODE, PAGE LENGTH (2 bytes, the length of what follows).
  */
+import type { Volume } from "../../volume/volume.js";
 import { asciiBytes, asciiField, nulPadded4 } from "../ascii.js";
 import { Designator, Limits, Peripheral, VpdPage } from "../constants.js";
 import type { LunContext, NexusContext } from "../context.js";
@@ -50,7 +51,7 @@ export function buildVpdPage(
     case VpdPage.THIRD_PARTY_COPY:
       return vpdPage(Peripheral.DISK, pageCode, thirdPartyCopyPage());
     case VpdPage.BLOCK_LIMITS:
-      return vpdPage(Peripheral.DISK, pageCode, blockLimits(lu.entry.volume.blockSize));
+      return vpdPage(Peripheral.DISK, pageCode, blockLimits(lu.entry.volume));
     case VpdPage.BLOCK_DEVICE_CHARACTERISTICS:
       return vpdPage(Peripheral.DISK, pageCode, blockDeviceCharacteristics());
     case VpdPage.LOGICAL_BLOCK_PROVISIONING:
@@ -172,11 +173,13 @@ function extendedInquiry(): Buffer {
  *  - MAXIMUM TRANSFER LENGTH and MAXIMUM PREFETCH LENGTH: 16 MiB.
  *  - MAXIMUM UNMAP LBA COUNT: 512 MiB, in at most 256 UNMAP descriptors.
  *  - MAXIMUM WRITE SAME LENGTH: FFFFh blocks.
- *  - Atomic writes (./write-atomic.ts): MAXIMUM ATOMIC TRANSFER LENGTH and ATOMIC ALIGNMENT one
- *    grain, no granularity requirement, no atomic boundaries.
+ *  - Atomic writes (./write-atomic.ts): on a volume with `writeAtomic`, MAXIMUM ATOMIC TRANSFER
+ *    LENGTH = its `atomicWriteMaxBlocks` (at most MAXIMUM TRANSFER LENGTH) and ATOMIC ALIGNMENT 0;
+ *    on any other volume both one grain. No granularity requirement, no atomic boundaries.
  *  - OPTIMAL UNMAP GRANULARITY: one grain, UGAVALID with alignment 0.
  */
-export function blockLimits(blockSize: number): Buffer {
+export function blockLimits(volume: Volume): Buffer {
+  const blockSize = volume.blockSize;
   const perGrain = Math.max(1, Limits.GRAIN_BYTES / blockSize);
   const maxTransfer = Limits.MAX_TRANSFER_BYTES / blockSize;
   const maxUnmap = Limits.MAX_UNMAP_BYTES / blockSize;
@@ -192,7 +195,7 @@ export function blockLimits(blockSize: number): Buffer {
   out.writeUInt32BE(perGrain, 24); // OPTIMAL UNMAP GRANULARITY (bytes 28-31)
   out.writeUInt32BE(0x8000_0000, 28); // UGAVALID, UNMAP GRANULARITY ALIGNMENT 0 (bytes 32-35)
   out.writeBigUInt64BE(BigInt(Limits.MAX_WRITE_SAME_BLOCKS), 32); // MAXIMUM WRITE SAME LENGTH
-  const atomic = atomicLimits(blockSize);
+  const atomic = atomicLimits(volume);
   out.writeUInt32BE(atomic.maxTransferLength, 40); // MAXIMUM ATOMIC TRANSFER LENGTH (bytes 44-47)
   out.writeUInt32BE(atomic.alignment, 44); // ATOMIC ALIGNMENT (bytes 48-51)
   out.writeUInt32BE(atomic.granularity, 48); // ATOMIC TRANSFER LENGTH GRANULARITY (bytes 52-55)

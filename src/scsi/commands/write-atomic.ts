@@ -8,30 +8,32 @@
  *     new data.
  *
  * (1) is ours to guarantee at any length: the write holds its range exclusively in the unit's
- * gate (./io-gate.ts), like COMPARE AND WRITE. (2) is only as strong as what the backend can
- * write untorn. The file backend writes a volume block range with one positional write into
- * the host page cache, and the kernel writes a 4 KiB page back as one block I/O: a write that
- * stays inside one 4 KiB-aligned grain is untorn on every filesystem with 4 KiB blocks over a
- * device with 4 KiB physical sectors (the same assumption the pool makes for a grain). A write
- * across two grains is two page writebacks and can tear. So the Block Limits VPD page reports,
- * honestly:
- *  - MAXIMUM ATOMIC TRANSFER LENGTH = one grain (8 blocks of 512 bytes, 1 block of 4 KiB);
- *  - ATOMIC ALIGNMENT = one grain, so that an atomic write never crosses a grain boundary;
- *  - ATOMIC TRANSFER LENGTH GRANULARITY = 0 (any length up to the maximum);
- *  - no atomic boundary support (both boundary fields 0; the ATOMIC BOUNDARY CDB field is
- *    refused by the usage map).
- * Raising the limit needs a backend that commits a multi-grain write at once (the pool's
- * block-map transaction); that is a Volume capability to add then, not a number to change.
+ * gate (./io-gate.ts), like COMPARE AND WRITE. (2) is the volume's to guarantee, and the Block
+ * Limits VPD page reports what it can:
+ *  - a volume with `Volume.writeAtomic` (the file backend: a double-write journal) commits up
+ *    to `atomicWriteMaxBlocks` blocks at once, anywhere. MAXIMUM ATOMIC TRANSFER LENGTH is that
+ *    number (never more than MAXIMUM TRANSFER LENGTH), ATOMIC ALIGNMENT 0 (none) and ATOMIC
+ *    TRANSFER LENGTH GRANULARITY 0 (any length), and the write goes through `writeAtomic`;
+ *  - any other volume gets one positional `write`, which is untorn only inside one 4 KiB-aligned
+ *    grain (a 4 KiB page is written back as one block I/O on a filesystem with 4 KiB blocks
+ *    over a device with 4 KiB physical sectors; a write across two grains is two writebacks and
+ *    can tear). So MAXIMUM ATOMIC TRANSFER LENGTH = ATOMIC ALIGNMENT = one grain (8 blocks of
+ *    512 bytes, 1 block of 4 KiB), granularity 0.
+ * Either way there is no atomic boundary support (both boundary fields 0; the ATOMIC BOUNDARY
+ * CDB field is refused by the usage map).
  *
  * Order of checks: TRANSFER LENGTH against MAXIMUM TRANSFER LENGTH, LBA range (so that
  * libiscsi's WriteAtomic16.BeyondEol sees LOGICAL BLOCK ADDRESS OUT OF RANGE whatever the
- * length), TRANSFER LENGTH 0 (GOOD, nothing written), the atomic length and alignment (INVALID
- * FIELD IN CDB pointing at the TRANSFER LENGTH or LOGICAL BLOCK ADDRESS field), write
- * protection, then the Data-Out buffer, which must hold every block: a short buffer is
- * INVALID FIELD IN COMMAND INFORMATION UNIT and nothing is written (writing a prefix would not
- * be the atomic write that was asked for). FUA (or WCE=0) makes the write durable before GOOD;
- * DPO is accepted and has no effect.
+ * length), TRANSFER LENGTH 0 (GOOD, nothing written), then SBC-4's atomic checks, each INVALID
+ * FIELD IN CDB: TRANSFER LENGTH above MAXIMUM ATOMIC TRANSFER LENGTH, not a multiple of a non-zero
+ * ATOMIC TRANSFER LENGTH GRANULARITY (pointing at TRANSFER LENGTH), LOGICAL BLOCK ADDRESS not a
+ * multiple of a non-zero ATOMIC ALIGNMENT (pointing at it); then write protection, then the
+ * Data-Out buffer, which must hold every block: a short buffer is INVALID FIELD IN COMMAND
+ * INFORMATION UNIT and nothing is written (writing a prefix would not be the atomic write that
+ * was asked for). FUA (or WCE=0) makes the write durable before GOOD; DPO is accepted and has
+ * no effect.
  */
+import type { Volume } from "../../volume/volume.js";
 import { readUInt64 } from "../cdb.js";
 import { Limits } from "../constants.js";
 import type { LunContext, LunHandler } from "../context.js";
@@ -78,8 +80,31 @@ export interface AtomicLimits {
   readonly maxBoundarySize: number;
 }
 
-/** See the module comment: one grain, aligned on a grain. */
-export function atomicLimits(blockSize: number): AtomicLimits {
+type AtomicCapability = Pick<Volume, "blockSize" | "atomicWriteMaxBlocks" | "writeAtomic">;
+
+/** Whether `volume` commits multi-block writes atomically itself (`Volume.writeAtomic`). */
+function hasAtomicWrites(volume: AtomicCapability): boolean {
+  return volume.writeAtomic !== undefined && (volume.atomicWriteMaxBlocks ?? 0) > 0;
+}
+
+/**
+ * See the module comment: what the volume commits at once, anywhere, when it does atomic writes;
+ * otherwise one grain, aligned on a grain.
+ */
+export function atomicLimits(volume: AtomicCapability): AtomicLimits {
+  const blockSize = volume.blockSize;
+  if (hasAtomicWrites(volume)) {
+    return {
+      maxTransferLength: Math.min(
+        volume.atomicWriteMaxBlocks ?? 0,
+        Limits.MAX_TRANSFER_BYTES / blockSize,
+      ),
+      alignment: 0,
+      granularity: 0,
+      maxTransferLengthWithBoundary: 0,
+      maxBoundarySize: 0,
+    };
+  }
   const grain = Math.max(1, Limits.GRAIN_BYTES / blockSize);
   return {
     maxTransferLength: grain,
@@ -100,7 +125,7 @@ export const writeAtomic16: LunHandler = (cmd, lu) => {
   checkTransferLength(d.blocks, blockSize, LENGTH_BYTE);
   checkLbaRange(d.lba, d.blocks, volume.blockCount());
   if (d.blocks === 0) return goodWithDataOut(0);
-  const limits = atomicLimits(blockSize);
+  const limits = atomicLimits(volume);
   if (d.blocks > limits.maxTransferLength) throw invalidCdbField(LENGTH_BYTE);
   if (limits.granularity > 1 && d.blocks % limits.granularity !== 0) {
     throw invalidCdbField(LENGTH_BYTE);
@@ -122,8 +147,10 @@ async function atomicWrite(
   data: Buffer,
   fua: boolean,
 ): Promise<ScsiResult> {
+  const volume = lu.entry.volume;
   try {
-    await lu.entry.volume.write(lba, data, { fua });
+    if (hasAtomicWrites(volume)) await volume.writeAtomic!(lba, data, { fua });
+    else await volume.write(lba, data, { fua });
     return goodWithDataOut(data.length);
   } catch (err) {
     return failureResult(err, cmd, lu, data.length);
