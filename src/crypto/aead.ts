@@ -1,0 +1,121 @@
+/**
+ * AES-256-GCM sealing (NIST SP 800-38D) with 96-bit nonces and 128-bit tags.
+ *
+ * Nonce policy (see README.md, "Nonces"): every sealed record carries a fresh random 96-bit nonce
+ * from `randomNonce()`, and the key that seals it is used for a bounded number of records (a
+ * container key, or a channel metadata key). Random nonces stay unique under crash and reopen,
+ * where a counter would have to be made durable before use; the per-key record count keeps the
+ * collision probability far below SP 800-38D's 2^-32 bound (8.2.2: at most 2^32 random nonces per
+ * key).
+ *
+ * Contract: `open` returns plaintext only after the tag has verified; on any failure it throws
+ * `AuthenticationError` and returns nothing, so unauthenticated bytes never escape.
+ */
+import { createCipheriv, createDecipheriv, type KeyObject, randomFillSync } from "node:crypto";
+import { AuthenticationError } from "./errors.js";
+
+export const AEAD_KEY_BYTES = 32;
+export const NONCE_BYTES = 12;
+export const TAG_BYTES = 16;
+
+const CIPHER = "aes-256-gcm";
+
+function checkArgs(key: KeyObject, nonce: Uint8Array): void {
+  if (key.type !== "secret" || key.symmetricKeySize !== AEAD_KEY_BYTES) {
+    throw new TypeError(`AES-256-GCM needs a ${AEAD_KEY_BYTES}-byte secret key`);
+  }
+  if (nonce.length !== NONCE_BYTES) {
+    throw new TypeError(`AES-256-GCM nonces here are ${NONCE_BYTES} bytes, got ${nonce.length}`);
+  }
+}
+
+/**
+ * Encrypt and authenticate `plaintext`, binding `aad`. Returns a new buffer holding the
+ * ciphertext (as long as the plaintext) followed by the 16-byte tag.
+ * The caller guarantees that `nonce` is never used twice with `key` (use `randomNonce()`).
+ */
+export function seal(
+  key: KeyObject,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Buffer {
+  checkArgs(key, nonce);
+  const cipher = createCipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
+  cipher.setAAD(aad);
+  const body = cipher.update(plaintext);
+  const last = cipher.final();
+  const tag = cipher.getAuthTag();
+  return Buffer.concat([body, last, tag], plaintext.length + TAG_BYTES);
+}
+
+/**
+ * `seal`, writing ciphertext ‖ tag into `out` at `at` instead of a new buffer (saves an allocation
+ * and a copy per record on the container's append path). Returns the bytes written:
+ * `plaintext.length + TAG_BYTES`. `out` must have room for them.
+ */
+export function sealInto(
+  out: Buffer,
+  at: number,
+  key: KeyObject,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): number {
+  checkArgs(key, nonce);
+  const length = plaintext.length + TAG_BYTES;
+  if (at < 0 || at + length > out.length) throw new RangeError("no room for the sealed data");
+  const cipher = createCipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
+  cipher.setAAD(aad);
+  let n = cipher.update(plaintext).copy(out, at);
+  n += cipher.final().copy(out, at + n);
+  cipher.getAuthTag().copy(out, at + n);
+  return length;
+}
+
+/**
+ * Verify and decrypt `sealed` (ciphertext ‖ tag) made by `seal` with the same key, nonce and
+ * aad. Throws `AuthenticationError` when anything differs: a flipped bit, another key, another
+ * nonce, another aad, a truncated buffer.
+ */
+export function open(
+  key: KeyObject,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+): Buffer {
+  checkArgs(key, nonce);
+  if (sealed.length < TAG_BYTES) {
+    throw new AuthenticationError(`sealed data shorter than its ${TAG_BYTES}-byte tag`);
+  }
+  const split = sealed.length - TAG_BYTES;
+  const decipher = createDecipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(sealed.subarray(split));
+  const body = decipher.update(sealed.subarray(0, split));
+  try {
+    const last = decipher.final();
+    return last.length === 0 ? body : Buffer.concat([body, last]);
+  } catch (error) {
+    body.fill(0);
+    throw new AuthenticationError("AES-256-GCM tag mismatch", { cause: error });
+  }
+}
+
+// Random nonces come from a pool refilled 1024 nonces at a time: one CSPRNG call per 1024 records
+// instead of one each. A refill allocates a new pool, so nonces handed out earlier (views into the
+// old pool) never change.
+const POOL_NONCES = 1024;
+let noncePool = Buffer.alloc(0);
+let noncePos = 0;
+
+/** A fresh 96-bit nonce from the CSPRNG. The returned buffer is never reused or overwritten. */
+export function randomNonce(): Buffer {
+  if (noncePos + NONCE_BYTES > noncePool.length) {
+    noncePool = randomFillSync(Buffer.allocUnsafe(POOL_NONCES * NONCE_BYTES));
+    noncePos = 0;
+  }
+  const nonce = noncePool.subarray(noncePos, noncePos + NONCE_BYTES);
+  noncePos += NONCE_BYTES;
+  return nonce;
+}

@@ -1,0 +1,190 @@
+/**
+ * Sealing and checking one chunk record (FORMAT.md §3). Pure and synchronous (no I/O), so that
+ * the data pipeline can run it in a worker thread.
+ */
+import type { KeyObject } from "node:crypto";
+import type { Compressor, Decompressor } from "zstd-napi";
+import {
+  chunkFingerprint,
+  containerDataKey,
+  type DomainKeys,
+  FINGERPRINT_BYTES,
+  idToBytes,
+  open,
+  randomNonce,
+  sealInto,
+  TAG_BYTES,
+} from "../../crypto/index.js";
+import {
+  Codec,
+  DamageReason,
+  decodeRecordHeader,
+  FormatError,
+  MAX_LOGICAL_BYTES,
+  RECORD_HEADER_BYTES,
+  type RecordHeader,
+  recordAad,
+  recordCrc,
+  writeRecordHeader,
+} from "./format.js";
+
+/** What sealing and opening the records of one container needs. */
+export interface ContainerKeys {
+  readonly containerId: string;
+  readonly containerIdBytes: Buffer;
+  /** The container key: HKDF(domain data key, container id) (src/crypto/README.md). */
+  readonly key: KeyObject;
+  /** The domain's fingerprint key, to check that a plaintext hashes to its fingerprint. */
+  readonly fingerprintKey: KeyObject;
+}
+
+export function containerKeys(domain: DomainKeys, containerId: string): ContainerKeys {
+  return {
+    containerId,
+    containerIdBytes: idToBytes(containerId),
+    key: containerDataKey(domain.dataKey, containerId),
+    fingerprintKey: domain.fingerprintKey,
+  };
+}
+
+/**
+ * zstd pays only when it saves at least 1/32 of the grain (FORMAT.md §3, "Compression"): for less
+ * the stored bytes barely change but every read pays for a decompression.
+ */
+export function zstdPays(logicalLength: number, compressedLength: number): boolean {
+  return compressedLength <= logicalLength - Math.ceil(logicalLength / 32);
+}
+
+export interface EncodedRecord {
+  /** The whole record: header and payload, ready to be written at `offset`. */
+  readonly bytes: Buffer;
+  readonly codec: Codec;
+  readonly storedLength: number;
+}
+
+/**
+ * Build the record of `grain` for position `offset` of the container: compress (zstd level 1
+ * when it pays), seal with AES-256-GCM under a fresh random nonce, add header and CRC32C.
+ * `grain` is read synchronously and not retained.
+ */
+export function encodeRecord(
+  keys: ContainerKeys,
+  offset: number,
+  fingerprint: Uint8Array,
+  grain: Uint8Array,
+  compressor: Compressor,
+): EncodedRecord {
+  const logicalLength = grain.length;
+  if (logicalLength === 0 || logicalLength > MAX_LOGICAL_BYTES) {
+    throw new RangeError(`a grain has 1 to ${MAX_LOGICAL_BYTES} bytes, got ${logicalLength}`);
+  }
+  if (fingerprint.length !== FINGERPRINT_BYTES) {
+    throw new TypeError(`a fingerprint has ${FINGERPRINT_BYTES} bytes, got ${fingerprint.length}`);
+  }
+  let codec: Codec = Codec.None;
+  let body: Uint8Array = grain;
+  const compressed = compressor.compress(grain);
+  if (zstdPays(logicalLength, compressed.length)) {
+    codec = Codec.Zstd;
+    body = compressed;
+  }
+  const flags = 0;
+  const nonce = randomNonce();
+  const aad = recordAad(keys.containerIdBytes, offset, fingerprint, codec, flags, logicalLength);
+  const storedLength = body.length + TAG_BYTES;
+  const bytes = Buffer.allocUnsafe(RECORD_HEADER_BYTES + storedLength);
+  sealInto(bytes, RECORD_HEADER_BYTES, keys.key, nonce, body, aad);
+  writeRecordHeader(bytes, 0, { codec, flags, logicalLength, storedLength, fingerprint, nonce });
+  bytes.writeUInt32LE(recordCrc(bytes), 56);
+  return { bytes, codec, storedLength };
+}
+
+/**
+ * Check a whole record (header + payload, exactly) without keys: header consistency and CRC32C.
+ * Throws FormatError (Header, Truncated or Crc).
+ */
+export function checkRecord(record: Buffer): RecordHeader {
+  const header = decodeRecordHeader(record, 0);
+  const length = RECORD_HEADER_BYTES + header.storedLength;
+  if (record.length < length) {
+    throw new FormatError(DamageReason.Truncated, "record payload cut short");
+  }
+  const whole = record.length === length ? record : record.subarray(0, length);
+  if (recordCrc(whole) !== header.crc) {
+    throw new FormatError(DamageReason.Crc, "record CRC32C mismatch");
+  }
+  return header;
+}
+
+export interface OpenRecordOptions {
+  /** The fingerprint the caller expects (the index's); a different one is an error. */
+  readonly expectFingerprint?: Uint8Array | undefined;
+  /** Recompute HMAC(plaintext) and compare with the record's fingerprint. */
+  readonly verifyFingerprint: boolean;
+  readonly decompressor: Decompressor;
+}
+
+/**
+ * Check and open the record at `offset` of the container (`record` holds exactly its bytes):
+ * header, CRC32C, expected fingerprint, GCM tag, codec, and (optionally) the fingerprint of the
+ * plaintext. Returns the plaintext grain; throws FormatError and returns nothing on any failure.
+ */
+export function openRecord(
+  keys: ContainerKeys,
+  offset: number,
+  record: Buffer,
+  options: OpenRecordOptions,
+): Buffer {
+  const h = checkRecord(record);
+  if (options.expectFingerprint !== undefined && !h.fingerprint.equals(options.expectFingerprint)) {
+    throw new FormatError(
+      DamageReason.Fingerprint,
+      "the record at this offset holds another fingerprint than the one asked for",
+    );
+  }
+  const aad = recordAad(
+    keys.containerIdBytes,
+    offset,
+    h.fingerprint,
+    h.codec,
+    h.flags,
+    h.logicalLength,
+  );
+  const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.storedLength);
+  let body: Buffer;
+  try {
+    body = open(keys.key, h.nonce, payload, aad);
+  } catch {
+    throw new FormatError(
+      DamageReason.Tag,
+      "AES-GCM tag mismatch (record tampered with, moved, or sealed under another key)",
+    );
+  }
+  let plaintext = body;
+  if (h.codec === Codec.Zstd) {
+    try {
+      plaintext = options.decompressor.decompress(body);
+    } catch (error) {
+      throw new FormatError(
+        DamageReason.Content,
+        `zstd payload does not decode: ${(error as Error).message}`,
+      );
+    }
+  }
+  if (plaintext.length !== h.logicalLength) {
+    throw new FormatError(
+      DamageReason.Content,
+      `payload decodes to ${plaintext.length} bytes, the header says ${h.logicalLength}`,
+    );
+  }
+  if (
+    options.verifyFingerprint &&
+    !chunkFingerprint(keys.fingerprintKey, plaintext).equals(h.fingerprint)
+  ) {
+    throw new FormatError(
+      DamageReason.Fingerprint,
+      "the plaintext does not hash to the record's fingerprint",
+    );
+  }
+  return plaintext;
+}
