@@ -1,0 +1,132 @@
+/**
+ * The LMDB environment of the pool metadata and small helpers shared by the store, the journal
+ * apply, the audit and the rebuild. Internal to src/pool/meta: everything outside goes through
+ * MetaStore.
+ *
+ * Reads inside a write transaction callback see that transaction's writes (lmdb-js routes them
+ * to the write transaction); reads elsewhere see the last committed state, or the snapshot of an
+ * explicit read transaction passed as `ro`.
+ */
+import { type Database, open, type RootDatabase, type Transaction } from "lmdb";
+import {
+  CONTAINER_FIELDS,
+  type ContainerCounters,
+  DB_NAMES,
+  DOMAIN_FIELDS,
+  type DomainCounters,
+  decodeContainer,
+  decodeDomain,
+  encodeContainer,
+  encodeDomain,
+  u32Key,
+  zeroContainer,
+  zeroDomain,
+} from "./codec.js";
+
+export type BinDb = Database<Buffer, Buffer>;
+
+export interface MetaDbs {
+  readonly root: RootDatabase<Buffer, Buffer>;
+  readonly fp: BinDb;
+  readonly map: BinDb;
+  readonly journal: BinDb;
+  readonly dead: BinDb;
+  readonly volumes: BinDb;
+  readonly domains: BinDb;
+  readonly containers: BinDb;
+  readonly meta: BinDb;
+}
+
+export interface OpenEnvOptions {
+  readonly path: string;
+  /** Skip fsync (benchmarks and tests of logic only: a power loss may corrupt the store). */
+  readonly noSync?: boolean;
+  /** Initial map size in bytes (LMDB grows it as needed). */
+  readonly mapSize?: number;
+}
+
+export function openDbs(options: OpenEnvOptions): MetaDbs {
+  const root = open<Buffer, Buffer>({
+    path: options.path,
+    maxDbs: 16,
+    encoding: "binary",
+    keyEncoding: "binary",
+    ...(options.noSync ? { noSync: true } : {}),
+    ...(options.mapSize !== undefined ? { mapSize: options.mapSize } : {}),
+  });
+  const sub = (name: string): BinDb =>
+    root.openDB<Buffer, Buffer>({ name, encoding: "binary", keyEncoding: "binary" });
+  return {
+    root,
+    fp: sub(DB_NAMES.fingerprints),
+    map: sub(DB_NAMES.maps),
+    journal: sub(DB_NAMES.journal),
+    dead: sub(DB_NAMES.dead),
+    volumes: sub(DB_NAMES.volumes),
+    domains: sub(DB_NAMES.domains),
+    containers: sub(DB_NAMES.containers),
+    meta: sub(DB_NAMES.meta),
+  };
+}
+
+/** Read options for an explicit snapshot, or undefined for the default (current) view. */
+export type ReadOpts = { transaction: Transaction } | undefined;
+
+export function readDomain(dbs: MetaDbs, domainId: number, ro?: ReadOpts): DomainCounters {
+  const v = dbs.domains.get(u32Key(domainId), ro);
+  return v ? decodeDomain(v) : zeroDomain();
+}
+
+export function readContainer(
+  dbs: MetaDbs,
+  containerId: number,
+  ro?: ReadOpts,
+): ContainerCounters | undefined {
+  const v = dbs.containers.get(u32Key(containerId), ro);
+  return v ? decodeContainer(v) : undefined;
+}
+
+/**
+ * Counter changes gathered during one write transaction and written once at its end, so that a
+ * batch touching thousands of chunks rewrites each counter record once.
+ */
+export class CounterDeltas {
+  private readonly domains = new Map<number, DomainCounters>();
+  private readonly containers = new Map<number, ContainerCounters>();
+
+  domain(domainId: number): DomainCounters {
+    let d = this.domains.get(domainId);
+    if (!d) {
+      d = zeroDomain();
+      this.domains.set(domainId, d);
+    }
+    return d;
+  }
+
+  container(containerId: number): ContainerCounters {
+    let c = this.containers.get(containerId);
+    if (!c) {
+      c = zeroContainer();
+      this.containers.set(containerId, c);
+    }
+    return c;
+  }
+
+  /** Adds the gathered deltas to the stored records. Call inside the write transaction. */
+  writeTo(dbs: MetaDbs): void {
+    for (const [id, delta] of this.domains) {
+      if (DOMAIN_FIELDS.every((f) => delta[f] === 0)) continue;
+      const cur = readDomain(dbs, id);
+      for (const f of DOMAIN_FIELDS) cur[f] += delta[f];
+      dbs.domains.putSync(u32Key(id), encodeDomain(cur));
+    }
+    for (const [id, delta] of this.containers) {
+      if (CONTAINER_FIELDS.every((f) => delta[f] === 0)) continue;
+      const cur = readContainer(dbs, id) ?? zeroContainer();
+      for (const f of CONTAINER_FIELDS) cur[f] += delta[f];
+      dbs.containers.putSync(u32Key(id), encodeContainer(cur));
+    }
+    this.domains.clear();
+    this.containers.clear();
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * Errors of the pool metadata. Stable codes; the pool layer above turns them into StorageError
+ * (src/volume/errors.ts) or retries, as each code says.
+ */
+export const MetaErrorCode = {
+  /**
+   * A map update names a fingerprint the domain's index does not hold (and no location to insert
+   * it was given), typically because GC reclaimed the chunk between the writer's lookup and its
+   * map update. Nothing was changed: the writer stores the chunk again and retries.
+   */
+  ChunkMissing: "CHUNK_MISSING",
+  /** The volume number is not registered (createVolume). */
+  UnknownVolume: "UNKNOWN_VOLUME",
+  /** createVolume for a number that exists (with another domain). */
+  VolumeExists: "VOLUME_EXISTS",
+  /** A caller bug: an argument outside its range (grain, fingerprint length, location field). */
+  InvalidArgument: "INVALID_ARGUMENT",
+  /** The store was opened with a grain size or format it was not created with. */
+  Incompatible: "INCOMPATIBLE",
+  /** The store is closed. */
+  Closed: "CLOSED",
+} as const;
+export type MetaErrorCode = (typeof MetaErrorCode)[keyof typeof MetaErrorCode];
+
+export class MetaError extends Error {
+  override readonly name = "MetaError";
+  constructor(
+    readonly code: MetaErrorCode,
+    message: string,
+    /** For ChunkMissing: the fingerprints (hex) that were missing. */
+    readonly fingerprints?: readonly string[],
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * Pool metadata: fingerprint index, block maps, refcount journal, capacity accounting, audit and
+ * rebuild, in LMDB. See README.md for the key layout and the crash-consistency design.
+ */
+export { RefcountApplier, type RefcountApplierOptions } from "./applier.js";
+export type {
+  AuditChunk,
+  AuditOptions,
+  AuditReport,
+  CounterDrift,
+  DanglingReference,
+  Finding,
+  RepairReport,
+  StaleDead,
+} from "./audit.js";
+export { DB_NAMES, FINGERPRINT_BYTES } from "./codec.js";
+export { MetaError, MetaErrorCode } from "./errors.js";
+export type { ContainerRecord, RebuildOptions, RebuildResult } from "./rebuild.js";
+export {
+  type ApplyOptions,
+  type ApplyResult,
+  type ChunkEntry,
+  type ChunkLocation,
+  type ContainerUsage,
+  type DeadChunk,
+  type DomainUsage,
+  type ExtentStatus,
+  type GrainUpdate,
+  type InsertResult,
+  type MapEntry,
+  MetaStore,
+  type MetaStoreOptions,
+  type PoolUsage,
+  type RefcountAnomaly,
+  type ResolvedGrain,
+  type VolumeUsage,
+  type WriteResult,
+} from "./store.js";

@@ -1,0 +1,68 @@
+/**
+ * Crash-test worker (run with vite-node by crash.test.ts, then killed with SIGKILL at a random
+ * moment): hammers a store with concurrent map updates, unmaps and GC claims while the background
+ * applier applies the journal, and after every 10th round writes a marker grain, flushes, and
+ * prints `synced <n>`: the parent checks that the last printed marker survived the kill.
+ *
+ * Usage: crash-child.ts <dir> <seed>
+ */
+import { RefcountApplier } from "../applier.js";
+import { MetaStore } from "../store.js";
+import { fp, loc } from "./helpers.js";
+
+const [dir, seedArg] = process.argv.slice(2);
+if (!dir) throw new Error("usage: crash-child.ts <dir> <seed>");
+let seed = Number(seedArg ?? 1) >>> 0 || 1;
+function rand(n: number): number {
+  // xorshift32: reproducible per seed
+  seed ^= seed << 13;
+  seed >>>= 0;
+  seed ^= seed >>> 17;
+  seed ^= seed << 5;
+  seed >>>= 0;
+  return seed % n;
+}
+
+const store = await MetaStore.open({ path: dir });
+await store.createVolume(1, 1);
+await store.createVolume(2, 1);
+const applier = new RefcountApplier(store, { intervalMs: 2, highWater: 16 });
+applier.start();
+process.stdout.write("ready\n");
+
+const label = (c: number) => `data-${c}`;
+for (let round = 0; ; round++) {
+  const ops: Promise<unknown>[] = [];
+  for (let i = 0; i < 8; i++) {
+    const volume = 1 + rand(2);
+    const kind = rand(10);
+    if (kind < 7) {
+      const first = rand(256);
+      const updates = Array.from({ length: 1 + rand(8) }, (_, j) => {
+        const c = rand(64);
+        return rand(8) === 0
+          ? { grain: first + j, fingerprint: null }
+          : {
+              grain: first + j,
+              fingerprint: fp(label(c)),
+              chunk: loc(1 + (c % 4), c * 4096 + rand(4) * 100),
+            };
+      });
+      ops.push(store.writeGrains(volume, updates));
+    } else if (kind < 9) {
+      ops.push(store.unmapGrains(volume, rand(256), 1 + rand(16)));
+    } else {
+      ops.push(store.reclaimDeadChunks(1 + rand(4)).catch(() => undefined));
+    }
+  }
+  // Writers racing a GC claim may get ChunkMissing: that is the protocol, not a failure.
+  await Promise.allSettled(ops);
+  if (round % 10 === 9) {
+    const n = (round + 1) / 10;
+    await store.writeGrains(2, [
+      { grain: 1000 + n, fingerprint: fp(label(n % 64)), chunk: loc(9, n) },
+    ]);
+    await store.flush();
+    process.stdout.write(`synced ${n}\n`);
+  }
+}

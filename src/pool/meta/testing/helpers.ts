@@ -1,0 +1,68 @@
+/**
+ * Test fixtures for the pool metadata: temporary stores, deterministic fingerprints and
+ * locations, raw access to the LMDB environment for planting damage.
+ */
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ChunkLocation } from "../codec.js";
+import { type MetaDbs, openDbs } from "../dbs.js";
+import { MetaStore, type MetaStoreOptions } from "../store.js";
+
+/** A fingerprint derived from a label (tests only: the pool's is a keyed SHA-256 of the data). */
+export function fp(label: string | number): Buffer {
+  return createHash("sha256").update(`chunk:${label}`).digest();
+}
+
+/** A location in `containerId`; offsets advance per call so that copies are distinct. */
+export function loc(
+  containerId: number,
+  offset: number,
+  storedLength = 2000,
+  logicalLength = 4096,
+): ChunkLocation {
+  return { containerId, offset, storedLength, logicalLength };
+}
+
+export function tempDir(prefix = "sanmux-meta-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface TempStore {
+  readonly dir: string;
+  store: MetaStore;
+  /** Closes and opens the store again on the same directory. */
+  reopen(): Promise<MetaStore>;
+  /** Closes the store and removes the directory. */
+  cleanup(): Promise<void>;
+}
+
+export async function tempStore(options: Partial<MetaStoreOptions> = {}): Promise<TempStore> {
+  const dir = tempDir();
+  const open = () => MetaStore.open({ path: dir, noSync: true, ...options });
+  const t: TempStore = {
+    dir,
+    store: await open(),
+    async reopen() {
+      await t.store.close();
+      t.store = await open();
+      return t.store;
+    },
+    async cleanup() {
+      await t.store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return t;
+}
+
+/** Opens the environment directly (the store must be closed), runs `fn`, closes it. */
+export async function withRawDbs(dir: string, fn: (dbs: MetaDbs) => void): Promise<void> {
+  const dbs = openDbs({ path: dir, noSync: true });
+  try {
+    dbs.root.transactionSync(() => fn(dbs));
+  } finally {
+    await dbs.root.close();
+  }
+}
