@@ -63,6 +63,7 @@ import { type OpcodeCatalog, reportSupportedOpcodesHandler } from "./commands/re
 import { reportSupportedTmf } from "./commands/report-tmf.js";
 import { requestSense } from "./commands/request-sense.js";
 import { readHandler, writeHandler } from "./commands/rw.js";
+import { refuseWhileSanitizing, SANITIZE, SanitizeAction, sanitize } from "./commands/sanitize.js";
 import { syncCacheHandler } from "./commands/sync-cache.js";
 import { release6, reserve6, testUnitReady } from "./commands/unit-control.js";
 import { unmapCommand } from "./commands/unmap.js";
@@ -301,6 +302,14 @@ const COMMANDS: readonly (CommandSpec | ServiceActionGroup)[] = [
     DATA_OUT,
   ),
   lunCommand("UNMAP", [Opcode.UNMAP, 0, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0], unmapCommand, DATA_OUT),
+  // SBC-4: IMMED, AUSE (ZNR is for zoned devices), SERVICE ACTION; PARAMETER LIST LENGTH.
+  // CRYPTOGRAPHIC ERASE is not offered (nothing is encrypted). Conflicts with reservations as a
+  // write; refused on read-only mappings by the handler.
+  serviceActions(SANITIZE, "SANITIZE", [
+    sanitizeCommand("OVERWRITE", SanitizeAction.OVERWRITE),
+    sanitizeCommand("BLOCK ERASE", SanitizeAction.BLOCK_ERASE),
+    sanitizeCommand("EXIT FAILURE MODE", SanitizeAction.EXIT_FAILURE_MODE),
+  ]),
   lunCommand(
     "MODE SELECT(10)",
     [Opcode.MODE_SELECT_10, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
@@ -588,6 +597,15 @@ function prOutCommand(name: string, serviceAction: number): CommandSpec {
   );
 }
 
+function sanitizeCommand(name: string, serviceAction: number): CommandSpec {
+  return lunCommand(
+    `SANITIZE / ${name}`,
+    [SANITIZE, 0xa0 | serviceAction, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+    sanitize,
+    { dataOut: serviceAction === SanitizeAction.OVERWRITE },
+  );
+}
+
 function serviceActions(opcode: number, name: string, specs: CommandSpec[]): ServiceActionGroup {
   const actions = new Map<number, CommandSpec>();
   for (const s of specs) {
@@ -633,7 +651,19 @@ for (const entry of COMMANDS) {
   if (TABLE[entry.opcode]) throw new Error(`duplicate opcode ${entry.opcode.toString(16)}`);
   // Commands that read or write logical blocks go through the unit's gate, which keeps them
   // out of the ranges COMPARE AND WRITE and the other atomic commands hold (./commands/io-gate.ts).
-  TABLE[entry.opcode] = "kind" in entry ? entry : gateMediumAccess(entry);
+  // Every command addressed to a logical unit is refused while it is being sanitized
+  // (./commands/sanitize.ts), before it waits at the gate.
+  TABLE[entry.opcode] =
+    "kind" in entry
+      ? { ...entry, actions: mapActions(entry.actions, refuseWhileSanitizing) }
+      : refuseWhileSanitizing(gateMediumAccess(entry));
+}
+
+function mapActions(
+  actions: ReadonlyMap<number, CommandSpec>,
+  wrap: (spec: CommandSpec) => CommandSpec,
+): ReadonlyMap<number, CommandSpec> {
+  return new Map([...actions].map(([serviceAction, spec]) => [serviceAction, wrap(spec)]));
 }
 
 /**

@@ -189,11 +189,13 @@ describe("VPD pages", () => {
     },
   );
 
-  it("0xB1 says non-rotating medium", async () => {
+  it("0xB1 says non-rotating medium, and reads after SANITIZE BLOCK ERASE succeed", async () => {
     const { nexus } = setup();
     const d = await vpd(nexus, 0xb1);
     expect(d.readUInt16BE(2)).toBe(0x3c);
     expect(d.readUInt16BE(4)).toBe(1);
+    expect(d[7]! >> 6).toBe(0b01); // WABEREQ
+    expect((d[7]! >> 4) & 0b11).toBe(0b00); // WACEREQ: no CRYPTOGRAPHIC ERASE
   });
 
   it("0xB2 says thin provisioning with UNMAP, WRITE SAME unmap and LBPRZ", async () => {

@@ -12,6 +12,7 @@ import { naaRegisteredExtended, volumeIdText } from "../identity.js";
 import { invalidCdbField } from "../sense.js";
 import { thirdPartyCopyPage } from "./copy-results.js";
 import { atomicLimits } from "./write-atomic.js";
+import { WSNZ } from "./write-same.js";
 
 /** The pages we serve, ascending (SPC-4 7.8, Supported VPD Pages page: "in ascending order"). */
 export const SUPPORTED_VPD_PAGES: readonly number[] = [
@@ -167,7 +168,7 @@ function extendedInquiry(): Buffer {
 
 /**
  * Block Limits VPD page (SBC-4), 60 bytes of payload (page length 3Ch).
- *  - WSNZ=1: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is refused.
+ *  - WSNZ: `WSNZ` of ./write-same.ts (1: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is refused).
  *  - MAXIMUM COMPARE AND WRITE LENGTH: 255 blocks (./compare-and-write.ts).
  *  - OPTIMAL TRANSFER LENGTH GRANULARITY: one grain (8 blocks of 512 on 4 KiB grains).
  *  - MAXIMUM TRANSFER LENGTH and MAXIMUM PREFETCH LENGTH: 16 MiB.
@@ -184,7 +185,7 @@ export function blockLimits(volume: Volume): Buffer {
   const maxTransfer = Limits.MAX_TRANSFER_BYTES / blockSize;
   const maxUnmap = Limits.MAX_UNMAP_BYTES / blockSize;
   const out = Buffer.alloc(60);
-  out[0] = 0x01; // WSNZ (page byte 4)
+  out[0] = WSNZ ? 0x01 : 0; // WSNZ (page byte 4)
   out[1] = Limits.MAX_COMPARE_AND_WRITE_BLOCKS; // MAXIMUM COMPARE AND WRITE LENGTH (byte 5)
   out.writeUInt16BE(perGrain, 2); // OPTIMAL TRANSFER LENGTH GRANULARITY (bytes 6-7)
   out.writeUInt32BE(maxTransfer, 4); // MAXIMUM TRANSFER LENGTH (bytes 8-11)
@@ -208,11 +209,14 @@ export function blockLimits(volume: Volume): Buffer {
 
 /**
  * Block Device Characteristics VPD page (SBC-4), 60 bytes of payload: MEDIUM ROTATION RATE
- * 0001h (non-rotating medium), everything else not reported.
+ * 0001h (non-rotating medium); WABEREQ=01b: after a SANITIZE BLOCK ERASE, reads of the erased
+ * blocks complete with GOOD (they are deallocated and read as zeros, ./sanitize.ts); WACEREQ=00b
+ * (no CRYPTOGRAPHIC ERASE); everything else not reported.
  */
 function blockDeviceCharacteristics(): Buffer {
   const out = Buffer.alloc(60);
   out.writeUInt16BE(0x0001, 0);
+  out[3] = 0b01 << 6; // WABEREQ, WACEREQ 00b, NOMINAL FORM FACTOR not reported (page byte 7)
   return out;
 }
 

@@ -1,14 +1,19 @@
 import { describe, expect, it } from "vitest";
 import { StorageError, StorageErrorCode } from "../../volume/errors.js";
 import { Asc } from "../asc.js";
+import { decodeWriteSame10, decodeWriteSame16 } from "../cdb.js";
 import { SenseKey } from "../constants.js";
+import type { LunContext, NexusContext } from "../context.js";
+import { CheckCondition, checkConditionResult } from "../sense.js";
 import { Cdb } from "../testing/cdb-builders.js";
-import { expectGood, expectSense, pattern, setup } from "../testing/harness.js";
+import { command, expectGood, expectSense, pattern, setup } from "../testing/harness.js";
+import type { ScsiResult } from "../types.js";
+import { WSNZ, writeSameHandler } from "./write-same.js";
 
 describe.each([
-  ["(10)", Cdb.writeSame10, 7, 0xffffffffn],
-  ["(16)", Cdb.writeSame16, 10, 2n ** 64n - 1n],
-] as const)("WRITE SAME%s", (_name, build, lengthByte, maxLba) => {
+  ["(10)", Cdb.writeSame10, 7, 0xffffffffn, decodeWriteSame10],
+  ["(16)", Cdb.writeSame16, 10, 2n ** 64n - 1n, decodeWriteSame16],
+] as const)("WRITE SAME%s", (_name, build, lengthByte, maxLba, decode) => {
   it("writes the block to every block of the range", async () => {
     const { run, volume } = setup();
     const block = pattern(1, 0x5e);
@@ -43,19 +48,128 @@ describe.each([
     expect(volume.peek(0, 2).equals(pattern(2, 0xaa))).toBe(true);
   });
 
-  it("refuses NUMBER OF LOGICAL BLOCKS 0 (WSNZ=1) and more than MAXIMUM WRITE SAME LENGTH", async () => {
-    const { run } = setup({ blocks: 1 << 22 });
+  it("refuses more than MAXIMUM WRITE SAME LENGTH blocks", async () => {
+    const { run, volume } = setup({ blocks: 1 << 22 });
+    if (lengthByte === 10) {
+      const over = await run(build({ lba: 0, blocks: 0x10000 }), pattern(1, 0));
+      const s = expectSense(over, 5, Asc.INVALID_FIELD_IN_CDB);
+      expect(s.fieldPointer).toEqual({ inCdb: true, byte: lengthByte });
+    }
+    expectGood(await run(build({ lba: 0, blocks: 0xffff, unmap: true }), pattern(1, 0)));
+    expect(volume.calls.map((c) => c.op)).toEqual(["unmap"]);
+  });
+
+  it("refuses NUMBER OF LOGICAL BLOCKS 0 while the Block Limits page says WSNZ=1", async () => {
+    expect(WSNZ).toBe(true);
+    const { run, volume } = setup();
     const s = expectSense(
-      await run(build({ lba: 0, blocks: 0 }), pattern(1, 0)),
+      await run(build({ lba: 1000, blocks: 0 }), pattern(1, 0)),
       5,
       Asc.INVALID_FIELD_IN_CDB,
     );
     expect(s.fieldPointer).toEqual({ inCdb: true, byte: lengthByte });
-    if (lengthByte === 10) {
-      const over = await run(build({ lba: 0, blocks: 0x10000 }), pattern(1, 0));
-      expectSense(over, 5, Asc.INVALID_FIELD_IN_CDB);
-    }
-    expectGood(await run(build({ lba: 0, blocks: 0xffff, unmap: true }), pattern(1, 0)));
+    expect(volume.calls).toEqual([]);
+    const vpd = await run(Cdb.inquiry({ evpd: true, page: 0xb0 }));
+    expect(vpd.data![4]! & 0x01).toBe(1);
+  });
+
+  /**
+   * The handler as it is with WSNZ=0, called directly on LUN 0 of a `setup()` (the dispatch
+   * table's rows use WSNZ=1, see write-same.ts).
+   */
+  function setupWsnz0(o: { blocks?: number; readOnly?: boolean } = {}) {
+    const s = setup(o);
+    const handler = writeSameHandler(decode, lengthByte, false);
+    const lu: LunContext = {
+      nexus: s.nexus as unknown as NexusContext,
+      entry: s.view.get(0)!,
+      unit: s.target.unitOf(s.volume.id),
+    };
+    const writeSame = async (cdb: Buffer, dataOut?: Buffer): Promise<ScsiResult> => {
+      try {
+        return await handler(command(0, cdb, dataOut), lu);
+      } catch (err) {
+        if (!(err instanceof CheckCondition)) throw err;
+        return checkConditionResult(err.sense, err.dataOutLength);
+      }
+    };
+    return { ...s, writeSame };
+  }
+
+  describe("NUMBER OF LOGICAL BLOCKS 0 with WSNZ=0", () => {
+    it("writes every block from the LBA to the end of the medium", async () => {
+      const { writeSame, volume } = setupWsnz0({ blocks: 1024 });
+      expectGood(await writeSame(build({ lba: 1000, blocks: 0 }), pattern(1, 0x6b)));
+      expect(volume.calls).toEqual([{ op: "write", lba: 1000, blocks: 24, fua: false }]);
+      expect(volume.peek(1000, 24).equals(pattern(24, 0x6b))).toBe(true);
+      expect(volume.peek(999, 1).equals(pattern(1, 0))).toBe(true);
+      expectGood(await writeSame(build({ lba: 1023, blocks: 0 }), pattern(1, 0x6c)));
+      expect(volume.peek(1023, 1).equals(pattern(1, 0x6c))).toBe(true);
+    });
+
+    it("with UNMAP and a zero block deallocates to the end of the medium", async () => {
+      const { run, writeSame, volume } = setupWsnz0({ blocks: 1024 });
+      expectGood(await run(Cdb.write10({ lba: 1000, blocks: 24 }), pattern(24, 0xff)));
+      expectGood(await writeSame(build({ lba: 1008, blocks: 0, unmap: true }), pattern(1, 0)));
+      expect(volume.calls.at(-1)).toEqual({ op: "unmap", lba: 1008, blocks: 16 });
+      expect(volume.mappedBlocks).toBe(8);
+      expect(volume.peek(1008, 16).equals(pattern(16, 0))).toBe(true);
+    });
+
+    it("with UNMAP and any other block writes it to the end of the medium", async () => {
+      const { writeSame, volume } = setupWsnz0({ blocks: 1024 });
+      expectGood(await writeSame(build({ lba: 1020, blocks: 0, unmap: true }), pattern(1, 0xff)));
+      expect(volume.calls.map((c) => c.op)).toEqual(["write"]);
+      expect(volume.peek(1020, 4).equals(pattern(4, 0xff))).toBe(true);
+    });
+
+    it("counts the rest of the medium against MAXIMUM WRITE SAME LENGTH", async () => {
+      const { writeSame, volume } = setupWsnz0({ blocks: 0x20000 });
+      // 0x20000 - 0xffff = 0x10001: from there to the end is exactly FFFFh blocks.
+      for (const lba of [0, 0x10000]) {
+        const s = expectSense(
+          await writeSame(build({ lba, blocks: 0 }), pattern(1, 1)),
+          5,
+          Asc.INVALID_FIELD_IN_CDB,
+        );
+        expect(s.fieldPointer).toEqual({ inCdb: true, byte: lengthByte });
+      }
+      expect(volume.calls).toEqual([]);
+      expectGood(await writeSame(build({ lba: 0x10001, blocks: 0, unmap: true }), pattern(1, 0)));
+      expect(volume.calls).toEqual([{ op: "unmap", lba: 0x10001, blocks: 0xffff }]);
+    });
+
+    it("writes a long range in 1 MiB chunks, one at a time", async () => {
+      const { writeSame, volume } = setupWsnz0({ blocks: 0x20000 });
+      expectGood(await writeSame(build({ lba: 0x10001, blocks: 0 }), pattern(1, 3)));
+      const writes = volume.calls.filter((c) => c.op === "write");
+      expect(writes.every((c) => c.blocks! <= 2048)).toBe(true);
+      expect(writes.reduce((n, c) => n + c.blocks!, 0)).toBe(0xffff);
+      expect(writes[0]?.lba).toBe(0x10001);
+      expect(volume.peek(0x1ffff, 1).equals(pattern(1, 3))).toBe(true);
+    });
+
+    it("needs an LBA on the medium", async () => {
+      const { writeSame, volume } = setupWsnz0({ blocks: 1024 });
+      for (const lba of [1024, 1025, maxLba]) {
+        expectSense(
+          await writeSame(build({ lba, blocks: 0 }), pattern(1, 1)),
+          5,
+          Asc.LBA_OUT_OF_RANGE,
+        );
+      }
+      expect(volume.calls).toEqual([]);
+    });
+
+    it("is refused on read-only mappings", async () => {
+      const { writeSame, volume } = setupWsnz0({ readOnly: true });
+      expectSense(
+        await writeSame(build({ lba: 0, blocks: 0 }), pattern(1, 0)),
+        SenseKey.DATA_PROTECT,
+        Asc.WRITE_PROTECTED,
+      );
+      expect(volume.calls).toEqual([]);
+    });
   });
 
   it("refuses ANCHOR (ANC_SUP=0), with or without UNMAP", async () => {
