@@ -6,7 +6,10 @@
  * Phases (RFC 7143 6.3): login, then full feature phase until logout or close.
  */
 import type { Logger } from "pino";
+import { Asc } from "../scsi/asc.js";
+import { ScsiStatus, SenseKey } from "../scsi/constants.js";
 import { decodeLun } from "../scsi/lun.js";
+import { checkConditionResult } from "../scsi/sense.js";
 import type { ScsiResult } from "../scsi/types.js";
 import { dataBuffers } from "./buffer-pool.js";
 import { Opcode, RESERVED_TAG, RejectReason, TmfFunction, TmfResponse } from "./constants.js";
@@ -75,10 +78,6 @@ interface Task {
   /** Settles when the SCSI layer is done with the command (it cannot be cancelled mid-flight). */
   running: Promise<void> | undefined;
 }
-
-/** SAM status codes used here (SAM-5 5.3). */
-const STATUS_GOOD = 0x00;
-const STATUS_CHECK_CONDITION = 0x02;
 
 export class IscsiConnection implements LiveSession {
   private phase: Phase = Phase.Login;
@@ -419,7 +418,7 @@ export class IscsiConnection implements LiveSession {
 
     if (cmd.read && cmd.write) {
       // Bidirectional commands: none of the commands we implement use them.
-      this.finishWithSense(task, bidiSense());
+      this.complete(task, checkConditionResult(INVALID_FIELD_IN_CDB));
       return;
     }
     if (!cmd.write) {
@@ -433,7 +432,8 @@ export class IscsiConnection implements LiveSession {
       // Do not allocate the buffer; unsolicited Data-Out for this tag will find no task and be
       // dropped.
       this.log.warn({ itt: cmd.itt, edtl: cmd.edtl }, "write larger than the transfer limit");
-      this.finishWithSense(task, transferTooLargeSense());
+      // Larger than the MAXIMUM TRANSFER LENGTH that VPD 0xB0 advertises.
+      this.complete(task, checkConditionResult(INVALID_FIELD_IN_CDB));
       return;
     }
     if (cmd.data.length > cmd.edtl || cmd.data.length > p.firstBurstLength) {
@@ -536,13 +536,9 @@ export class IscsiConnection implements LiveSession {
         },
         (err: unknown) => {
           this.log.error({ err, itt: task.itt }, "SCSI layer failed a command");
-          this.complete(task, { status: STATUS_CHECK_CONDITION, sense: internalFailureSense() });
+          this.complete(task, checkConditionResult(INTERNAL_TARGET_FAILURE));
         },
       );
-  }
-
-  private finishWithSense(task: Task, sense: Buffer): void {
-    this.complete(task, { status: STATUS_CHECK_CONDITION, sense });
   }
 
   /** Send a command's Data-In and status (RFC 7143 11.4, 11.7), with residuals (11.4.5). */
@@ -578,7 +574,7 @@ export class IscsiConnection implements LiveSession {
       residualCount = edtl;
     }
 
-    const good = result.status === STATUS_GOOD && !result.sense;
+    const good = result.status === ScsiStatus.GOOD && !result.sense;
     if (data && data.length > 0) {
       const max = this.params!.maxRecvDataSegmentLength;
       let dataSN = 0;
@@ -919,25 +915,12 @@ export class IscsiConnection implements LiveSession {
 const EMPTY = Buffer.alloc(0);
 const NO_DIGESTS = { header: false, data: false } as const;
 
-/** Fixed-format sense (SPC-4 4.5.3) for the few conditions decided in this layer. */
-function fixedSense(key: number, asc: number, ascq: number): Buffer {
-  const s = Buffer.alloc(18);
-  s[0] = 0x70;
-  s[2] = key;
-  s[7] = 10;
-  s[12] = asc;
-  s[13] = ascq;
-  return s;
-}
-/** ILLEGAL REQUEST / INVALID FIELD IN CDB. */
-function bidiSense(): Buffer {
-  return fixedSense(0x05, 0x24, 0x00);
-}
-/** ILLEGAL REQUEST / INVALID FIELD IN CDB: the transfer exceeds what VPD 0xB0 advertises. */
-function transferTooLargeSense(): Buffer {
-  return fixedSense(0x05, 0x24, 0x00);
-}
-/** HARDWARE ERROR / INTERNAL TARGET FAILURE. */
-function internalFailureSense(): Buffer {
-  return fixedSense(0x04, 0x44, 0x00);
-}
+/** The few conditions decided in this layer, built by the SCSI layer's sense encoder. */
+const INVALID_FIELD_IN_CDB = {
+  key: SenseKey.ILLEGAL_REQUEST,
+  asc: Asc.INVALID_FIELD_IN_CDB,
+} as const;
+const INTERNAL_TARGET_FAILURE = {
+  key: SenseKey.HARDWARE_ERROR,
+  asc: Asc.INTERNAL_TARGET_FAILURE,
+} as const;
