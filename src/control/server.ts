@@ -100,7 +100,12 @@ export class SanmuxServer {
     const services: TargetServices = {
       loginPolicy: this.loginPolicy(),
       openNexus: (identity) => this.openNexus(identity),
-      hasLun: (initiatorName, lun) => this.lunView(initiatorName).get(lun) !== undefined,
+      hasLun: (initiatorName, lun) => {
+        const agent = this.access.agentForInitiator(initiatorName);
+        return (
+          agent !== undefined && this.access.bindingsFor(agent.name).some((b) => b.lun === lun)
+        );
+      },
       sendTargets: (_initiatorName, localAddress) => [
         {
           name: config.target,

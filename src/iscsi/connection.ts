@@ -65,6 +65,8 @@ enum Phase {
 /** A command between its arrival and its response. */
 interface Task {
   readonly itt: number;
+  /** Sent with the I bit: it holds no slot of the CmdSN window. */
+  readonly immediate: boolean;
   readonly lun: number;
   readonly lunField: Buffer;
   readonly cmdSN: number;
@@ -222,8 +224,7 @@ export class IscsiConnection implements LiveSession {
     if (step.done) {
       this.params = step.done.params;
       this.initiatorName = step.done.params.initiatorName;
-      if (step.done.params.sessionType === "Normal") tsih = this.sessions.allocateTsih();
-      else tsih = this.sessions.allocateTsih();
+      tsih = this.sessions.allocateTsih();
     }
     const r = step.response;
     this.send(
@@ -401,6 +402,7 @@ export class IscsiConnection implements LiveSession {
     if (!immediate) this.inFlight++;
     const task: Task = {
       itt: cmd.itt,
+      immediate,
       lun: decodeLun(cmd.lun),
       lunField: cmd.lun,
       cmdSN: cmd.cmdSN,
@@ -413,7 +415,6 @@ export class IscsiConnection implements LiveSession {
       aborted: false,
       running: undefined,
     };
-    (task as { immediate?: boolean }).immediate = immediate;
     this.tasks.set(task.itt, task);
 
     if (cmd.read && cmd.write) {
@@ -635,7 +636,7 @@ export class IscsiConnection implements LiveSession {
       for (const ttt of task.collector.outstandingTtts()) this.byTtt.delete(ttt);
       task.collector = undefined;
     }
-    if (!(task as { immediate?: boolean }).immediate) this.inFlight--;
+    if (!task.immediate) this.inFlight--;
   }
 
   // ---------------------------------------------------------------- NOP (RFC 7143 11.18, 11.19)
