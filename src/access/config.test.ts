@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { arbiterPolicy } from "../arbiter/policy.js";
 import {
   ConfigError,
   DEMO_CONFIG_YAML,
@@ -50,6 +51,7 @@ describe("parseConfig: a valid file", () => {
           name: "backup1",
           initiators: ["iqn.1994-05.com.example:backup1", "IQN.1994-05.com.example:Backup1b"],
           chap: { user: "backup1", secret: "at-least-12-chars" },
+          domain: "shared",
         },
         {
           name: "backup2",
@@ -60,17 +62,33 @@ describe("parseConfig: a valid file", () => {
             targetUser: "sanmux",
             targetSecret: "target-secret-456",
           },
+          domain: "shared",
         },
       ],
       volumes: [
-        { name: "vol1", size: 10 * 2 ** 30, blockSize: 512, backend: "file" },
-        { name: "vol2", size: 1048576, blockSize: 4096, backend: "file" },
+        {
+          name: "vol1",
+          size: 10 * 2 ** 30,
+          blockSize: 512,
+          backend: "pool",
+          domain: "shared",
+          writeCache: true,
+        },
+        {
+          name: "vol2",
+          size: 1048576,
+          blockSize: 4096,
+          backend: "file",
+          domain: "shared",
+          writeCache: true,
+        },
       ],
       mappings: [
         { agent: "backup1", lun: 0, volume: "vol1", mode: "rw" },
         { agent: "backup2", lun: 3, volume: "vol1", mode: "ro" },
         { agent: "backup2", lun: 0, volume: "vol2", mode: "rw" },
       ],
+      pool: { devices: [] },
     });
   });
 
@@ -91,6 +109,7 @@ describe("parseConfig: a valid file", () => {
       agents: [],
       volumes: [],
       mappings: [],
+      pool: { devices: [] },
     });
   });
 
@@ -103,9 +122,10 @@ describe("parseConfig: a valid file", () => {
     expect(config).toEqual({
       target: "iqn.2026-11.io.sanmux:h",
       iscsi: {},
-      agents: [{ name: "a", initiators: ["iqn.2000-01.com.x:a"] }],
+      agents: [{ name: "a", initiators: ["iqn.2000-01.com.x:a"], domain: "shared" }],
       volumes: [],
       mappings: [],
+      pool: { devices: [] },
     });
   });
 
@@ -126,9 +146,19 @@ describe("parseConfig: a valid file", () => {
       { hostName: "h" },
     );
     expect(config.agents).toEqual([
-      { name: "a", initiators: ["iqn.2000-01.com.x:a"], reservations: { keyBy: "initiator" } },
-      { name: "b", initiators: ["iqn.2000-01.com.x:b"], reservations: { keyBy: "nexus" } },
-      { name: "c", initiators: ["iqn.2000-01.com.x:c"] },
+      {
+        name: "a",
+        initiators: ["iqn.2000-01.com.x:a"],
+        reservations: { keyBy: "initiator" },
+        domain: "shared",
+      },
+      {
+        name: "b",
+        initiators: ["iqn.2000-01.com.x:b"],
+        reservations: { keyBy: "nexus" },
+        domain: "shared",
+      },
+      { name: "c", initiators: ["iqn.2000-01.com.x:c"], domain: "shared" },
     ]);
   });
 
@@ -156,10 +186,17 @@ describe("parseConfig: a valid file", () => {
   it("parses the demo config", () => {
     const config = parseConfig(DEMO_CONFIG_YAML, "sanmux.yaml");
     expect(config.agents).toEqual([
-      { name: "demo", initiators: ["iqn.2026-11.io.sanmux:demo-initiator"] },
+      { name: "demo", initiators: ["iqn.2026-11.io.sanmux:demo-initiator"], domain: "shared" },
     ]);
     expect(config.volumes).toEqual([
-      { name: "demo", size: 2 ** 30, blockSize: 512, backend: "file" },
+      {
+        name: "demo",
+        size: 2 ** 30,
+        blockSize: 512,
+        backend: "pool",
+        domain: "shared",
+        writeCache: true,
+      },
     ]);
     expect(config.mappings).toEqual([{ agent: "demo", lun: 0, volume: "demo", mode: "rw" }]);
   });
@@ -394,7 +431,7 @@ describe("parseConfig: every problem names file, line and path", () => {
     [
       "unknown backend",
       "volumes:\n  - name: v1\n    size: 1MiB\n    backend: lvm\n",
-      'sanmux.yaml:4: volumes[0].backend: must be "file", got "lvm"',
+      'sanmux.yaml:4: volumes[0].backend: must be "pool" or "file", got "lvm"',
     ],
     [
       "duplicate volume",
@@ -468,7 +505,7 @@ describe("parseConfig: every problem names file, line and path", () => {
     expect(error.message.split("\n")).toEqual([
       "sanmux.yaml:2: agents[0].name: \"A\" is not a valid name: use 1 to 63 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
       'sanmux.yaml:3: agents[0].initiators[0]: "bad" is not a valid iSCSI name: must start with iqn., eui. or naa. (RFC 7143 4.2.7)',
-      'sanmux.yaml:7: foo: unknown key "foo" (allowed: target, iscsi, agents, volumes, mappings)',
+      'sanmux.yaml:7: foo: unknown key "foo" (allowed: target, iscsi, agents, volumes, mappings, pool)',
     ]);
     expect(error.issues.map((i) => i.line)).toEqual([2, 3, 7]);
   });
@@ -483,6 +520,71 @@ describe("parseConfig: every problem names file, line and path", () => {
       'sanmux.yaml:7: mappings[0].agent: unknown agent "x"',
       'sanmux.yaml:7: mappings[0].volume: unknown volume "y"',
     ]);
+  });
+});
+
+describe("parseConfig: dedup domains", () => {
+  const agents = `agents:
+  - { name: a, initiators: [iqn.2000-01.com.x:a] }
+  - { name: b, initiators: [iqn.2000-01.com.x:b], domain: secret }
+`;
+  it("gives a volume the domain of the agents writing it, else shared", () => {
+    const config = parseConfig(
+      `${agents}volumes:
+  - { name: va, size: 1MiB }
+  - { name: vb, size: 1MiB }
+  - { name: vc, size: 1MiB }
+  - { name: vd, size: 1MiB, domain: secret }
+mappings:
+  - { agent: a, lun: 0, volume: va }
+  - { agent: b, lun: 0, volume: vb }
+  - { agent: a, lun: 1, volume: vb, mode: ro }
+  - { agent: b, lun: 1, volume: vd }
+`,
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config.agents.map((a) => a.domain)).toEqual(["shared", "secret"]);
+    expect(config.volumes.map((v) => v.domain)).toEqual(["shared", "secret", "shared", "secret"]);
+  });
+
+  it("refuses a read-write mapping across domains, naming the line", () => {
+    const error = errorOf(
+      `${agents}volumes:
+  - { name: v, size: 1MiB, domain: secret }
+mappings:
+  - { agent: a, lun: 0, volume: v }
+`,
+    );
+    expect(error.message).toBe(
+      'sanmux.yaml:7: mappings[0].agent: agent "a" (domain "shared") cannot write to volume "v" of domain "secret"; map it read-only',
+    );
+  });
+
+  it("refuses a volume written by agents of two domains unless it names its domain", () => {
+    const error = errorOf(
+      `${agents}volumes:
+  - { name: v, size: 1MiB }
+mappings:
+  - { agent: a, lun: 0, volume: v }
+  - { agent: b, lun: 0, volume: v }
+`,
+    );
+    expect(error.message).toMatch(/mapped read-write to agents of different domains/);
+  });
+
+  it("lets file volumes be written by any domain", () => {
+    const config = parseConfig(
+      `${agents}volumes:
+  - { name: v, size: 1MiB, backend: file }
+mappings:
+  - { agent: a, lun: 0, volume: v }
+  - { agent: b, lun: 0, volume: v }
+`,
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config.volumes[0]?.backend).toBe("file");
   });
 });
 
@@ -555,5 +657,198 @@ describe("loadConfig", () => {
     await expect(loadConfig(join(dir, "missing.yaml"))).rejects.toThrow(
       `${join(dir, "missing.yaml")}: no such file`,
     );
+  });
+});
+
+describe("parseConfig: arbitration keys", () => {
+  const agentWith = (extra: string) =>
+    `agents:\n  - name: a1\n    initiators: [iqn.1994-05.com.example:a1]\n${extra}`;
+
+  it("reads weights, capacity rules, speed limits and the pool's policy", () => {
+    const config = parseConfig(
+      `agents:
+  - name: backup1
+    initiators: [iqn.1994-05.com.example:backup1]
+    weight: 3
+    capacity: { limit: 2TiB, reserved: 500GiB, soft_threshold: 80% }
+    limits: { read_iops: 2000, write_iops: 2000, read_bps: 20MB, write_bps: 20MiB, iops: 5000, bps: 50000000, burst: 1s }
+  - name: backup2
+    initiators: [iqn.1994-05.com.example:backup2]
+    weight: 0.5
+    capacity: { reserved: 0 }
+    limits: { write_bps: 100MB/s, burst: 250ms }
+volumes:
+  - { name: vol1, size: 1TiB, limits: { write_bps: 100MB } }
+  - { name: vol2, size: 1GiB }
+pool: { soft_threshold: 85%, balance: auto }
+`,
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config.agents[0]).toEqual({
+      name: "backup1",
+      initiators: ["iqn.1994-05.com.example:backup1"],
+      domain: "shared",
+      weight: 3,
+      capacity: { limit: 2 * 2 ** 40, reserved: 500 * 2 ** 30, softThreshold: 0.8 },
+      limits: {
+        readIops: 2000,
+        writeIops: 2000,
+        iops: 5000,
+        readBps: 20_000_000,
+        writeBps: 20 * 2 ** 20,
+        bps: 50_000_000,
+        burst: 1,
+      },
+    });
+    expect(config.agents[1]).toMatchObject({
+      weight: 0.5,
+      capacity: { reserved: 0 },
+      limits: { writeBps: 100_000_000, burst: 0.25 },
+    });
+    expect(config.volumes[0]?.limits).toEqual({ writeBps: 100_000_000 });
+    expect(config.volumes[1]).not.toHaveProperty("limits");
+    expect(config.pool).toEqual({ devices: [], softThreshold: 0.85, balance: "auto" });
+  });
+
+  it("leaves every key absent when unset, so older files mean what they meant", () => {
+    const config = parseConfig(`${agentWith("    limits:\n    capacity:\n")}`, "x.yaml", {
+      hostName: "h",
+    });
+    expect(config.agents[0]).toEqual({
+      name: "a1",
+      initiators: ["iqn.1994-05.com.example:a1"],
+      domain: "shared",
+    });
+    expect(config.pool).toEqual({ devices: [] });
+  });
+
+  const cases: [string, string, string][] = [
+    [
+      "weight zero",
+      agentWith("    weight: 0\n"),
+      "sanmux.yaml:4: agents[0].weight: expected a number more than 0 (at most 1000000), got 0",
+    ],
+    [
+      "weight as text",
+      agentWith("    weight: high\n"),
+      'sanmux.yaml:4: agents[0].weight: expected a number more than 0 (at most 1000000), got "high"',
+    ],
+    [
+      "threshold without %",
+      agentWith("    capacity: { limit: 1TiB, soft_threshold: 0.8 }\n"),
+      "sanmux.yaml:4: agents[0].capacity.soft_threshold: expected a percentage like 80% (more than 0, at most 100%), got 0.8",
+    ],
+    [
+      "threshold over 100%",
+      agentWith("    capacity:\n      soft_threshold: 120%\n"),
+      'sanmux.yaml:5: agents[0].capacity.soft_threshold: expected a percentage like 80% (more than 0, at most 100%), got "120%"',
+    ],
+    [
+      "limit of zero",
+      agentWith("    capacity:\n      limit: 0\n"),
+      "sanmux.yaml:5: agents[0].capacity.limit: 0 is not a positive whole number of bytes",
+    ],
+    [
+      "reservation over the limit",
+      agentWith("    capacity:\n      limit: 1TiB\n      reserved: 2TiB\n"),
+      "sanmux.yaml:6: agents[0].capacity.reserved: 2 TiB is more than the agent's limit of 1 TiB",
+    ],
+    [
+      "unknown capacity key",
+      agentWith("    capacity:\n      quota: 1TiB\n"),
+      'sanmux.yaml:5: agents[0].capacity.quota: unknown key "quota" (allowed: limit, reserved, soft_threshold)',
+    ],
+    [
+      "misspelt limit key",
+      agentWith("    limits:\n      read_bw: 20MB\n"),
+      'sanmux.yaml:5: agents[0].limits.read_bw: unknown key "read_bw" (did you mean "read_bps"?)',
+    ],
+    [
+      "rate with a bad unit",
+      agentWith("    limits:\n      read_bps: 20 Mbit\n"),
+      'sanmux.yaml:5: agents[0].limits.read_bps: "20 Mbit" has an unknown unit "Mbit": expected a number with an optional unit B, KiB, MiB, GiB, TiB, KB, MB, GB or TB',
+    ],
+    [
+      "rate of zero",
+      agentWith("    limits:\n      write_bps: 0\n"),
+      "sanmux.yaml:5: agents[0].limits.write_bps: 0 is not a positive number of bytes per second",
+    ],
+    [
+      "iops negative",
+      agentWith("    limits:\n      read_iops: -5\n"),
+      "sanmux.yaml:5: agents[0].limits.read_iops: expected a positive number of commands per second, got -5",
+    ],
+    [
+      "iops as text",
+      agentWith('    limits:\n      iops: "fast"\n'),
+      'sanmux.yaml:5: agents[0].limits.iops: expected a positive number of commands per second, got "fast"',
+    ],
+    [
+      "burst in minutes",
+      agentWith("    limits:\n      burst: 1m\n"),
+      'sanmux.yaml:5: agents[0].limits.burst: expected a duration like 1s or 500ms (more than 0, at most 3600s), got "1m"',
+    ],
+    [
+      "volume limit rate a list",
+      "volumes:\n  - name: v1\n    size: 1MiB\n    limits: { bps: [1] }\n",
+      "sanmux.yaml:4: volumes[0].limits.bps: expected a rate like 20MB (bytes per second), got a list",
+    ],
+    [
+      "unknown volume limit key",
+      "volumes:\n  - name: v1\n    size: 1MiB\n    limits: { weight: 2 }\n",
+      'sanmux.yaml:4: volumes[0].limits.weight: unknown key "weight" (allowed: read_iops, write_iops, iops, read_bps, write_bps, bps, burst)',
+    ],
+    [
+      "pool balance on",
+      "pool: { balance: on }\n",
+      'sanmux.yaml:1: pool.balance: must be "auto" or "off", got "on"',
+    ],
+    [
+      "pool threshold a number",
+      "pool:\n  soft_threshold: 85\n",
+      "sanmux.yaml:2: pool.soft_threshold: expected a percentage like 80% (more than 0, at most 100%), got 85",
+    ],
+    [
+      "unknown pool key",
+      "pool:\n  balanse: auto\n",
+      'sanmux.yaml:2: pool.balanse: unknown key "balanse" (did you mean "balance"?)',
+    ],
+  ];
+
+  it.each(cases)("%s", (_name, text, expected) => {
+    const error = errorOf(text);
+    expect(error.message.split("\n")[0]).toBe(expected);
+    const line = /^sanmux\.yaml:(\d+):/.exec(expected)?.[1];
+    expect(error.line).toBe(Number(line));
+  });
+});
+
+describe("parseConfig → arbiterPolicy", () => {
+  it("hands the validated config to the arbiter as it is, with defaults resolved", () => {
+    const config = parseConfig(
+      `agents:
+  - name: a
+    initiators: [iqn.1994-05.com.example:a]
+    weight: 2
+    limits: { burst: 2s }
+  - name: b
+    initiators: [iqn.1994-05.com.example:b]
+    capacity: { limit: 1TiB }
+volumes:
+  - { name: v, size: 1GiB, limits: { iops: 100 } }
+`,
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(arbiterPolicy(config)).toEqual({
+      agents: [
+        { name: "a", weight: 2 }, // a burst alone limits nothing
+        { name: "b", weight: 1, capacity: { limit: 2 ** 40 } },
+      ],
+      volumes: [{ name: "v", limits: { iops: 100 } }],
+      poolSoftThreshold: 0.85,
+      balance: "off",
+    });
   });
 });

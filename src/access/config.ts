@@ -15,6 +15,7 @@ import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import { z } from "zod";
+import type { BalanceMode, CapacityRules, SpeedLimits } from "../arbiter/policy.js";
 import { isErrnoException } from "../util/atomic-file.js";
 import { NAME_PATTERN, NAME_RULE } from "../util/names.js";
 import {
@@ -29,7 +30,14 @@ import {
 
 export type BlockSize = 512 | 4096;
 export type AccessMode = "rw" | "ro";
-export type VolumeBackend = "file";
+/**
+ * Where a volume's blocks live: "pool" (the deduplicated, compressed, encrypted shared pool, the
+ * default) or "file" (one sparse file per volume in the data directory).
+ */
+export type VolumeBackend = "pool" | "file";
+
+/** The dedup domain every agent and pool volume belongs to unless the config names another. */
+export const SHARED_DOMAIN = "shared";
 
 export interface ChapConfig {
   /** CHAP_N the initiator must send. */
@@ -60,7 +68,20 @@ export interface AgentConfig {
   readonly chap?: ChapConfig;
   /** Persistent reservation options; absent means `{ keyBy: "nexus" }`. */
   readonly reservations?: ReservationsConfig;
+  /**
+   * Dedup domain of the agent's pool volumes: its own keys, and dedup only with volumes of the
+   * same domain. Default `SHARED_DOMAIN`.
+   */
+  readonly domain: string;
+  /** Share of the server under contention, relative to other agents (absent: 1). */
+  readonly weight?: number;
+  /** Capacity limit, reservation and soft threshold (docs/arbitration.md). */
+  readonly capacity?: CapacityRules;
+  /** Speed limits of the agent as a whole, across all its volumes and sessions. */
+  readonly limits?: SpeedLimits;
 }
+
+export type { BalanceMode, CapacityRules, SpeedLimits };
 
 export interface VolumeConfig {
   readonly name: string;
@@ -68,6 +89,15 @@ export interface VolumeConfig {
   readonly size: number;
   readonly blockSize: BlockSize;
   readonly backend: VolumeBackend;
+  /**
+   * Dedup domain (pool volumes): the volume's own `domain:`, else the domain of the agents that
+   * map it read-write (they must agree), else `SHARED_DOMAIN`.
+   */
+  readonly domain: string;
+  /** Write-back cache (WCE=1, the default) or write-through (every write durable before GOOD). */
+  readonly writeCache: boolean;
+  /** Speed limits of the volume, shared by every agent that maps it. */
+  readonly limits?: SpeedLimits;
 }
 
 export interface MappingConfig {
@@ -103,6 +133,17 @@ export interface SanmuxConfig {
   readonly agents: readonly AgentConfig[];
   readonly volumes: readonly VolumeConfig[];
   readonly mappings: readonly MappingConfig[];
+  readonly pool: PoolSettings;
+}
+
+/** The `pool:` section. */
+export interface PoolSettings {
+  /** Extra device directories the pool spans, besides DATA/pool (absolute paths). */
+  readonly devices: readonly string[];
+  /** Fraction of the pool at which the soft-threshold warning fires (absent: 0.85). */
+  readonly softThreshold?: number;
+  /** Lend unused weight to agents whose queues back up (absent: "off"). */
+  readonly balance?: BalanceMode;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,11 +174,20 @@ agents:
     initiators: [${TARGET_IQN_PREFIX}:demo-initiator]
     # chap: { user: demo, secret: "at-least-12-chars" }   # mutual: add target_user, target_secret
     # reservations: { key_by: initiator }   # keep SCSI-3 PR registrations across re-logins
+    # domain: private1   # dedup only with this domain's volumes, under its own keys
+    # weight: 2          # share of the server when it is busy (default 1)
+    # capacity: { limit: 2TiB, reserved: 500GiB, soft_threshold: 80% }
+    # limits: { read_bps: 200MB, write_bps: 100MB, iops: 5000, burst: 1s }
 
 volumes:
   - name: demo
     size: 1GiB
     block_size: 512
+    # backend: pool      # pool (default: thin, deduplicated, compressed, encrypted) or file
+    # write_cache: true  # false: every write is durable before it is acknowledged (WCE=0)
+
+# pool: { devices: [/srv/disk2/sanmux] }   # more directories for the pool's containers
+# pool: { soft_threshold: 85%, balance: auto }   # warn at 85% full; lend idle agents' shares
 
 mappings:
   - { agent: demo, lun: 0, volume: demo, mode: rw }
@@ -298,6 +348,93 @@ const sizeSchema = z.unknown().transform((value, ctx): number => {
   return z.NEVER;
 });
 
+/** A byte count that may be 0 (a reservation). */
+const sizeOrZeroSchema = z.unknown().transform((value, ctx): number => {
+  if (value === 0 || value === "0") return 0;
+  const result = sizeSchema.safeParse(value);
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) ctx.addIssue({ code: "custom", message: issue.message });
+  return z.NEVER;
+});
+
+/** Bytes per second: a size ("20MB", "20MiB", "20MB/s") or a plain number of bytes. */
+const rateSchema = z.unknown().transform((value, ctx): number => {
+  if (typeof value === "number") {
+    if (Number.isFinite(value) && value > 0) return value;
+    ctx.addIssue({
+      code: "custom",
+      message: `${value} is not a positive number of bytes per second`,
+    });
+    return z.NEVER;
+  }
+  if (typeof value === "string") {
+    try {
+      const bytes = parseSize(value.replace(/\s*\/\s*s$/i, ""));
+      if (bytes > 0) return bytes;
+      ctx.addIssue({ code: "custom", message: `"${value}" is not positive` });
+    } catch (error) {
+      ctx.addIssue({ code: "custom", message: (error as Error).message });
+    }
+    return z.NEVER;
+  }
+  ctx.addIssue({
+    code: "custom",
+    message: `expected a rate like 20MB (bytes per second), got ${describe(value)}`,
+  });
+  return z.NEVER;
+});
+
+/** Commands per second: a positive number. */
+const iopsSchema = z.unknown().transform((value, ctx): number => {
+  if (typeof value === "number" && Number.isFinite(value) && value > 0) return value;
+  ctx.addIssue({
+    code: "custom",
+    message: `expected a positive number of commands per second, got ${describe(value)}`,
+  });
+  return z.NEVER;
+});
+
+/** Seconds: a positive number, or "1s", "500ms"; at most an hour. */
+const durationSchema = z.unknown().transform((value, ctx): number => {
+  let seconds: number | undefined;
+  if (typeof value === "number") seconds = value;
+  else if (typeof value === "string") {
+    const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/i.exec(value.trim());
+    if (m) seconds = Number(m[1]) / (m[2]?.toLowerCase() === "ms" ? 1000 : 1);
+  }
+  if (seconds !== undefined && Number.isFinite(seconds) && seconds > 0 && seconds <= 3600) {
+    return seconds;
+  }
+  ctx.addIssue({
+    code: "custom",
+    message: `expected a duration like 1s or 500ms (more than 0, at most 3600s), got ${describe(value)}`,
+  });
+  return z.NEVER;
+});
+
+/** A percentage "80%" (more than 0, at most 100), as a fraction. */
+const percentSchema = z.unknown().transform((value, ctx): number => {
+  const m = typeof value === "string" ? /^(\d+(?:\.\d+)?)\s*%$/.exec(value.trim()) : null;
+  const percent = m ? Number(m[1]) : Number.NaN;
+  if (percent > 0 && percent <= 100) return percent / 100;
+  ctx.addIssue({
+    code: "custom",
+    message: `expected a percentage like 80% (more than 0, at most 100%), got ${describe(value)}`,
+  });
+  return z.NEVER;
+});
+
+const weightSchema = z.unknown().transform((value, ctx): number => {
+  if (typeof value === "number" && Number.isFinite(value) && value > 0 && value <= 1e6) {
+    return value;
+  }
+  ctx.addIssue({
+    code: "custom",
+    message: `expected a number more than 0 (at most 1000000), got ${describe(value)}`,
+  });
+  return z.NEVER;
+});
+
 /** An optional key; an empty value (`chap:` with nothing after it) counts as absent. */
 function unset<T extends z.ZodType>(schema: T) {
   return schema.nullish().transform((value) => value ?? undefined);
@@ -320,17 +457,38 @@ const chapShape = {
 const reservationsShape = {
   key_by: z.enum(["nexus", "initiator"]).default("nexus"),
 };
+const limitsShape = {
+  read_iops: unset(iopsSchema),
+  write_iops: unset(iopsSchema),
+  iops: unset(iopsSchema),
+  read_bps: unset(rateSchema),
+  write_bps: unset(rateSchema),
+  bps: unset(rateSchema),
+  burst: unset(durationSchema),
+};
+const capacityShape = {
+  limit: unset(sizeSchema),
+  reserved: unset(sizeOrZeroSchema),
+  soft_threshold: unset(percentSchema),
+};
 const agentShape = {
   name: nameSchema,
   initiators: z.array(iscsiNameSchema).min(1),
   chap: unset(z.strictObject(chapShape)),
   reservations: unset(z.strictObject(reservationsShape)),
+  domain: unset(nameSchema),
+  weight: unset(weightSchema),
+  capacity: unset(z.strictObject(capacityShape)),
+  limits: unset(z.strictObject(limitsShape)),
 };
 const volumeShape = {
   name: nameSchema,
   size: sizeSchema,
   block_size: z.literal([512, 4096]).default(DEFAULT_BLOCK_SIZE),
-  backend: z.literal("file").default("file"),
+  backend: z.enum(["pool", "file"]).default("pool"),
+  domain: unset(nameSchema),
+  write_cache: z.boolean().default(true),
+  limits: unset(z.strictObject(limitsShape)),
 };
 const mappingShape = {
   agent: nameSchema,
@@ -350,12 +508,18 @@ const iscsiShape = {
   nop_interval: z.number().int().min(0).max(3600).optional(),
   nop_timeout: z.number().int().min(1).max(3600).optional(),
 };
+const poolShape = {
+  devices: list(z.string().min(1)),
+  soft_threshold: unset(percentSchema),
+  balance: unset(z.enum(["auto", "off"])),
+};
 const fileShape = {
   target: unset(iscsiNameSchema),
   iscsi: unset(z.strictObject(iscsiShape)),
   agents: list(z.strictObject(agentShape)),
   volumes: list(z.strictObject(volumeShape)),
   mappings: list(z.strictObject(mappingShape)),
+  pool: unset(z.strictObject(poolShape)),
 };
 const fileSchema = z.strictObject(fileShape);
 type ConfigFile = z.output<typeof fileSchema>;
@@ -370,8 +534,15 @@ function keysAt(path: readonly PropertyKey[]): readonly string[] {
   if (top === "agents" && sub === "reservations" && path.length === 3) {
     return Object.keys(reservationsShape);
   }
+  if (top === "agents" && sub === "capacity" && path.length === 3) {
+    return Object.keys(capacityShape);
+  }
+  if ((top === "agents" || top === "volumes") && sub === "limits" && path.length === 3) {
+    return Object.keys(limitsShape);
+  }
   if (top === "volumes" && path.length === 2) return Object.keys(volumeShape);
   if (top === "mappings" && path.length === 2) return Object.keys(mappingShape);
+  if (top === "pool" && path.length === 1) return Object.keys(poolShape);
   return [];
 }
 
@@ -545,6 +716,18 @@ function crossCheck(file: ConfigFile): CrossProblem[] {
     }
   });
 
+  // Capacity: a reservation larger than the limit could never be used.
+  file.agents.forEach((agent, i) => {
+    const c = agent.capacity;
+    if (c?.limit !== undefined && c.reserved !== undefined && c.reserved > c.limit) {
+      problems.push({
+        path: ["agents", i, "capacity", "reserved"],
+        message: () =>
+          `${formatSize(c.reserved as number)} is more than the agent's limit of ${formatSize(c.limit as number)}`,
+      });
+    }
+  });
+
   // Volumes: unique names, size a multiple of the block size.
   const volumeIndex = new Map<string, number>();
   file.volumes.forEach((volume, i) => {
@@ -607,6 +790,30 @@ function crossCheck(file: ConfigFile): CrossProblem[] {
       });
     }
   });
+
+  // Domains: an agent writes only into volumes of its own dedup domain, or its data would be
+  // deduplicated (and its contents revealed by dedup timing) with another domain's.
+  file.mappings.forEach((mapping, i) => {
+    const volume = file.volumes.find((v) => v.name === mapping.volume);
+    const agent = file.agents.find((a) => a.name === mapping.agent);
+    if (mapping.mode !== "rw" || volume === undefined || agent === undefined) return;
+    if (volume.backend !== "pool") return;
+    const agentDomain = agent.domain ?? SHARED_DOMAIN;
+    const domain = volumeDomain(file, volume.name);
+    if (domain === undefined) {
+      problems.push({
+        path: ["mappings", i, "volume"],
+        message: () =>
+          `volume "${volume.name}" is mapped read-write to agents of different domains; give it a domain: or map it read-only to the others`,
+      });
+    } else if (domain !== agentDomain) {
+      problems.push({
+        path: ["mappings", i, "agent"],
+        message: () =>
+          `agent "${agent.name}" (domain "${agentDomain}") cannot write to volume "${volume.name}" of domain "${domain}"; map it read-only`,
+      });
+    }
+  });
   return problems;
 }
 
@@ -647,12 +854,19 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
       ...(agent.reservations === undefined
         ? {}
         : { reservations: { keyBy: agent.reservations.key_by } }),
+      domain: agent.domain ?? SHARED_DOMAIN,
+      ...(agent.weight === undefined ? {} : { weight: agent.weight }),
+      ...(agent.capacity === undefined ? {} : { capacity: toCapacity(agent.capacity) }),
+      ...(agent.limits === undefined ? {} : { limits: toLimits(agent.limits) }),
     })),
     volumes: file.volumes.map((volume) => ({
       name: volume.name,
       size: volume.size,
       blockSize: volume.block_size,
       backend: volume.backend,
+      domain: volumeDomain(file, volume.name) ?? SHARED_DOMAIN,
+      writeCache: volume.write_cache,
+      ...(volume.limits === undefined ? {} : { limits: toLimits(volume.limits) }),
     })),
     mappings: file.mappings.map((mapping) => ({
       agent: mapping.agent,
@@ -660,7 +874,56 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
       volume: mapping.volume,
       mode: mapping.mode,
     })),
+    pool: {
+      devices: file.pool?.devices ?? [],
+      ...(file.pool?.soft_threshold === undefined
+        ? {}
+        : { softThreshold: file.pool.soft_threshold }),
+      ...(file.pool?.balance === undefined ? {} : { balance: file.pool.balance }),
+    },
   };
+}
+
+type LimitsFile = NonNullable<ConfigFile["agents"][number]["limits"]>;
+type CapacityFile = NonNullable<ConfigFile["agents"][number]["capacity"]>;
+
+/** The keys set, in camelCase; unset keys stay absent. */
+function toLimits(l: LimitsFile): SpeedLimits {
+  const pairs: Array<[keyof SpeedLimits, number | undefined]> = [
+    ["readIops", l.read_iops],
+    ["writeIops", l.write_iops],
+    ["iops", l.iops],
+    ["readBps", l.read_bps],
+    ["writeBps", l.write_bps],
+    ["bps", l.bps],
+    ["burst", l.burst],
+  ];
+  return Object.fromEntries(pairs.filter(([, v]) => v !== undefined)) as SpeedLimits;
+}
+
+function toCapacity(c: CapacityFile): CapacityRules {
+  return {
+    ...(c.limit === undefined ? {} : { limit: c.limit }),
+    ...(c.reserved === undefined ? {} : { reserved: c.reserved }),
+    ...(c.soft_threshold === undefined ? {} : { softThreshold: c.soft_threshold }),
+  };
+}
+
+/**
+ * The domain a volume's data is deduplicated in: its own `domain:`, else the one domain of the
+ * agents mapping it read-write (undefined when there is none, or several: validation reports
+ * that).
+ */
+function volumeDomain(file: ConfigFile, name: string): string | undefined {
+  const own = file.volumes.find((v) => v.name === name)?.domain;
+  if (own !== undefined) return own;
+  const writers = new Set<string>();
+  for (const m of file.mappings) {
+    if (m.volume !== name || m.mode !== "rw") continue;
+    const agent = file.agents.find((a) => a.name === m.agent);
+    if (agent !== undefined) writers.add(agent.domain ?? SHARED_DOMAIN);
+  }
+  return writers.size === 1 ? [...writers][0] : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,7 +1011,9 @@ function issueMessage(issue: z.core.$ZodIssue, value: unknown): string {
 }
 
 function unknownKeyMessage(key: string, allowed: readonly string[]): string {
-  const close = allowed.filter((k) => editDistance(k, key) <= 2);
+  const close = allowed.filter(
+    (k) => editDistance(k, key) <= Math.min(2, Math.floor(key.length / 2)),
+  );
   if (close.length > 0) return `unknown key "${key}" (did you mean "${close[0]}"?)`;
   if (allowed.length > 0) return `unknown key "${key}" (allowed: ${allowed.join(", ")})`;
   return `unknown key "${key}"`;

@@ -3,12 +3,24 @@
  * The `sanmux` command. `serve` runs the target in the foreground; the other subcommands work on
  * a data directory or a config file.
  */
+import type { KeyObject } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { ConfigError, DEMO_CONFIG_YAML, loadConfig } from "../access/config.js";
-import { SanmuxServer } from "../control/server.js";
+import { callControl } from "../control/control-api.js";
+import { lockDataDir } from "../control/data-lock.js";
+import { poolDir, SanmuxServer } from "../control/server.js";
+import {
+  createKeyFile,
+  KeyError,
+  KeyErrorCode,
+  keyId,
+  loadMasterKey,
+  MASTER_KEY_ENV,
+} from "../crypto/index.js";
+import { Pool } from "../pool/pool.js";
 import { createLogger } from "../util/log.js";
 
 // Volume I/O goes through libuv's thread pool; its default of 4 threads would cap the disk
@@ -20,6 +32,110 @@ const program = new Command();
 program
   .name("sanmux")
   .description("Shared SAN storage server: one pool served to many agents over iSCSI");
+
+const KEY_FILE_HELP = `master key file (64 hex digits, mode 0600; created by \`sanmux init\`); or set ${MASTER_KEY_ENV}`;
+
+/** The master key from --key-file or the environment, or undefined when neither is given. */
+async function optionalKey(keyFile: string | undefined): Promise<KeyObject | undefined> {
+  try {
+    return await loadMasterKey(keyFile === undefined ? {} : { keyFile: path.resolve(keyFile) });
+  } catch (error) {
+    if (error instanceof KeyError && error.code === KeyErrorCode.NoKey) return undefined;
+    throw error;
+  }
+}
+
+async function requireKey(keyFile: string | undefined): Promise<KeyObject> {
+  return loadMasterKey(keyFile === undefined ? {} : { keyFile: path.resolve(keyFile) });
+}
+
+/** Write the demo config unless one exists; returns its path. */
+async function ensureConfig(dataDir: string, given: string | undefined): Promise<string> {
+  if (given) return given;
+  const configPath = path.join(dataDir, "sanmux.yaml");
+  if (!existsSync(configPath)) {
+    await writeFile(configPath, DEMO_CONFIG_YAML, { mode: 0o600 });
+    console.error(`sanmux: no config given: wrote a demo config to ${configPath}`);
+  }
+  return configPath;
+}
+
+/** Open a stopped server's pool directly (one writer: the data directory lock is taken). */
+async function withStoppedPool<T>(
+  dataDir: string,
+  keyFile: string | undefined,
+  work: (pool: Pool) => Promise<T>,
+): Promise<T> {
+  const lock = await lockDataDir(dataDir);
+  try {
+    const config = existsSync(path.join(dataDir, "sanmux.yaml"))
+      ? await loadConfig(path.join(dataDir, "sanmux.yaml"))
+      : undefined;
+    const pool = await Pool.open({
+      dir: poolDir(dataDir),
+      masterKey: await requireKey(keyFile),
+      logger: createLogger({ level: "warn" }),
+      devices: [...(config?.pool.devices ?? [])],
+    });
+    try {
+      return await work(pool);
+    } finally {
+      await pool.close();
+    }
+  } finally {
+    await lock.release();
+  }
+}
+
+function print(value: unknown, json: boolean): void {
+  console.log(json ? JSON.stringify(value, null, 2) : formatReport(value));
+}
+
+/** A plain-text rendering of a JSON report: one `path: value` line per leaf. */
+function formatReport(value: unknown, prefix = ""): string {
+  if (value === null || typeof value !== "object") return `${prefix}${String(value)}`;
+  const lines: string[] = [];
+  for (const [key, v] of Object.entries(value)) {
+    const name = prefix ? `${prefix.replace(/: $/, "")}.${key}` : key;
+    if (v !== null && typeof v === "object") lines.push(formatReport(v, `${name}: `));
+    else lines.push(`${name}: ${String(v)}`);
+  }
+  return lines.join("\n");
+}
+
+program
+  .command("init")
+  .description("create the master key file (if absent), the data directory and its pool")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--key-file <file>", KEY_FILE_HELP)
+  .option("--config <file>", "YAML config; default <data>/sanmux.yaml, created if absent")
+  .action(async (opts: { data: string; keyFile?: string; config?: string }) => {
+    const dataDir = path.resolve(opts.data);
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const keyFileMissing = opts.keyFile !== undefined && !existsSync(path.resolve(opts.keyFile));
+    let key = keyFileMissing ? undefined : await optionalKey(opts.keyFile);
+    if (key === undefined) {
+      if (opts.keyFile === undefined)
+        throw new Error(`give --key-file <file> or set ${MASTER_KEY_ENV}`);
+      key = await createKeyFile(path.resolve(opts.keyFile));
+      console.log(
+        `created master key ${keyId(key)} in ${path.resolve(opts.keyFile)} (mode 0600): back it up, the pool cannot be read without it`,
+      );
+    }
+    const config = await loadConfig(await ensureConfig(dataDir, opts.config));
+    const lock = await lockDataDir(dataDir);
+    try {
+      const pool = await Pool.open({
+        dir: poolDir(dataDir),
+        masterKey: key,
+        devices: [...config.pool.devices],
+      });
+      await pool.close();
+    } finally {
+      await lock.release();
+    }
+    console.log(`pool ready in ${poolDir(dataDir)} (master key ${keyId(key)})`);
+  });
 
 program
   .command("serve")
@@ -33,21 +149,26 @@ program
     host: "127.0.0.1",
     port: 3260,
   })
+  .option("--key-file <file>", KEY_FILE_HELP)
   .action(
-    async (opts: { data: string; config?: string; portal: { host: string; port: number } }) => {
+    async (opts: {
+      data: string;
+      config?: string;
+      portal: { host: string; port: number };
+      keyFile?: string;
+    }) => {
       const logger = createLogger();
       const dataDir = path.resolve(opts.data);
-      await mkdir(dataDir, { recursive: true });
-      let configPath = opts.config;
-      if (!configPath) {
-        configPath = path.join(dataDir, "sanmux.yaml");
-        if (!existsSync(configPath)) {
-          await writeFile(configPath, DEMO_CONFIG_YAML, { mode: 0o600 });
-          logger.info({ config: configPath }, "no config given: wrote a demo config");
-        }
-      }
-      const config = await loadConfig(configPath);
-      const server = await SanmuxServer.start({ dataDir, config, portal: opts.portal, logger });
+      await mkdir(dataDir, { recursive: true, mode: 0o700 });
+      const config = await loadConfig(await ensureConfig(dataDir, opts.config));
+      const masterKey = await optionalKey(opts.keyFile);
+      const server = await SanmuxServer.start({
+        dataDir,
+        config,
+        portal: opts.portal,
+        logger,
+        ...(masterKey ? { masterKey } : {}),
+      });
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
@@ -77,6 +198,97 @@ program
         `${config.volumes.length} volume(s), ${config.mappings.length} mapping(s)`,
     );
   });
+
+program
+  .command("status")
+  .description("capacity accounting of the pool and the channels' counters")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--key-file <file>", `${KEY_FILE_HELP} (only when no server runs)`)
+  .option("--json", "print JSON")
+  .action(async (opts: { data: string; keyFile?: string; json?: boolean }) => {
+    const dataDir = path.resolve(opts.data);
+    const live = await callControl(dataDir, "GET", "/v1/status");
+    if (live !== undefined) {
+      print(live, opts.json === true);
+      return;
+    }
+    const usage = await withStoppedPool(dataDir, opts.keyFile, async (pool) => pool.usage());
+    print({ server: null, pool: usage }, opts.json === true);
+  });
+
+const pool = program.command("pool").description("pool maintenance: scrub, check, gc, devices");
+
+function poolCommand(
+  name: string,
+  description: string,
+  route: string,
+  local: (pool: Pool) => Promise<unknown>,
+  failed: (report: unknown) => boolean = () => false,
+): void {
+  pool
+    .command(name)
+    .description(`${description} (through the running server, else on the stopped data directory)`)
+    .requiredOption("--data <dir>", "data directory")
+    .option("--key-file <file>", `${KEY_FILE_HELP} (only when no server runs)`)
+    .option("--json", "print JSON")
+    .action(async (opts: { data: string; keyFile?: string; json?: boolean }) => {
+      const dataDir = path.resolve(opts.data);
+      const report =
+        (await callControl(dataDir, "POST", route)) ??
+        (await withStoppedPool(dataDir, opts.keyFile, local));
+      print(report, opts.json === true);
+      if (failed(report)) process.exitCode = 2;
+    });
+}
+
+poolCommand(
+  "scrub",
+  "read every container and verify every record's CRC and GCM tag",
+  "/v1/pool/scrub",
+  (p) =>
+    p.scrub(({ done, containers }) =>
+      process.stderr.write(`\rscrub: ${done}/${containers} containers`),
+    ),
+  (report) => hasFindings(report, "damaged"),
+);
+poolCommand(
+  "check",
+  "audit reference counts against the block maps (mark and sweep)",
+  "/v1/pool/check",
+  (p) => p.check(),
+  (report) => hasFindings(report, "clean", true),
+);
+poolCommand("gc", "reclaim dead chunks and compact containers", "/v1/pool/gc", (p) => p.gc());
+
+pool
+  .command("add-device")
+  .description("add a directory to the pool; new containers spread over devices by free space")
+  .argument("<dir>", "directory on the new device")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--key-file <file>", `${KEY_FILE_HELP} (only when no server runs)`)
+  .action(async (dir: string, opts: { data: string; keyFile?: string }) => {
+    const dataDir = path.resolve(opts.data);
+    const device = path.resolve(dir);
+    const report =
+      (await callControl(dataDir, "POST", "/v1/pool/devices", { dir: device })) ??
+      (await withStoppedPool(dataDir, opts.keyFile, async (p) => {
+        await p.addDevice(device);
+        return p.usage();
+      }));
+    print(report, false);
+  });
+
+/**
+ * Whether a report says something is wrong: a non-empty array (or positive count) under `key`,
+ * or, with `expectTrue`, `key` not being true.
+ */
+function hasFindings(report: unknown, key: string, expectTrue = false): boolean {
+  if (report === null || typeof report !== "object") return false;
+  const value = (report as Record<string, unknown>)[key];
+  if (expectTrue) return value !== true;
+  if (Array.isArray(value)) return value.length > 0;
+  return typeof value === "number" && value > 0;
+}
 
 function parsePortal(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value);

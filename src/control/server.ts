@@ -3,7 +3,10 @@
  * filters over volumes → SCSI target → iSCSI portal. Nothing below this file knows about the
  * others beyond its own contracts.
  */
+import type { KeyObject } from "node:crypto";
+import { existsSync } from "node:fs";
 import os from "node:os";
+import path from "node:path";
 import type { Logger } from "pino";
 import { AccessControl } from "../access/access.js";
 import { Catalog } from "../access/catalog.js";
@@ -19,10 +22,18 @@ import {
   type TargetServices,
 } from "../iscsi/services.js";
 import { openFileVolume } from "../pool/file/file-volume.js";
+import { Pool } from "../pool/pool.js";
 import { ScsiTarget } from "../scsi/target.js";
 import type { LunEntry, LunView, NexusIdentity } from "../scsi/types.js";
 import type { Volume } from "../volume/volume.js";
+import { ControlApi } from "./control-api.js";
+import { type DataDirLock, lockDataDir } from "./data-lock.js";
 import { FileReservationStore } from "./pr-store.js";
+
+/** Where the pool lives inside the data directory. */
+export function poolDir(dataDir: string): string {
+  return path.join(dataDir, "pool");
+}
 
 export interface ServerOptions {
   readonly dataDir: string;
@@ -32,12 +43,18 @@ export interface ServerOptions {
   readonly tuning?: Partial<IscsiTuning>;
   /** Host name reported in VPD 0xC0 (default: os.hostname()). */
   readonly hostName?: string;
+  /** The master key; required when the config has pool volumes or the pool exists. */
+  readonly masterKey?: KeyObject;
 }
 
 export const PRODUCT = { vendor: "SANMUX", product: "sanmux volume", revision: "0001" } as const;
 
 export class SanmuxServer {
   private readonly volumes = new Map<string, Volume>();
+  private pool: Pool | undefined;
+  private lock: DataDirLock | undefined;
+  private control: ControlApi | undefined;
+  private readonly startedAt = Date.now();
   private access!: AccessControl;
   private scsi!: ScsiTarget;
   private portal!: Portal;
@@ -47,14 +64,54 @@ export class SanmuxServer {
 
   static async start(options: ServerOptions): Promise<SanmuxServer> {
     const server = new SanmuxServer(options);
-    await server.init();
+    try {
+      await server.init();
+    } catch (error) {
+      await server.pool?.close().catch(() => undefined);
+      await server.lock?.release();
+      throw error;
+    }
     return server;
+  }
+
+  private async openPool(): Promise<void> {
+    const { config, dataDir, logger, masterKey } = this.options;
+    const wanted = config.volumes.some((v) => v.backend === "pool");
+    // File volumes only: the pool is opened when it exists and the key is at hand (status).
+    if (!wanted && (masterKey === undefined || !existsSync(poolDir(dataDir)))) return;
+    if (masterKey === undefined) {
+      throw new Error(
+        "the pool needs the master key: give --key-file (created by `sanmux init`) or set SANMUX_MASTER_KEY",
+      );
+    }
+    this.pool = await Pool.open({
+      dir: poolDir(dataDir),
+      masterKey,
+      logger: logger.child({ layer: "pool" }),
+      devices: [...config.pool.devices],
+    });
   }
 
   private async init(): Promise<void> {
     const { config, dataDir, logger } = this.options;
+    this.lock = await lockDataDir(dataDir);
     const catalog = await Catalog.open(dataDir);
+    await this.openPool();
     for (const v of config.volumes) {
+      if (v.backend === "pool") {
+        const pool = this.pool as Pool;
+        this.volumes.set(
+          v.name,
+          await pool.ensureVolume({
+            name: v.name,
+            size: v.size,
+            blockSize: v.blockSize,
+            domain: v.domain,
+            writeCache: v.writeCache,
+          }),
+        );
+        continue;
+      }
       const volume = await openFileVolume(dataDir, {
         name: v.name,
         size: v.size,
@@ -119,6 +176,20 @@ export class SanmuxServer {
     };
     this.portal = new Portal(services);
     this.address = await this.portal.listen(this.options.portal);
+    this.control = await ControlApi.listen(
+      dataDir,
+      {
+        status: async () => this.status(),
+        scrub: async () => this.requirePool().scrub(),
+        check: async () => this.requirePool().check(),
+        gc: async () => this.requirePool().gc(),
+        addDevice: async (dir) => {
+          await this.requirePool().addDevice(dir);
+          return this.requirePool().usage();
+        },
+      },
+      logger.child({ layer: "control" }),
+    );
     logger.info(
       {
         portal: `${this.address.host}:${this.address.port}`,
@@ -208,13 +279,35 @@ export class SanmuxServer {
     }));
   }
 
+  private requirePool(): Pool {
+    if (this.pool === undefined) throw new Error("this server has no pool (no pool volumes)");
+    return this.pool;
+  }
+
+  /** What `sanmux status` prints: the server, the pool's capacity accounting, the channels. */
+  status(): Record<string, unknown> {
+    return {
+      server: {
+        pid: process.pid,
+        portal: this.address ? `${this.address.host}:${this.address.port}` : undefined,
+        target: this.options.config.target,
+        uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      },
+      ...(this.pool ? { pool: this.pool.usage() } : {}),
+      channels: this.channelReport(),
+    };
+  }
+
   async stop(): Promise<void> {
+    await this.control?.close();
     await this.portal.close();
     this.options.logger.info({ channels: this.channelReport() }, "channel counters");
     for (const v of this.volumes.values()) {
       await v.flush();
       await v.close();
     }
+    await this.pool?.close();
+    await this.lock?.release();
     this.options.logger.info("stopped");
   }
 }

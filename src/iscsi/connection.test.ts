@@ -40,6 +40,14 @@ class RecordingNexus implements NexusPort {
   readonly commands: ScsiCommand[] = [];
   hold: Promise<void> | undefined;
   resets: number[] = [];
+  /** Commands the connection reported as aborted. */
+  readonly aborted: ScsiCommand[] = [];
+  /** Called by `abortTask`: a test can settle the held command there, as SANITIZE does. */
+  onAbort: (() => void) | undefined;
+  abortTask(cmd: ScsiCommand): void {
+    this.aborted.push(cmd);
+    this.onAbort?.();
+  }
   async execute(cmd: ScsiCommand): Promise<ScsiResult> {
     this.commands.push(cmd);
     if (this.hold) await this.hold;
@@ -481,6 +489,41 @@ describe("IscsiConnection", () => {
     await h.flush();
     expect(h.out.map((p) => opcodeOf(p.bhs))).toEqual([Opcode.TaskMgmtResponse]);
     expect(h.nexus.resets).toEqual([0]);
+  });
+
+  it("tells the nexus which running command ABORT TASK aborts; answers once it settles", async () => {
+    const h = harness();
+    h.login();
+    let release!: () => void;
+    h.nexus.hold = new Promise((r) => {
+      release = r;
+    });
+    // As SANITIZE with IMMED=0 does: the command settles as soon as it is aborted.
+    h.nexus.onAbort = () => release();
+    h.send(encodeScsiCommand({ itt: 50, edtl: 0, cmdSN: 10, expStatSN: 1, cdb: read10(0) }));
+    await h.flush();
+    expect(h.out).toHaveLength(0);
+    h.send(
+      encodeTaskMgmtRequest({
+        immediate: true,
+        function: TmfFunction.AbortTask,
+        itt: 51,
+        rtt: 50,
+        cmdSN: 11,
+        expStatSN: 1,
+        refCmdSN: 10,
+        expDataSN: 0,
+      }),
+    );
+    await h.flush();
+    await h.flush();
+    expect(h.nexus.aborted).toEqual([h.nexus.commands[0]]);
+    // The TMF response, and no SCSI response for the aborted command.
+    expect(h.out.map((p) => opcodeOf(p.bhs))).toEqual([Opcode.TaskMgmtResponse]);
+    expect(decodeTaskMgmtResponse(h.out[0]!)).toMatchObject({
+      itt: 51,
+      response: TmfResponse.FunctionComplete,
+    });
   });
 
   it("answers Logout and ends the connection", async () => {

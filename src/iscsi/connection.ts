@@ -10,7 +10,7 @@ import { Asc } from "../scsi/asc.js";
 import { ScsiStatus, SenseKey } from "../scsi/constants.js";
 import { decodeLun } from "../scsi/lun.js";
 import { checkConditionResult } from "../scsi/sense.js";
-import type { ScsiResult } from "../scsi/types.js";
+import type { ScsiCommand, ScsiResult } from "../scsi/types.js";
 import { dataBuffers } from "./buffer-pool.js";
 import { Opcode, RESERVED_TAG, RejectReason, TmfFunction, TmfResponse } from "./constants.js";
 import { type FramingError, PduReader, serializePdu } from "./framing.js";
@@ -77,8 +77,14 @@ interface Task {
   readonly taskAttribute: number;
   collector: WriteCollector | undefined;
   aborted: boolean;
-  /** Settles when the SCSI layer is done with the command (it cannot be cancelled mid-flight). */
+  /**
+   * Settles when the SCSI layer is done with the command. It cannot be cancelled mid-flight;
+   * only a command whose remaining work belongs to the logical unit settles early when aborted
+   * (NexusPort.abortTask).
+   */
   running: Promise<void> | undefined;
+  /** What was handed to the SCSI layer (the key for NexusPort.abortTask). */
+  command: ScsiCommand | undefined;
 }
 
 export class IscsiConnection implements LiveSession {
@@ -414,6 +420,7 @@ export class IscsiConnection implements LiveSession {
       collector: undefined,
       aborted: false,
       running: undefined,
+      command: undefined,
     };
     this.tasks.set(task.itt, task);
 
@@ -521,25 +528,25 @@ export class IscsiConnection implements LiveSession {
 
   private execute(task: Task, dataOut: Buffer): void {
     const nexus = this.nexus!;
-    task.running = nexus
-      .execute({
-        lun: task.lun,
-        cdb: task.cdb,
-        dataOut,
-        expectedLength: task.edtl,
-        taskAttribute: task.taskAttribute,
-      })
-      .then(
-        (result) => {
-          // The SCSI layer is done with the payload once its promise settled (ScsiCommand).
-          if (dataOut.length > 0) dataBuffers.release(dataOut);
-          this.complete(task, result);
-        },
-        (err: unknown) => {
-          this.log.error({ err, itt: task.itt }, "SCSI layer failed a command");
-          this.complete(task, checkConditionResult(INTERNAL_TARGET_FAILURE));
-        },
-      );
+    const command: ScsiCommand = {
+      lun: task.lun,
+      cdb: task.cdb,
+      dataOut,
+      expectedLength: task.edtl,
+      taskAttribute: task.taskAttribute,
+    };
+    task.command = command;
+    task.running = nexus.execute(command).then(
+      (result) => {
+        // The SCSI layer is done with the payload once its promise settled (ScsiCommand).
+        if (dataOut.length > 0) dataBuffers.release(dataOut);
+        this.complete(task, result);
+      },
+      (err: unknown) => {
+        this.log.error({ err, itt: task.itt }, "SCSI layer failed a command");
+        this.complete(task, checkConditionResult(INTERNAL_TARGET_FAILURE));
+      },
+    );
   }
 
   /** Send a command's Data-In and status (RFC 7143 11.4, 11.7), with residuals (11.4.5). */
@@ -629,6 +636,12 @@ export class IscsiConnection implements LiveSession {
   }
 
   /** Remove a task from the tables and release its CmdSN window slot. */
+  /** Mark a task aborted: no response will be sent; tell the SCSI layer if it has it. */
+  private abortTask(task: Task): void {
+    task.aborted = true;
+    if (task.command !== undefined) this.nexus?.abortTask?.(task.command);
+  }
+
   private forget(task: Task): void {
     if (this.tasks.get(task.itt) !== task) return;
     this.tasks.delete(task.itt);
@@ -795,9 +808,10 @@ export class IscsiConnection implements LiveSession {
       default:
         response = TmfResponse.FunctionNotSupported;
     }
-    for (const t of victims) t.aborted = true;
+    for (const t of victims) this.abortTask(t);
     // A task that reached the SCSI layer cannot be cancelled: wait until it finishes so that
-    // nothing it does happens after our response (RFC 7143 4.2.3.3, SAM-5 7.3).
+    // nothing it does happens after our response (RFC 7143 4.2.3.3, SAM-5 7.3). The SCSI layer
+    // settles at once the few whose remaining work belongs to the logical unit (SANITIZE).
     await Promise.all(victims.map((t) => t.running));
     for (const t of victims) this.forget(t);
     if (response === TmfResponse.FunctionComplete && this.nexus) {
@@ -900,7 +914,7 @@ export class IscsiConnection implements LiveSession {
     this.phase = Phase.Closed;
     if (this.timer) clearInterval(this.timer);
     if (this.loginTimer) clearTimeout(this.loginTimer);
-    for (const t of this.tasks.values()) t.aborted = true;
+    for (const t of this.tasks.values()) this.abortTask(t);
     this.heldBack.clear();
     this.sessions.remove(this);
     if (this.nexus) {

@@ -11,6 +11,12 @@ export interface NexusPort {
   execute(
     cmd: import("../scsi/types.js").ScsiCommand,
   ): Promise<import("../scsi/types.js").ScsiResult>;
+  /**
+   * Optional: this command, the object given to `execute`, was aborted (TMF or connection
+   * loss). Most commands still settle only when done; a few (SANITIZE with IMMED=0, whose work
+   * continues in the logical unit) settle at once (src/scsi/target.ts, ScsiNexus.abortTask).
+   */
+  abortTask?(cmd: import("../scsi/types.js").ScsiCommand): void;
   lunReset(lun: number): void;
   targetReset(): void;
   close(): void;

@@ -189,7 +189,11 @@ export const Peripheral = {
 export const Limits = {
   /** Largest READ/WRITE/VERIFY transfer we accept, in bytes (divided by blockSize for the VPD). */
   MAX_TRANSFER_BYTES: 16 * 1024 * 1024,
-  /** The pool's grain: the optimal transfer and unmap granularity, and the physical block size. */
+  /**
+   * The pool's default grain (4 KiB): the optimal transfer and unmap granularity of a volume that
+   * reports no `physicalBlockSize` (the file backend; a volume that reports one uses it), and the
+   * atomic write unit of volumes without `writeAtomic` (./commands/write-atomic.ts).
+   */
   GRAIN_BYTES: 4096,
   /**
    * Largest UNMAP range, in bytes (divided by blockSize for the VPD): 512 MiB, so

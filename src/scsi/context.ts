@@ -25,6 +25,12 @@ export interface NexusContext {
    * given) is left out, e.g. the nexus whose MODE SELECT changed the parameters.
    */
   raiseUnitAttention(volumeId: string, asc: number, except?: NexusContext): void;
+  /**
+   * Call `hook` if the transport aborts `cmd` (ScsiNexus.abortTask) before the returned function
+   * is called. For the rare command whose result need not wait for its work (SANITIZE, IMMED=0);
+   * every other command simply runs to its end.
+   */
+  onAbort(cmd: ScsiCommand, hook: () => void): () => void;
 }
 
 /** One addressed logical unit: the nexus, the mapping and the shared unit state. */

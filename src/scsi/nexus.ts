@@ -61,6 +61,8 @@ export class Nexus implements NexusContext {
   private closed = false;
   /** How persistent reservations see this I_T nexus. */
   private readonly prNexus: PrNexus;
+  /** Commands that settle early when aborted (`onAbort`): usually empty. */
+  private readonly abortHooks = new Map<ScsiCommand, () => void>();
 
   constructor(
     readonly identity: NexusIdentity,
@@ -194,6 +196,21 @@ export class Nexus implements NexusContext {
     return this.view.list().some((e) => e.volumeId === volumeId);
   }
 
+  onAbort(cmd: ScsiCommand, hook: () => void): () => void {
+    this.abortHooks.set(cmd, hook);
+    return () => {
+      if (this.abortHooks.get(cmd) === hook) this.abortHooks.delete(cmd);
+    };
+  }
+
+  /** The transport aborted `cmd` (see ScsiNexus.abortTask). */
+  abortTask(cmd: ScsiCommand): void {
+    const hook = this.abortHooks.get(cmd);
+    if (hook === undefined) return;
+    this.abortHooks.delete(cmd);
+    hook();
+  }
+
   /** TMF LOGICAL UNIT RESET (SAM-5 7.8): reset the unit behind `lun` for every nexus. */
   lunReset(lun: number): void {
     const entry = this.view.get(lun);
@@ -215,11 +232,15 @@ export class Nexus implements NexusContext {
     }
   }
 
-  /** I_T nexus loss: forget pending conditions and release reservations held by this nexus. */
+  /**
+   * I_T nexus loss: forget pending conditions and release reservations held by this nexus. Its
+   * tasks are aborted (SAM-5 6.3.4), which settles those waiting in `onAbort`.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.bound.clear();
+    for (const cmd of [...this.abortHooks.keys()]) this.abortTask(cmd);
     this.host.detach(this);
   }
 }

@@ -89,6 +89,18 @@ describe("fixed format sense data (SPC-4 4.5.3)", () => {
     expect(decoded).toMatchObject({ key: 5, asc: 0x2400, responseCode: 0x70, valid: false });
     expect(decoded.fieldPointer).toEqual({ inCdb: true, byte: 2, bit: 5 });
   });
+
+  it("encodes a progress indication (SPC-4 4.5.2.4.4), clamped to 0..FFFFh", () => {
+    const notReady = { key: SenseKey.NOT_READY, asc: 0x041b };
+    const buf = encodeFixedSense({ ...notReady, progress: 0x1234 });
+    expect([buf[15], buf[16], buf[17]]).toEqual([0x80, 0x12, 0x34]);
+    expect(decodeFixedSense(buf)).toMatchObject({ key: 2, asc: 0x041b, progress: 0x1234 });
+    expect(decodeFixedSense(buf).fieldPointer).toBeUndefined();
+    expect(encodeFixedSense({ ...notReady, progress: 0x10000 }).readUInt16BE(16)).toBe(0xffff);
+    expect(encodeFixedSense({ ...notReady, progress: -1 }).readUInt16BE(16)).toBe(0);
+    // Progress 0 is still a progress indication: SKSV is set.
+    expect(encodeFixedSense({ ...notReady, progress: 0 })[15]).toBe(0x80);
+  });
 });
 
 describe("descriptor format sense data (SPC-4 4.5.2)", () => {
@@ -109,6 +121,11 @@ describe("descriptor format sense data (SPC-4 4.5.2)", () => {
     expect([buf[8], buf[9], buf[10]]).toEqual([0x00, 0x0a, 0x80]);
     expect(buf.readBigUInt64BE(12)).toBe(2n ** 40n);
     expect([buf[20], buf[21], buf[24], buf[25], buf[26]]).toEqual([0x02, 0x06, 0xc0, 0x00, 0x04]);
+  });
+
+  it("carries a progress indication in a sense key specific descriptor", () => {
+    const buf = encodeDescriptorSense({ key: SenseKey.NOT_READY, asc: 0x041b, progress: 0x8000 });
+    expect([...buf]).toEqual([0x72, 2, 0x04, 0x1b, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0x80, 0x80, 0, 0]);
   });
 });
 

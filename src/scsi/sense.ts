@@ -27,6 +27,12 @@ export interface SenseSpec {
   /** INFORMATION field (an LBA or an offset); sets VALID when it fits the format. */
   readonly information?: number;
   readonly fieldPointer?: FieldPointer;
+  /**
+   * PROGRESS INDICATION (SPC-4 4.5.2.4.4), the fraction of an operation done, in 65536ths
+   * (0..65535): the SENSE KEY SPECIFIC field with NOT READY or NO SENSE, when no field pointer
+   * is set.
+   */
+  readonly progress?: number;
   /** A deferred error (SPC-4 4.5.1): response code 71h/73h instead of 70h/72h. */
   readonly deferred?: boolean;
 }
@@ -116,8 +122,22 @@ export function encodeFixedSense(sense: SenseSpec): Buffer {
   buf[12] = ascOf(sense.asc);
   buf[13] = ascqOf(sense.asc);
   // Byte 14: FIELD REPLACEABLE UNIT CODE (0). Bytes 15-17: SKSV + SENSE KEY SPECIFIC.
-  if (sense.fieldPointer) writeFieldPointer(buf, 15, sense.fieldPointer);
+  writeSenseKeySpecific(buf, 15, sense);
   return buf;
+}
+
+function hasSenseKeySpecific(sense: SenseSpec): boolean {
+  return sense.fieldPointer !== undefined || sense.progress !== undefined;
+}
+
+/** The 3-byte SENSE KEY SPECIFIC field at `at`: a field pointer, else a progress indication. */
+function writeSenseKeySpecific(buf: Buffer, at: number, sense: SenseSpec): void {
+  if (sense.fieldPointer) {
+    writeFieldPointer(buf, at, sense.fieldPointer);
+  } else if (sense.progress !== undefined) {
+    buf[at] = 0x80; // SKSV
+    buf.writeUInt16BE(Math.max(0, Math.min(0xffff, Math.floor(sense.progress))), at + 1);
+  }
 }
 
 /**
@@ -128,7 +148,7 @@ export function encodeFixedSense(sense: SenseSpec): Buffer {
 export function encodeDescriptorSense(sense: SenseSpec): Buffer {
   const info = sense.information;
   const hasInfo = info !== undefined && Number.isSafeInteger(info) && info >= 0;
-  const length = 8 + (hasInfo ? 12 : 0) + (sense.fieldPointer ? 8 : 0);
+  const length = 8 + (hasInfo ? 12 : 0) + (hasSenseKeySpecific(sense) ? 8 : 0);
   const buf = Buffer.alloc(length);
   buf[0] = sense.deferred
     ? SenseResponseCode.DESCRIPTOR_DEFERRED
@@ -145,10 +165,10 @@ export function encodeDescriptorSense(sense: SenseSpec): Buffer {
     buf.writeBigUInt64BE(BigInt(info), at + 4);
     at += 12;
   }
-  if (sense.fieldPointer) {
+  if (hasSenseKeySpecific(sense)) {
     buf[at] = 0x02; // DESCRIPTOR TYPE: sense key specific
     buf[at + 1] = 0x06; // ADDITIONAL LENGTH
-    writeFieldPointer(buf, at + 4, sense.fieldPointer);
+    writeSenseKeySpecific(buf, at + 4, sense);
   }
   return buf;
 }
@@ -170,6 +190,8 @@ export interface DecodedSense {
   readonly information: number;
   readonly asc: number;
   readonly fieldPointer?: FieldPointer;
+  /** The SENSE KEY SPECIFIC field read as a progress indication (NOT READY, NO SENSE). */
+  readonly progress?: number;
 }
 
 /** Parse fixed-format sense data (SPC-4 4.5.3). */
@@ -184,6 +206,9 @@ export function decodeFixedSense(buf: Buffer): DecodedSense {
     asc: (buf[12]! << 8) | buf[13]!,
   };
   if (!sksv) return decoded;
+  if (decoded.key === SenseKey.NOT_READY || decoded.key === SenseKey.NO_SENSE) {
+    return { ...decoded, progress: buf.readUInt16BE(16) };
+  }
   const bpv = (buf[15]! & 0x08) !== 0;
   const fieldPointer: FieldPointer = bpv
     ? { inCdb: (buf[15]! & 0x40) !== 0, byte: buf.readUInt16BE(16), bit: buf[15]! & 0x07 }

@@ -13,6 +13,7 @@
 import { Asc } from "./asc.js";
 import type { NexusContext } from "./context.js";
 import { Nexus, type NexusHost } from "./nexus.js";
+import { Pacer } from "./pacer.js";
 import type { ReservationStore } from "./pr/store.js";
 import type { ScsiLogger } from "./sense-map.js";
 import type { LunView, NexusIdentity, ScsiCommand, ScsiResult, TargetInfo } from "./types.js";
@@ -24,6 +25,15 @@ export interface ScsiNexus {
    * RESERVATION CONFLICT). Commands may run concurrently; ordering is the transport's business.
    */
   execute(cmd: ScsiCommand): Promise<ScsiResult>;
+  /**
+   * The transport aborted this command (ABORT TASK, ABORT TASK SET, CLEAR TASK SET, a reset, the
+   * nexus going away; SAM-5 7.2), `cmd` being the very object passed to `execute`. A command that
+   * reached the SCSI layer runs to its end and its promise settles then, so that nothing it does
+   * happens after the transport's TMF response, except a command whose remaining work belongs
+   * to the logical unit, not to the task: SANITIZE with IMMED=0, whose sanitize operation goes on
+   * (SBC-4). Its promise settles at once (status TASK ABORTED, which the transport drops).
+   */
+  abortTask(cmd: ScsiCommand): void;
   /** TMF LUN RESET (SAM-5 7.8): pending work is already aborted by the transport. */
   lunReset(lun: number): void;
   /** TMF TARGET WARM RESET. */
@@ -40,7 +50,18 @@ export interface ScsiTargetOptions {
    * 5.13.5). Without one, APTPL=1 is refused (PTPL_C=0) and nothing survives a restart.
    */
   readonly reservationStore?: ReservationStore;
+  /**
+   * How fast SANITIZE OVERWRITE may write, in bytes per second, for all the target's units
+   * together (./pacer.ts says why); 0: unpaced. Default `DEFAULT_SANITIZE_BYTES_PER_SECOND`.
+   */
+  readonly sanitizeBytesPerSecond?: number;
 }
+
+/**
+ * 64 MiB/s: a sanitize of a 1 TiB volume lasts about 4.5 hours, during which it takes at most
+ * that share of the pool's write bandwidth (a fraction of one disk's sequential rate).
+ */
+export const DEFAULT_SANITIZE_BYTES_PER_SECOND = 64 * 1024 * 1024;
 
 const SILENT: ScsiLogger = { warn() {} };
 
@@ -50,6 +71,7 @@ export class ScsiTarget {
   private readonly host: NexusHost;
   private readonly logger: ScsiLogger;
   private readonly reservationStore: ReservationStore | undefined;
+  private readonly sanitizePacer: Pacer;
 
   constructor(
     readonly info: TargetInfo,
@@ -58,6 +80,9 @@ export class ScsiTarget {
     const logger = options.logger ?? SILENT;
     this.logger = logger;
     this.reservationStore = options.reservationStore;
+    this.sanitizePacer = new Pacer(
+      options.sanitizeBytesPerSecond ?? DEFAULT_SANITIZE_BYTES_PER_SECOND,
+    );
     this.host = {
       info,
       logger,
@@ -109,6 +134,7 @@ export class ScsiTarget {
       unit = new LogicalUnitState(volumeId, {
         reservationStore: this.reservationStore,
         nexuses: () => this.mapping(volumeId),
+        sanitizePacer: this.sanitizePacer,
       });
       this.units.set(volumeId, unit);
       unit.pr.load().catch((err: unknown) => {

@@ -1,7 +1,8 @@
 /**
  * Shared state of one logical unit (one volume), keyed by volume id in the ScsiTarget and
  * shared by every nexus and every channel that maps the volume:
- *  - mode parameters that can change (WCE of the Caching mode page);
+ *  - mode parameters that can change (WCE of the Caching mode page, SWP of the Control mode
+ *    page);
  *  - the RESERVE(6) holder (SPC-2 reservation);
  *  - the persistent reservations (SPC-4 5.13, `pr`: see ./pr/);
  *  - per I_T nexus: pending unit attention conditions (SAM-5 5.14) and deferred errors
@@ -11,6 +12,7 @@
  */
 import { Asc } from "./asc.js";
 import { Limits, SenseKey } from "./constants.js";
+import { type Pacer, UNPACED } from "./pacer.js";
 import type { ReservationStore } from "./pr/store.js";
 import { PersistentReservations } from "./pr/unit.js";
 import type { SenseSpec } from "./sense.js";
@@ -31,11 +33,21 @@ export interface LogicalUnitOptions {
   readonly reservationStore?: ReservationStore;
   /** The open nexuses whose view maps this volume (persistent reservation unit attentions). */
   readonly nexuses?: () => Iterable<{ readonly identity: NexusIdentity }>;
+  /** Paces the writes of a SANITIZE (shared by the target's units); none: unpaced. */
+  readonly sanitizePacer?: Pacer;
 }
 
 export class LogicalUnitState {
   /** Caching mode page WCE (SBC-4): true = write-back cache reported, writes may be volatile. */
   writeCacheEnabled = true;
+  /**
+   * Control mode page SWP (SPC-4 7.5.8): true = software write protect, every command that
+   * writes to the medium is refused with DATA PROTECT / WRITE PROTECTED, for every I_T nexus
+   * (the Control page is shared: TST=000b, one task set for the logical unit, and there is no
+   * Mode Page Policy VPD page making it per nexus). Set by MODE SELECT through a read-write
+   * mapping; like WCE, not reverted by resets, and not saved across restarts (no saved pages).
+   */
+  softwareWriteProtect = false;
   /** The I_T nexus holding a RESERVE(6) reservation, if any. */
   reservationHolder: NexusKey | undefined;
   /**
@@ -43,6 +55,8 @@ export class LogicalUnitState {
    * logical unit resets, target resets and I_T nexus loss (SPC-4 5.13.1).
    */
   readonly pr: PersistentReservations;
+  /** Paces the writes of a SANITIZE on this unit (./commands/sanitize.ts, ./pacer.ts). */
+  readonly sanitizePacer: Pacer;
   /** Only nexuses with something pending have an entry, so the hot path checks `size`. */
   private readonly pending = new Map<NexusKey, NexusConditions>();
 
@@ -51,6 +65,7 @@ export class LogicalUnitState {
     options: LogicalUnitOptions = {},
   ) {
     const nexuses = options.nexuses ?? (() => []);
+    this.sanitizePacer = options.sanitizePacer ?? UNPACED;
     this.pr = new PersistentReservations(volumeId, options.reservationStore, {
       nexuses,
       addUnitAttention: (nexus, asc) => this.addUnitAttention(nexus, asc),

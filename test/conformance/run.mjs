@@ -2,7 +2,10 @@
 // Runs libiscsi's conformance suite (iscsi-test-cu) against a real `sanmux serve`:
 //   1. the whole suite, data-loss tests allowed (-d), with a second URL for the multipath tests,
 //      against a read-write LUN mapped to one agent that owns both of the suite's initiator names;
-//   2. the ReadOnly suite against a read-only mapping of another volume.
+//   2. the Sanitize suite of each family that has one, SANITIZE allowed (-S), on the same LUN
+//      without the second URL (see SANITIZE_FAMILIES); its results replace the skipped Sanitize
+//      entries of run 1;
+//   3. the ReadOnly suite against a read-only mapping of another volume.
 // Prints a summary (tests, passed, failed, skipped — skips counted per test from its [SKIPPED]
 // lines), writes the full output and a JSON summary to $SANMUX_TEST_ARTIFACTS (default
 // test-artifacts/), and exits 1 if any test failed.
@@ -10,6 +13,7 @@
 // usage: node test/conformance/run.mjs [--block-size 512|4096] [--tests ALL.Suite[.Test]]
 // Needs `npm run build` first (it runs dist/cli/main.js) and libiscsi-bin.
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -34,6 +38,15 @@ const tests = option("--tests", "");
 const artifacts = path.resolve(
   process.env.SANMUX_TEST_ARTIFACTS ?? path.join(ROOT, "test-artifacts"),
 );
+/**
+ * The families whose Sanitize suite runs on its own (iscsi-test-cu -l: LINUX and iSCSI have
+ * none). With a multipath URL, libiscsi 1.19's tests take their second session from it, and
+ * that session outlives the test: Sanitize.Reservations leaves its RESERVE(6) in place, and the
+ * SANITIZE of Sanitize.Reset, which comes next, is then refused with RESERVATION CONFLICT, as on
+ * any target. With one URL the second session is a fresh login (the suite's second initiator
+ * name) that logs out at the end of the test, which releases the reservation.
+ */
+const SANITIZE_FAMILIES = ["ALL", "SCSI"];
 /** One run of the suite may take long, but must never hang CI. */
 const SUITE_TIMEOUT_MS = Number(process.env.CONFORMANCE_TIMEOUT_S ?? 1800) * 1000;
 
@@ -56,8 +69,11 @@ iscsi:
 agents:
   - name: conformance
     initiators: [${INITIATORS.join(", ")}]
+# cu-rw is 512 MiB so that a SANITIZE OVERWRITE lasts about 8 s at the default pace of 64 MiB/s
+# (src/scsi/pacer.ts): Sanitize.Reset sends one, sleeps 3 s, resets, reconnects after another
+# second and expects it still in progress. See docs/conformance.md.
 volumes:
-  - { name: cu-rw, size: 64MiB, block_size: ${blockSize} }
+  - { name: cu-rw, size: 512MiB, block_size: ${blockSize} }
   - { name: cu-ro, size: 16MiB, block_size: ${blockSize} }
 mappings:
   - { agent: conformance, lun: 0, volume: cu-rw, mode: rw }
@@ -75,7 +91,11 @@ function startServer() {
     const child = spawn(
       process.execPath,
       [CLI, "serve", "--data", dataDir, "--config", configPath, "--portal", "127.0.0.1:0"],
-      { stdio: ["ignore", "pipe", "inherit"] },
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+        // Pool volumes are encrypted under a master key: a fresh one for this run's pool.
+        env: { ...process.env, SANMUX_MASTER_KEY: randomBytes(32).toString("hex") },
+      },
     );
     const serverLog = [];
     let buffered = "";
@@ -200,11 +220,29 @@ async function main() {
   try {
     const label = tests || "every family";
     log(`sanmux on port ${port}, ${blockSize}-byte blocks; running ${label}`);
-    const all = await runSuiteOnce(["-d", ...(tests ? ["-t", tests] : []), url(0), url(0)]);
-    writeFileSync(path.join(artifacts, `iscsi-test-cu-${blockSize}.log`), all.out);
-    summaries.push(
-      summarize(`iscsi-test-cu ${label} (rw LUN, ${blockSize}-byte blocks)`, parseResults(all.out)),
-    );
+    let results;
+    if (tests) {
+      // One family, suite or test, SANITIZE allowed; a Sanitize selection without the second URL.
+      const urls = /Sanitize/.test(tests) ? [url(0)] : [url(0), url(0)];
+      const run = await runSuiteOnce(["-d", "-S", "-t", tests, ...urls]);
+      writeFileSync(path.join(artifacts, `iscsi-test-cu-${blockSize}.log`), run.out);
+      results = parseResults(run.out);
+    } else {
+      const all = await runSuiteOnce(["-d", url(0), url(0)]);
+      writeFileSync(path.join(artifacts, `iscsi-test-cu-${blockSize}.log`), all.out);
+      // Without -S the Sanitize tests skip here; their own runs replace them.
+      results = parseResults(all.out).filter((r) => !r.name.startsWith("Sanitize."));
+      for (const family of SANITIZE_FAMILIES) {
+        log(`running ${family}.Sanitize (SANITIZE allowed, one URL)`);
+        const run = await runSuiteOnce(["-d", "-S", "-t", `${family}.Sanitize`, url(0)]);
+        writeFileSync(
+          path.join(artifacts, `iscsi-test-cu-sanitize-${family}-${blockSize}.log`),
+          run.out,
+        );
+        results.push(...parseResults(run.out));
+      }
+    }
+    summaries.push(summarize(`iscsi-test-cu ${label} (rw LUN, ${blockSize}-byte blocks)`, results));
     if (!tests) {
       // The ReadOnly suite needs -d too: it tries the writes that must fail.
       const ro = await runSuiteOnce(["-d", "-t", "ALL.ReadOnly", url(1)]);

@@ -3,7 +3,7 @@
  * initiators at once.
  */
 import { execFile, spawn } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -28,6 +28,7 @@ function serveFails(args: string[]): Promise<{ code: number | null; stderr: stri
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, "serve", ...args], {
       stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, SANMUX_MASTER_KEY: "" },
     });
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => {
@@ -86,13 +87,55 @@ describe("sanmux serve", () => {
     expect(stdout).toContain("1 agent(s), 1 volume(s), 1 mapping(s)");
   });
 
-  it("starts with a demo config when none is given, and stops on SIGINT", async () => {
+  it("refuses to serve pool volumes without the master key, or with another key", async () => {
     const dir = await tempDir();
+    const keyFile = path.join(await tempDir(), "master.key");
+    await run(process.execPath, [CLI, "init", "--data", dir, "--key-file", keyFile], {
+      env: { ...process.env, SANMUX_MASTER_KEY: "" },
+    });
+    const noKey = await serveFails(["--data", dir, "--portal", "127.0.0.1:0"]);
+    expect(noKey.code).toBe(1);
+    expect(noKey.stderr).toMatch(/the pool needs the master key: give --key-file/);
+    const otherKey = path.join(await tempDir(), "other.key");
+    await run(process.execPath, [CLI, "init", "--data", await tempDir(), "--key-file", otherKey], {
+      env: { ...process.env, SANMUX_MASTER_KEY: "" },
+    });
+    const wrong = await serveFails([
+      "--data",
+      dir,
+      "--key-file",
+      otherKey,
+      "--portal",
+      "127.0.0.1:0",
+    ]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/wrong master key/);
+  });
+
+  it("init creates a private key file and a pool; serve starts the demo and stops on SIGINT", async () => {
+    const dir = await tempDir();
+    const keyFile = path.join(await tempDir(), "master.key");
+    const init = await run(process.execPath, [CLI, "init", "--data", dir, "--key-file", keyFile], {
+      env: { ...process.env, SANMUX_MASTER_KEY: "" },
+    });
+    expect(init.stdout).toMatch(/created master key [0-9a-f]{16} in /);
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+    // Never in clear inside the data directory.
+    const key = (await readFile(keyFile, "utf8")).trim();
+    const found = await run("grep", ["-rl", key, dir]).catch((e: { code: number }) => e);
+    expect((found as { code?: number }).code).toBe(1);
+    // A second init keeps the key and the pool.
+    const again = await run(process.execPath, [CLI, "init", "--data", dir, "--key-file", keyFile], {
+      env: { ...process.env, SANMUX_MASTER_KEY: "" },
+    });
+    expect(again.stdout).not.toMatch(/created master key/);
+    expect((await readFile(keyFile, "utf8")).trim()).toBe(key);
     const child = spawn(
       process.execPath,
-      [CLI, "serve", "--data", dir, "--portal", "127.0.0.1:0"],
+      [CLI, "serve", "--data", dir, "--key-file", keyFile, "--portal", "127.0.0.1:0"],
       {
         stdio: ["ignore", "pipe", "inherit"],
+        env: { ...process.env, SANMUX_MASTER_KEY: "" },
       },
     );
     const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {

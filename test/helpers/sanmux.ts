@@ -3,6 +3,7 @@
  * initiator tools (libiscsi's iscsi-* and qemu-img) run against it.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -11,6 +12,12 @@ import { promisify } from "node:util";
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, "../..");
 export const CLI = path.join(ROOT, "dist/cli/main.js");
+
+/**
+ * The master key of the pools these tests create (hex, as SANMUX_MASTER_KEY takes it): one per
+ * test process, so that a server restarted on the same data directory opens its pool.
+ */
+export const TEST_MASTER_KEY = randomBytes(32).toString("hex");
 
 export interface RunningSanmux {
   readonly dataDir: string;
@@ -31,6 +38,8 @@ export interface StartOptions {
   readonly config: string;
   readonly dataDir?: string;
   readonly extraArgs?: readonly string[];
+  /** Extra environment; SANMUX_MASTER_KEY defaults to TEST_MASTER_KEY. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export async function startSanmux(options: StartOptions): Promise<RunningSanmux> {
@@ -50,7 +59,10 @@ export async function startSanmux(options: StartOptions): Promise<RunningSanmux>
       "127.0.0.1:0",
       ...(options.extraArgs ?? []),
     ],
-    { stdio: ["ignore", "pipe", "pipe"] },
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, SANMUX_MASTER_KEY: TEST_MASTER_KEY, ...options.env },
+    },
   );
   const logs: Array<Record<string, unknown>> = [];
   let stderr = "";

@@ -10,7 +10,12 @@
  * - miscount: referenced, but the refcount differs (too low is dangerous: GC could free live data);
  * - damage: a map entry names a fingerprint the index lacks (a read must fail, not return zeros);
  * - stale dead: a dead-table entry for a chunk that is live, gone, or elsewhere;
- * - drift: a maintained counter (volume or domain) differs from what the scan computes.
+ * - drift: a maintained counter (volume or domain) differs from what the scan computes;
+ * - old-version problems: an old version without its death listing (deleting a snapshot would
+ *   never release it), a listing without its version, or a version no snapshot (live or being
+ *   deleted) sees (its reference is held for nobody: a leak of space).
+ *
+ * References are counted over head entries and old versions alike: each holds exactly one.
  *
  * Memory: the mark phase keeps one counter per distinct referenced fingerprint of the partition
  * being checked; `partitions` splits the fingerprint space by first byte into that many passes
@@ -29,11 +34,15 @@ import {
   DOMAIN_FIELDS,
   type DomainCounters,
   deadKey,
+  deathKey,
   decodeChunk,
   decodeDeadKey,
+  decodeDeathKey,
   decodeDomain,
   decodeJournalRecord,
   decodeMapKey,
+  decodeOldKey,
+  decodeOldValue,
   decodeVolume,
   encodeDomain,
   encodeVolume,
@@ -42,14 +51,19 @@ import {
   fpKey,
   keyString,
   MAX_U32,
-  mapKey,
   mapVolumeEnd,
+  oldKey,
   readU32,
+  SnapshotState,
   u32Key,
+  u32Value,
+  type VolumeRecord,
   zeroDomain,
+  zeroSnapshots,
 } from "./codec.js";
 import { CounterDeltas, type MetaDbs, type ReadOpts } from "./dbs.js";
 import { applyJournalInTxn, setChunkState } from "./refcount.js";
+import { seenByAny, snapshotRecords } from "./snapshot.js";
 import type { MetaStore } from "./store.js";
 
 export interface AuditOptions {
@@ -81,6 +95,20 @@ export interface DanglingReference {
   readonly grain: number;
   readonly domainId: number;
   readonly fingerprint: string;
+  /** Set for an old version (a snapshot's view): its birth generation. */
+  readonly birth?: number;
+}
+
+export interface OldVersionProblem {
+  readonly volume: number;
+  readonly grain: number;
+  readonly birth: number;
+  readonly death: number;
+  /**
+   * unlisted: the version lacks its `mapdeath` listing; stale-listing: a listing names no
+   * version; unseen: no snapshot (live or being deleted) sees the version.
+   */
+  readonly problem: "unlisted" | "stale-listing" | "unseen";
 }
 
 export interface StaleDead {
@@ -114,6 +142,8 @@ export interface AuditReport {
   readonly damage: Finding<DanglingReference>;
   readonly staleDead: Finding<StaleDead>;
   readonly drift: readonly CounterDrift[];
+  /** Old versions and death listings out of step (see OldVersionProblem). */
+  readonly oldVersions: Finding<OldVersionProblem>;
   /** No finding of any kind. */
   readonly clean: boolean;
 }
@@ -130,6 +160,8 @@ export interface RepairReport {
   readonly unlisted: number;
   /** Counter records rewritten because they had drifted. */
   readonly countersRewritten: number;
+  /** Old versions dropped because no snapshot saw them, and death listings added or removed. */
+  readonly oldVersionsFixed: number;
 }
 
 const ENTRIES_PER_PARTITION = 1 << 20;
@@ -158,6 +190,7 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
   const miscounts = new Collector<AuditChunk>(max);
   const damage = new Collector<DanglingReference>(max);
   const staleDead = new Collector<StaleDead>(max);
+  const oldProblems = new Collector<OldVersionProblem>(max);
   const drift: CounterDrift[] = [];
   let mapEntries = 0;
   let chunks = 0;
@@ -168,36 +201,62 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
     for (const domainId of domains) {
       const volumes = volumesOf(dbs, domainId, ro);
       const pending = pendingDeltas(dbs, domainId, ro);
-      const volActual = new Map<number, { mappedGrains: number; referencedBytes: number }>();
-      for (const v of volumes) volActual.set(v, { mappedGrains: 0, referencedBytes: 0 });
+      const volActual = new Map<number, VolumeActual>();
+      for (const v of volumes) {
+        volActual.set(v, { mappedGrains: 0, referencedBytes: 0, oldGrains: 0, oldBytes: 0 });
+        checkOldVersions(dbs, v, ro, oldProblems);
+      }
       const actual = zeroDomain();
       for (let p = 0; p < partitions; p++) {
         const [lo, hi] = partitionBounds(p, partitions);
         const seen = new Map<string, { refs: number; stored: number }>();
+        const reference = (fp: Buffer): number => {
+          const k = keyString(fp);
+          let info = seen.get(k);
+          if (!info) {
+            const raw = dbs.fp.get(fpKey(domainId, fp), ro);
+            info = { refs: 0, stored: raw ? decodeChunk(raw).storedLength : -1 };
+            seen.set(k, info);
+          }
+          info.refs++;
+          mapEntries++;
+          return info.stored;
+        };
         for (const volume of volumes) {
           const va = volActual.get(volume)!;
           for (const { key, value } of dbs.map.getRange(volumeRange(volume, ro))) {
             const b0 = value[0] ?? 0;
             if (b0 < lo || b0 >= hi) continue;
             const fp = value.subarray(0, FINGERPRINT_BYTES);
-            const k = keyString(fp);
-            let info = seen.get(k);
-            if (!info) {
-              const raw = dbs.fp.get(fpKey(domainId, fp), ro);
-              info = { refs: 0, stored: raw ? decodeChunk(raw).storedLength : -1 };
-              seen.set(k, info);
-            }
-            info.refs++;
-            mapEntries++;
+            const stored = reference(fp);
             va.mappedGrains++;
-            if (info.stored >= 0) {
-              va.referencedBytes += info.stored;
+            if (stored >= 0) {
+              va.referencedBytes += stored;
             } else {
               damage.add(() => ({
                 volume,
                 grain: decodeMapKey(key).grain,
                 domainId,
                 fingerprint: fp.toString("hex"),
+              }));
+            }
+          }
+          for (const { key, value } of dbs.mapold.getRange(volumeRange(volume, ro))) {
+            const b0 = value[0] ?? 0;
+            if (b0 < lo || b0 >= hi) continue;
+            const fp = value.subarray(0, FINGERPRINT_BYTES);
+            const stored = reference(fp);
+            va.oldGrains++;
+            if (stored >= 0) {
+              va.oldBytes += stored;
+            } else {
+              const { grain, birth } = decodeOldKey(key);
+              damage.add(() => ({
+                volume,
+                grain,
+                domainId,
+                fingerprint: fp.toString("hex"),
+                birth,
               }));
             }
           }
@@ -250,17 +309,34 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
       for (const [volume, va] of volActual) {
         actual.mappedGrains += va.mappedGrains;
         actual.referencedBytes += va.referencedBytes;
+        actual.snapshotGrains += va.oldGrains;
+        actual.snapshotBytes += va.oldBytes;
         const raw = dbs.volumes.get(u32Key(volume), ro);
         if (!raw) continue;
         const rec = decodeVolume(raw);
-        for (const field of ["mappedGrains", "referencedBytes"] as const) {
-          if (rec[field] !== va[field]) {
+        const snap = rec.snap ?? zeroSnapshots();
+        const live = liveOf(dbs, volume, ro);
+        const recorded = {
+          mappedGrains: rec.mappedGrains,
+          referencedBytes: rec.referencedBytes,
+          oldGrains: snap.oldGrains,
+          oldBytes: snap.oldBytes,
+          liveSnapshots: snap.live,
+          newestSnapshot: snap.live > 0 ? snap.newest : 0,
+        };
+        const computed = {
+          ...va,
+          liveSnapshots: live.length,
+          newestSnapshot: live.at(-1) ?? 0,
+        };
+        for (const field of Object.keys(recorded) as (keyof typeof recorded)[]) {
+          if (recorded[field] !== computed[field]) {
             drift.push({
               scope: "volume",
               id: volume,
               field,
-              recorded: rec[field],
-              actual: va[field],
+              recorded: recorded[field],
+              actual: computed[field],
             });
           }
         }
@@ -290,6 +366,7 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
       damage: damage.done(),
       staleDead: staleDead.done(),
       drift,
+      oldVersions: oldProblems.done(),
     };
     const clean =
       leaks.count +
@@ -297,6 +374,7 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
         miscounts.count +
         damage.count +
         staleDead.count +
+        oldProblems.count +
         drift.length ===
       0;
     return { ...report, clean };
@@ -322,7 +400,11 @@ export async function repairMeta(
   let listedDead = 0;
   let unlisted = 0;
   let countersRewritten = 0;
+  let oldVersionsFixed = 0;
   for (const domainId of domains) {
+    for (const volume of volumesOf(dbs, domainId, undefined)) {
+      oldVersionsFixed += await dbs.root.childTransaction(() => fixOldVersions(dbs, volume));
+    }
     for (let p = 0; p < partitions; p++) {
       const [lo, hi] = partitionBounds(p, partitions);
       await dbs.root.childTransaction(() => {
@@ -335,6 +417,14 @@ export async function repairMeta(
         const refs = new Map<string, number>();
         for (const volume of volumesOf(dbs, domainId, undefined)) {
           for (const value of dbs.map
+            .getRange(volumeRange(volume, undefined))
+            .map((e) => e.value)) {
+            const b0 = value[0] ?? 0;
+            if (b0 < lo || b0 >= hi) continue;
+            const k = keyString(value.subarray(0, FINGERPRINT_BYTES));
+            refs.set(k, (refs.get(k) ?? 0) + 1);
+          }
+          for (const value of dbs.mapold
             .getRange(volumeRange(volume, undefined))
             .map((e) => e.value)) {
             const b0 = value[0] ?? 0;
@@ -368,7 +458,15 @@ export async function repairMeta(
       return r.rewritten;
     });
   }
-  return { domains, journalRecords, refcountsFixed, listedDead, unlisted, countersRewritten };
+  return {
+    domains,
+    journalRecords,
+    refcountsFixed,
+    listedDead,
+    unlisted,
+    countersRewritten,
+    oldVersionsFixed,
+  };
 }
 
 /**
@@ -415,20 +513,49 @@ function recomputeCounters(
     }
   }
   let rewritten = 0;
+  const storedOf = (fp: Uint8Array): number => {
+    const raw = dbs.fp.get(fpKey(domainId, fp.subarray(0, FINGERPRINT_BYTES)));
+    return raw ? decodeChunk(raw).storedLength : 0;
+  };
   for (const volume of volumesOf(dbs, domainId, undefined)) {
     let mappedGrains = 0;
     let referencedBytes = 0;
     for (const { value } of dbs.map.getRange(volumeRange(volume, undefined))) {
       mappedGrains++;
-      const raw = dbs.fp.get(fpKey(domainId, value.subarray(0, FINGERPRINT_BYTES)));
-      if (raw) referencedBytes += decodeChunk(raw).storedLength;
+      referencedBytes += storedOf(value);
+    }
+    let oldGrains = 0;
+    let oldBytes = 0;
+    for (const { value } of dbs.mapold.getRange(volumeRange(volume, undefined))) {
+      oldGrains++;
+      oldBytes += storedOf(value);
     }
     actual.mappedGrains += mappedGrains;
     actual.referencedBytes += referencedBytes;
+    actual.snapshotGrains += oldGrains;
+    actual.snapshotBytes += oldBytes;
     const vk = u32Key(volume);
     const rec = decodeVolume(dbs.volumes.get(vk)!);
-    if (rec.mappedGrains !== mappedGrains || rec.referencedBytes !== referencedBytes) {
-      dbs.volumes.putSync(vk, encodeVolume({ domainId, mappedGrains, referencedBytes }));
+    const live = liveOf(dbs, volume, undefined);
+    const snap = rec.snap ?? zeroSnapshots();
+    const next: VolumeRecord = {
+      domainId,
+      mappedGrains,
+      referencedBytes,
+      ...(rec.snap || oldGrains > 0 || live.length > 0
+        ? {
+            snap: {
+              gen: snap.gen,
+              newest: live.at(-1) ?? 0,
+              live: live.length,
+              oldGrains,
+              oldBytes,
+            },
+          }
+        : {}),
+    };
+    if (!encodeVolume(next).equals(encodeVolume(rec))) {
+      dbs.volumes.putSync(vk, encodeVolume(next));
       rewritten++;
     }
   }
@@ -441,6 +568,88 @@ function recomputeCounters(
     rewritten++;
   }
   return { rewritten, unlisted };
+}
+
+interface VolumeActual {
+  mappedGrains: number;
+  referencedBytes: number;
+  oldGrains: number;
+  oldBytes: number;
+}
+
+function liveOf(dbs: MetaDbs, volume: number, ro: ReadOpts): number[] {
+  return snapshotRecords(dbs, volume, ro)
+    .filter((r) => r.state === SnapshotState.live)
+    .map((r) => r.snapshot);
+}
+
+/** Checks a volume's old versions against their death listings and its snapshot records. */
+function checkOldVersions(
+  dbs: MetaDbs,
+  volume: number,
+  ro: ReadOpts,
+  problems: Collector<OldVersionProblem>,
+): void {
+  // Versions being released by an unfinished deletion are still legitimately there.
+  const snapshots = snapshotRecords(dbs, volume, ro).map((r) => r.snapshot);
+  for (const { key, value } of dbs.mapold.getRange(volumeRange(volume, ro))) {
+    const { grain, birth } = decodeOldKey(key);
+    const { death } = decodeOldValue(value);
+    const listing = dbs.mapdeath.get(deathKey(volume, death, grain), ro);
+    if (!listing || readU32(listing) !== birth)
+      problems.add(() => ({ volume, grain, birth, death, problem: "unlisted" }));
+    if (!seenByAny(snapshots, birth, death))
+      problems.add(() => ({ volume, grain, birth, death, problem: "unseen" }));
+  }
+  for (const { key, value } of dbs.mapdeath.getRange(volumeRange(volume, ro))) {
+    const { grain, death } = decodeDeathKey(key);
+    const birth = readU32(value);
+    const old = dbs.mapold.get(oldKey(volume, grain, birth), ro);
+    if (!old || decodeOldValue(old).death !== death)
+      problems.add(() => ({ volume, grain, birth, death, problem: "stale-listing" }));
+  }
+}
+
+/**
+ * Inside a write transaction: brings a volume's old versions and death listings back in step:
+ * lists unlisted versions, drops stale listings, and drops versions no snapshot sees (the
+ * recount that follows releases their references). Returns how many things changed.
+ */
+function fixOldVersions(dbs: MetaDbs, volume: number): number {
+  const snapshots = snapshotRecords(dbs, volume, undefined).map((r) => r.snapshot);
+  let fixed = 0;
+  const versions = [...dbs.mapold.getRange(volumeRange(volume, undefined))].map((e) => ({
+    key: Buffer.from(e.key),
+    ...decodeOldKey(e.key),
+    death: decodeOldValue(e.value).death,
+  }));
+  for (const v of versions) {
+    const dk = deathKey(volume, v.death, v.grain);
+    if (!seenByAny(snapshots, v.birth, v.death)) {
+      dbs.mapold.removeSync(v.key);
+      dbs.mapdeath.removeSync(dk);
+      fixed++;
+      continue;
+    }
+    const listing = dbs.mapdeath.get(dk);
+    if (!listing || readU32(listing) !== v.birth) {
+      dbs.mapdeath.putSync(dk, u32Value(v.birth));
+      fixed++;
+    }
+  }
+  const listings = [...dbs.mapdeath.getRange(volumeRange(volume, undefined))].map((e) => ({
+    key: Buffer.from(e.key),
+    ...decodeDeathKey(e.key),
+    birth: readU32(e.value),
+  }));
+  for (const l of listings) {
+    const old = dbs.mapold.get(oldKey(volume, l.grain, l.birth));
+    if (!old || decodeOldValue(old).death !== l.death) {
+      dbs.mapdeath.removeSync(l.key);
+      fixed++;
+    }
+  }
+  return fixed;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,9 +683,10 @@ export function volumesOf(dbs: MetaDbs, domainId: number, ro: ReadOpts): number[
   return out;
 }
 
+/** Every key of a volume in a db keyed by volume first (map, mapold, mapdeath). */
 function volumeRange(volume: number, ro: ReadOpts) {
   const end = mapVolumeEnd(volume);
-  return { start: mapKey(volume, 0), ...(end ? { end } : {}), ...(ro ?? {}) };
+  return { start: u32Key(volume), ...(end ? { end } : {}), ...(ro ?? {}) };
 }
 
 /** Key range of a domain's index entries whose fingerprint starts with a byte in [lo, hi). */

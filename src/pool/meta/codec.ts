@@ -11,11 +11,14 @@
  * | db          | key                                        | value                                   |
  * | ----------- | ------------------------------------------ | --------------------------------------- |
  * | `fp`        | domain u32 · fingerprint[32]          (36) | container u32 · offset u48 · stored u24 · logical u24 · refcount u48 (22) |
- * | `map`       | volume u32 · grain u64                (12) | fingerprint[32] (· birth u32, reserved for snapshots) |
+ * | `map`       | volume u32 · grain u64                (12) | fingerprint[32] (· birth u32 once the volume had a snapshot) |
+ * | `mapold`    | volume u32 · grain u64 · birth u32    (16) | fingerprint[32] · death u32 (36)         |
+ * | `mapdeath`  | volume u32 · death u32 · grain u64    (16) | birth u32                                |
+ * | `snapshot`  | volume u32 · snapshot u32              (8) | state u8 (0 live, 1 being deleted)       |
  * | `journal`   | sequence u64                           (8) | domain u32 · n u32 · n × (fingerprint[32] · delta i32) |
  * | `dead`      | container u32 · domain u32 · fingerprint[32] (40) | stored u32                       |
- * | `volume`    | volume u32                             (4) | domain u32 · mappedGrains u64 · referencedBytes u64 |
- * | `domain`    | domain u32                             (4) | 7 × u64 counters (see DomainCounters)   |
+ * | `volume`    | volume u32                             (4) | domain u32 · mappedGrains u64 · referencedBytes u64 (· snapshot state, see VolumeSnapshots) |
+ * | `domain`    | domain u32                             (4) | 9 × u64 counters (see DomainCounters; older records hold 7) |
  * | `container` | container u32                          (4) | 4 × u64 counters (see ContainerCounters) |
  * | `meta`      | ASCII name                                 | per name (format version, grain size, rebuild markers) |
  *
@@ -24,6 +27,12 @@
 
 export const FINGERPRINT_BYTES = 32;
 export const META_FORMAT_VERSION = 1;
+/**
+ * Written by the first snapshot of a store: from then on old versions live in `mapold`, which a
+ * build without snapshots would not count (its audit would report leaks and its repair would
+ * drop references). Such a build refuses the store; this one opens both.
+ */
+export const SNAPSHOT_FORMAT_VERSION = 2;
 
 /** Names of the LMDB sub-databases (exported for tests and offline tools). */
 export const DB_NAMES = {
@@ -35,6 +44,9 @@ export const DB_NAMES = {
   domains: "domain",
   containers: "container",
   meta: "meta",
+  oldVersions: "mapold",
+  deathList: "mapdeath",
+  snapshots: "snapshot",
 } as const;
 
 const TWO_32 = 0x1_0000_0000;
@@ -163,11 +175,101 @@ export function decodeMapKey(key: Uint8Array): { volume: number; grain: number }
 }
 
 /**
- * A map value is the fingerprint, optionally followed by a u32 birth generation (reserved for
- * snapshots: see README). Readers take the first 32 bytes and ignore what follows.
+ * A map value is the fingerprint, optionally followed by a u32 birth generation: the volume's
+ * generation when the entry was written (absent = 0). Volumes that never had a snapshot write
+ * the bare fingerprint. Readers that only want the data take the first 32 bytes.
  */
 export function mapValueFingerprint(value: Uint8Array): Buffer {
   return Buffer.from(asBuffer(value).subarray(0, FINGERPRINT_BYTES));
+}
+
+export function mapValueBirth(value: Uint8Array): number {
+  return value.length >= FINGERPRINT_BYTES + 4 ? readU32(value, FINGERPRINT_BYTES) : 0;
+}
+
+/** The map value of a fingerprint born at `birth` (the bare fingerprint for birth 0). */
+export function encodeMapValue(fingerprint: Uint8Array, birth: number): Buffer {
+  if (birth === 0) return Buffer.from(fingerprint);
+  const v = Buffer.allocUnsafe(FINGERPRINT_BYTES + 4);
+  v.set(fingerprint, 0);
+  v.writeUInt32BE(birth, FINGERPRINT_BYTES);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots: old versions, their death list, snapshot records
+
+export const OLD_KEY_BYTES = 16;
+
+/** `mapold` key: one old version of a grain, found by the birth of that version. */
+export function oldKey(volume: number, grain: number, birth: number): Buffer {
+  const key = Buffer.allocUnsafe(OLD_KEY_BYTES);
+  key.writeUInt32BE(volume, 0);
+  key.writeUInt32BE(Math.floor(grain / TWO_32), 4);
+  key.writeUInt32BE(grain >>> 0, 8);
+  key.writeUInt32BE(birth, 12);
+  return key;
+}
+
+export function decodeOldKey(key: Uint8Array): { volume: number; grain: number; birth: number } {
+  const b = asBuffer(key);
+  return {
+    volume: b.readUInt32BE(0),
+    grain: b.readUInt32BE(4) * TWO_32 + b.readUInt32BE(8),
+    birth: b.readUInt32BE(12),
+  };
+}
+
+/** `mapold` value: the fingerprint and the generation that overwrote or unmapped it. */
+export function encodeOldValue(fingerprint: Uint8Array, death: number): Buffer {
+  const v = Buffer.allocUnsafe(FINGERPRINT_BYTES + 4);
+  v.set(fingerprint, 0);
+  v.writeUInt32BE(death, FINGERPRINT_BYTES);
+  return v;
+}
+
+export function decodeOldValue(value: Uint8Array): { fingerprint: Buffer; death: number } {
+  return {
+    fingerprint: Buffer.from(asBuffer(value).subarray(0, FINGERPRINT_BYTES)),
+    death: readU32(value, FINGERPRINT_BYTES),
+  };
+}
+
+/** `mapdeath` key: old versions grouped by the generation that ended them (value: birth u32). */
+export function deathKey(volume: number, death: number, grain: number): Buffer {
+  const key = Buffer.allocUnsafe(OLD_KEY_BYTES);
+  key.writeUInt32BE(volume, 0);
+  key.writeUInt32BE(death, 4);
+  key.writeUInt32BE(Math.floor(grain / TWO_32), 8);
+  key.writeUInt32BE(grain >>> 0, 12);
+  return key;
+}
+
+export function decodeDeathKey(key: Uint8Array): { volume: number; death: number; grain: number } {
+  const b = asBuffer(key);
+  return {
+    volume: b.readUInt32BE(0),
+    death: b.readUInt32BE(4),
+    grain: b.readUInt32BE(8) * TWO_32 + b.readUInt32BE(12),
+  };
+}
+
+/** `snapshot` key. */
+export function snapshotKey(volume: number, snapshot: number): Buffer {
+  const key = Buffer.allocUnsafe(8);
+  key.writeUInt32BE(volume, 0);
+  key.writeUInt32BE(snapshot, 4);
+  return key;
+}
+
+export const SnapshotState = { live: 0, deleting: 1 } as const;
+export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
+
+/** The smallest key above `key` (keys of one db have a fixed length): a cursor that excludes it. */
+export function keyAfter(key: Uint8Array): Buffer {
+  const next = Buffer.alloc(key.length + 1);
+  next.set(key, 0);
+  return next;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,21 +372,62 @@ export interface VolumeRecord {
   readonly mappedGrains: number;
   /** Sum of the stored lengths of the chunks the map entries point at (shared chunks in full). */
   readonly referencedBytes: number;
+  /** Present once the volume had a snapshot (appended to the value; absent = all zero). */
+  readonly snap?: VolumeSnapshots;
+}
+
+/** The snapshot state of a volume, appended to its record (28 bytes). */
+export interface VolumeSnapshots {
+  /** Current generation: the birth of entries written now, the number of the next snapshot. */
+  readonly gen: number;
+  /** The newest live snapshot (meaningful when `live` > 0). */
+  readonly newest: number;
+  /** Live snapshots (snapshots being deleted excluded). */
+  readonly live: number;
+  /** Old versions (`mapold` entries) of the volume. */
+  readonly oldGrains: number;
+  /** Sum of the stored lengths of the chunks old versions point at. */
+  readonly oldBytes: number;
+}
+
+const VOLUME_BASE_BYTES = 20;
+const VOLUME_SNAP_BYTES = VOLUME_BASE_BYTES + 28;
+
+export function zeroSnapshots(): VolumeSnapshots {
+  return { gen: 0, newest: 0, live: 0, oldGrains: 0, oldBytes: 0 };
 }
 
 export function encodeVolume(r: VolumeRecord): Buffer {
-  const v = Buffer.allocUnsafe(20);
+  const v = Buffer.allocUnsafe(r.snap ? VOLUME_SNAP_BYTES : VOLUME_BASE_BYTES);
   v.writeUInt32BE(r.domainId, 0);
   writeU64(v, 4, r.mappedGrains);
   writeU64(v, 12, r.referencedBytes);
+  if (r.snap) {
+    v.writeUInt32BE(r.snap.gen, 20);
+    v.writeUInt32BE(r.snap.newest, 24);
+    v.writeUInt32BE(r.snap.live, 28);
+    writeU64(v, 32, r.snap.oldGrains);
+    writeU64(v, 40, r.snap.oldBytes);
+  }
   return v;
 }
 
 export function decodeVolume(value: Uint8Array): VolumeRecord {
-  return {
+  const base = {
     domainId: readU32(value, 0),
     mappedGrains: readU64(value, 4),
     referencedBytes: readU64(value, 12),
+  };
+  if (value.length < VOLUME_SNAP_BYTES) return base;
+  return {
+    ...base,
+    snap: {
+      gen: readU32(value, 20),
+      newest: readU32(value, 24),
+      live: readU32(value, 28),
+      oldGrains: readU64(value, 32),
+      oldBytes: readU64(value, 40),
+    },
   };
 }
 
@@ -303,6 +446,10 @@ export interface DomainCounters {
   deadChunks: number;
   /** Sum of stored lengths of dead chunks. */
   deadBytes: number;
+  /** Old versions (`mapold` entries) over every volume of the domain (maintained with the maps). */
+  snapshotGrains: number;
+  /** Sum of stored lengths over old versions (maintained with the maps). */
+  snapshotBytes: number;
 }
 
 export const DOMAIN_FIELDS = [
@@ -313,6 +460,8 @@ export const DOMAIN_FIELDS = [
   "physicalBytes",
   "deadChunks",
   "deadBytes",
+  "snapshotGrains",
+  "snapshotBytes",
 ] as const satisfies readonly (keyof DomainCounters)[];
 
 export function zeroDomain(): DomainCounters {
@@ -324,6 +473,8 @@ export function zeroDomain(): DomainCounters {
     physicalBytes: 0,
     deadChunks: 0,
     deadBytes: 0,
+    snapshotGrains: 0,
+    snapshotBytes: 0,
   };
 }
 
@@ -335,10 +486,11 @@ export function encodeDomain(c: DomainCounters): Buffer {
   return v;
 }
 
+/** Decodes a domain record; fields a shorter (older) record lacks are zero. */
 export function decodeDomain(value: Uint8Array): DomainCounters {
   const c = zeroDomain();
   DOMAIN_FIELDS.forEach((f, i) => {
-    c[f] = readU64(value, i * 8);
+    if (value.length >= (i + 1) * 8) c[f] = readU64(value, i * 8);
   });
   return c;
 }

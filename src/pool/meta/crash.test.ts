@@ -113,6 +113,9 @@ describe("crash consistency under SIGKILL", () => {
       // Kill points: a few ms to a few hundred ms after a sync, in one directory that accumulates
       // history across kills (each restart continues from the state the previous kill left).
       const delays = [0, 3, 17, 41, 90, 150];
+      // The worker also takes and deletes snapshots and copies maps: make sure it did.
+      let snapshotsSeen = 0;
+      let oldVersionsSeen = 0;
       for (const [i, delay] of delays.entries()) {
         const synced = await runAndKill(dir, 1000 + i, 2, delay);
         const store = await MetaStore.open({ path: dir });
@@ -127,9 +130,26 @@ describe("crash consistency under SIGKILL", () => {
           const r = await store.applyJournal({ maxRecords: Number.MAX_SAFE_INTEGER });
           expect(r.anomalies).toEqual([]);
           expect(store.audit().clean).toBe(true);
+          snapshotsSeen += store.listSnapshots(1).length + store.listSnapshots(2).length;
+          oldVersionsSeen += store.domainSnapshotUsage(1).oldVersions;
         } finally {
           await store.close();
         }
+      }
+      expect(snapshotsSeen).toBeGreaterThan(0);
+      expect(oldVersionsSeen).toBeGreaterThan(0);
+      // Interrupted snapshot deletions finish after a restart, and leave the audit clean.
+      const store = await MetaStore.open({ path: dir });
+      try {
+        for (const { volume, snapshot } of store.unfinishedSnapshotDeletions())
+          expect((await store.deleteSnapshot(volume, snapshot)).finished).toBe(true);
+        for (const volume of [1, 2])
+          for (const s of store.listSnapshots(volume)) await store.deleteSnapshot(volume, s);
+        await store.applyJournal({ maxRecords: Number.MAX_SAFE_INTEGER });
+        expect(store.audit().clean).toBe(true);
+        expect(store.domainSnapshotUsage(1).oldVersions).toBe(0);
+      } finally {
+        await store.close();
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

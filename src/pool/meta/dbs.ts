@@ -35,6 +35,11 @@ export interface MetaDbs {
   readonly domains: BinDb;
   readonly containers: BinDb;
   readonly meta: BinDb;
+  /** Old versions of map entries that snapshots still see. */
+  readonly mapold: BinDb;
+  /** The old versions again, by the generation that ended them (what deleting a snapshot walks). */
+  readonly mapdeath: BinDb;
+  readonly snapshots: BinDb;
 }
 
 export interface OpenEnvOptions {
@@ -66,7 +71,17 @@ export function openDbs(options: OpenEnvOptions): MetaDbs {
     domains: sub(DB_NAMES.domains),
     containers: sub(DB_NAMES.containers),
     meta: sub(DB_NAMES.meta),
+    mapold: sub(DB_NAMES.oldVersions),
+    mapdeath: sub(DB_NAMES.deathList),
+    snapshots: sub(DB_NAMES.snapshots),
   };
+}
+
+/** Journal bookkeeping shared by every mutation that appends or applies records. */
+export interface JournalState {
+  nextSeq: number;
+  /** Records in the journal (exact unless a commit failed after its callback ran; a hint). */
+  pending: number;
 }
 
 /** Read options for an explicit snapshot, or undefined for the default (current) view. */

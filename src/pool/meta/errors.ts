@@ -13,6 +13,16 @@ export const MetaErrorCode = {
   UnknownVolume: "UNKNOWN_VOLUME",
   /** createVolume for a number that exists (with another domain). */
   VolumeExists: "VOLUME_EXISTS",
+  /**
+   * The volume has no such snapshot, or it is being deleted (a deletion interrupted by a crash
+   * is finished by calling deleteSnapshot again: see unfinishedSnapshotDeletions).
+   */
+  UnknownSnapshot: "UNKNOWN_SNAPSHOT",
+  /**
+   * A map copy (copyGrains, cloneVolume) between volumes of different dedup domains: a domain's
+   * fingerprints mean nothing in another's index, so the data has to be read and written.
+   */
+  CrossDomain: "CROSS_DOMAIN",
   /** A caller bug: an argument outside its range (grain, fingerprint length, location field). */
   InvalidArgument: "INVALID_ARGUMENT",
   /** The store was opened with a grain size or format it was not created with. */

@@ -8,6 +8,9 @@
  *   (applyJournal, usually driven by RefcountApplier) applies them later. See README.md for the
  *   crash-consistency argument.
  * - Counters for capacity accounting per volume, per domain and per container.
+ * - Snapshots of block maps (snapshot.ts): O(1) to take; overwrites of what a snapshot sees move
+ *   the old entry, with its reference, to the old versions; map copies and clones by reference
+ *   (copy.ts). The map mutations themselves are in mapwrite.ts.
  *
  * Identifiers: volumes, domains and containers are u32 numbers that the catalog (volumes,
  * domains) and the container store (containers) assign; a number is never reused while anything
@@ -33,10 +36,23 @@ import {
   repairMeta,
 } from "./audit.js";
 import {
+  checkCount,
+  checkFingerprint,
+  checkGrain,
+  checkLocation,
+  checkU32,
+  countDuplicate,
+  countStored,
+  locationOf,
+  sameLocation,
+  unknownVolume,
+  validGrainSize,
+} from "./checks.js";
+import {
   type ChunkEntry,
   type ChunkLocation,
-  type ContainerCounters,
   DEAD_KEY_BYTES,
+  type DomainCounters,
   decodeChunk,
   decodeContainer,
   decodeDeadKey,
@@ -45,30 +61,31 @@ import {
   decodeVolume,
   encodeChunk,
   encodeDomain,
-  encodeJournalRecord,
   encodeVolume,
-  FINGERPRINT_BYTES,
   fpKey,
-  isU32,
-  type JournalDelta,
-  journalKey,
-  keyFromString,
-  keyString,
-  locationProblem,
   MAX_GRAIN,
   META_FORMAT_VERSION,
   mapKey,
   mapValueFingerprint,
-  mapVolumeEnd,
   readU32,
   readU64,
+  SNAPSHOT_FORMAT_VERSION,
   u32Key,
   u32Value,
-  type VolumeRecord,
   zeroDomain,
 } from "./codec.js";
-import { CounterDeltas, type MetaDbs, openDbs, readContainer, readDomain } from "./dbs.js";
+import { type CopyOptions, type CopyResult, type CopySource, copyGrains } from "./copy.js";
+import {
+  CounterDeltas,
+  type JournalState,
+  type MetaDbs,
+  openDbs,
+  type ReadOpts,
+  readContainer,
+  readDomain,
+} from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
+import { type PreparedUpdate, writeMapInTxn } from "./mapwrite.js";
 import {
   type ContainerRecord,
   type RebuildOptions,
@@ -76,9 +93,59 @@ import {
   rebuildIndex,
 } from "./rebuild.js";
 import { type ApplyResult, applyJournalInTxn, type DeadChunk } from "./refcount.js";
+import {
+  checkLiveSnapshot,
+  createSnapshotInTxn,
+  type DeleteSnapshotOptions,
+  type DeleteSnapshotResult,
+  deleteSnapshot,
+  forgetVolumeInTxn,
+  liveSnapshots,
+  RELEASE_BATCH,
+  releaseSomeOldVersionsInTxn,
+  retireSnapshotsInTxn,
+  snapshotEntries,
+  snapshotGrain,
+  unfinishedSnapshotDeletions,
+} from "./snapshot.js";
+import type {
+  ApplyOptions,
+  ContainerUsage,
+  DomainSnapshotUsage,
+  DomainUsage,
+  ExtentStatus,
+  GrainUpdate,
+  InsertResult,
+  MapEntry,
+  PoolUsage,
+  ReadOptions,
+  ResolvedGrain,
+  SnapshotUsage,
+  VolumeUsage,
+  WriteResult,
+} from "./types.js";
 
 export type { ChunkEntry, ChunkLocation, ContainerCounters } from "./codec.js";
+export type { CopyOptions, CopyResult, CopySource } from "./copy.js";
+export type { JournalState } from "./dbs.js";
 export type { ApplyResult, DeadChunk, RefcountAnomaly } from "./refcount.js";
+export type { DeleteSnapshotOptions, DeleteSnapshotResult } from "./snapshot.js";
+export type {
+  ApplyOptions,
+  ContainerUsage,
+  DomainSnapshotUsage,
+  DomainUsage,
+  ExtentStatus,
+  GrainUpdate,
+  InsertResult,
+  MapEntry,
+  PoolUsage,
+  ReadOptions,
+  ResolvedGrain,
+  SnapshotUsage,
+  VolumeUsage,
+  WriteResult,
+} from "./types.js";
 
 export interface MetaStoreOptions {
   /** Directory of the LMDB environment (created if absent). */
@@ -92,118 +159,6 @@ export interface MetaStoreOptions {
   readonly noSync?: boolean;
   /** Initial LMDB map size in bytes. */
   readonly mapSize?: number;
-}
-
-export interface GrainUpdate {
-  readonly grain: number;
-  /** The chunk the grain now holds, or null to make it a hole (all zeros, unmapped). */
-  readonly fingerprint: Uint8Array | null;
-  /**
-   * Where the writer stored this chunk, when it stored it (it found no index entry). The index
-   * entry is inserted in the same transaction unless the fingerprint is there by then (another
-   * writer won the race): the map then points at the existing chunk, and this copy is counted as
-   * dead bytes of its container. The container bytes must be durable before this call (README).
-   */
-  readonly chunk?: ChunkLocation;
-}
-
-export interface WriteResult {
-  /** Map entries that changed (an update to the same fingerprint changes nothing). */
-  readonly changed: number;
-  /** Index entries inserted from `chunk` locations. */
-  readonly inserted: number;
-  /** `chunk` copies not used because the index already held the fingerprint elsewhere. */
-  readonly duplicates: number;
-}
-
-export interface InsertResult {
-  /** True when this call created the index entry; false when it existed (dedup hit). */
-  readonly inserted: boolean;
-  /** The entry now in the index: the given location, or the existing one. */
-  readonly chunk: ChunkEntry;
-}
-
-export interface MapEntry {
-  readonly grain: number;
-  readonly fingerprint: Buffer;
-}
-
-export interface ResolvedGrain {
-  readonly fingerprint: Buffer;
-  /** The chunk, or undefined when the index lacks it (damage: the read must fail, not return zeros). */
-  readonly chunk: ChunkEntry | undefined;
-}
-
-export interface ExtentStatus {
-  readonly mapped: boolean;
-  /** Consecutive grains from the start grain with that status (1..maxGrains). */
-  readonly grains: number;
-}
-
-export interface ApplyOptions {
-  /** Journal records per batch (one LMDB transaction). Default 65536. */
-  readonly maxRecords?: number;
-}
-
-/**
- * Capacity of one volume. logical = physical + savedByDedup + savedByCompression.
- * Chunks shared between volumes are attributed pro rata: a volume's physical bytes are its
- * referenced bytes scaled by its domain's physical/referenced ratio. These fields are exact at the
- * domain level and an attribution at the volume level (sums over a domain's volumes match the
- * domain up to rounding).
- */
-export interface VolumeUsage {
-  readonly volume: number;
-  readonly domainId: number;
-  readonly mappedGrains: number;
-  /** mappedGrains × grain size. */
-  readonly logicalBytes: number;
-  /** Stored bytes of the chunks its grains point at, shared chunks counted in full. */
-  readonly referencedBytes: number;
-  /** logical − referenced: what compression saved on this volume's data (negative: overhead). */
-  readonly savedByCompression: number;
-  /** Attributed share of the domain's physical bytes. */
-  readonly physicalBytes: number;
-  /** referenced − physical (attributed). */
-  readonly savedByDedup: number;
-}
-
-/**
- * Capacity of one dedup domain. Exact once the journal is applied: mappedGrains, logical and
- * referenced bytes move with the maps; live, physical and dead move when the journal is applied.
- */
-export interface DomainUsage {
-  readonly domainId: number;
-  readonly mappedGrains: number;
-  readonly logicalBytes: number;
-  readonly referencedBytes: number;
-  readonly liveChunks: number;
-  readonly uniqueLogicalBytes: number;
-  /** Stored bytes of live chunks: what the domain occupies in containers. */
-  readonly physicalBytes: number;
-  /** logical − referenced. */
-  readonly savedByCompression: number;
-  /** referenced − physical. */
-  readonly savedByDedup: number;
-  /** logical / referenced (1 when empty). */
-  readonly compressionRatio: number;
-  /** referenced / physical (1 when empty). */
-  readonly dedupRatio: number;
-  readonly deadChunks: number;
-  readonly deadBytes: number;
-}
-
-export type PoolUsage = Omit<DomainUsage, "domainId"> & { readonly domains: number };
-
-export interface ContainerUsage extends ContainerCounters {
-  readonly containerId: number;
-}
-
-/** Journal bookkeeping shared with the audit and the rebuild (they apply the journal too). */
-export interface JournalState {
-  nextSeq: number;
-  /** Records in the journal (exact unless a commit failed after its callback ran; a hint). */
-  pending: number;
 }
 
 const UNMAP_BATCH = 8192;
@@ -243,10 +198,11 @@ export class MetaStore {
           dbs.meta.putSync(Buffer.from("grainSize"), u32Value(g));
           return g;
         }
-        if (readU32(format) !== META_FORMAT_VERSION) {
+        const version = readU32(format);
+        if (version !== META_FORMAT_VERSION && version !== SNAPSHOT_FORMAT_VERSION) {
           throw new MetaError(
             MetaErrorCode.Incompatible,
-            `metadata format ${readU32(format)} is not ${META_FORMAT_VERSION}`,
+            `metadata format ${version} is not ${META_FORMAT_VERSION} or ${SNAPSHOT_FORMAT_VERSION}`,
           );
         }
         const g = stored ? readU32(stored) : 4096;
@@ -334,23 +290,122 @@ export class MetaStore {
   }
 
   /**
-   * Unmaps every grain of the volume (journaling the releases) and forgets it. Runs as several
-   * transactions; a crash in between leaves a registered, partly unmapped volume (call again).
+   * Unmaps every grain of the volume (journaling the releases), releases its snapshots' old
+   * versions, and forgets it and its snapshots. Runs as several transactions: first every
+   * snapshot is marked as being deleted (nothing is preserved from then on), then the head is
+   * unmapped and the old versions released in batches, and the last one removes the records. A
+   * crash in between leaves a registered, partly released volume (call again).
    */
   async deleteVolume(volume: number): Promise<void> {
     this.checkOpen();
     checkU32("volume", volume);
+    const { dbs } = this;
     for (;;) {
+      await dbs.root.childTransaction(() => retireSnapshotsInTxn(dbs, volume));
       await this.unmapGrains(volume, 0, MAX_GRAIN);
-      const gone = await this.dbs.root.childTransaction(() => {
-        const start = mapKey(volume, 0);
-        for (const _ of this.dbs.map.getKeys({ start, end: mapVolumeEnd(volume), limit: 1 }))
-          return false;
-        this.dbs.volumes.removeSync(u32Key(volume));
-        return true;
-      });
-      if (gone) return;
+      for (;;) {
+        const r = await dbs.root.childTransaction(() =>
+          releaseSomeOldVersionsInTxn(dbs, this.journalState, volume, RELEASE_BATCH),
+        );
+        if (r.journaled) this.notifyJournal();
+        if (r.visited < RELEASE_BATCH) break;
+      }
+      if (await dbs.root.childTransaction(() => forgetVolumeInTxn(dbs, volume))) return;
     }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshots (snapshot.ts; design in README "Snapshots")
+
+  /**
+   * Takes a snapshot of the volume's map and returns its number `s` (the volume's generation,
+   * increasing). O(1) whatever the volume size: two small puts, no map entry is copied; from
+   * then on overwrites and unmaps of what `s` sees keep the old version for it.
+   */
+  async createSnapshot(volume: number): Promise<number> {
+    this.checkOpen();
+    checkU32("volume", volume);
+    return this.dbs.root.childTransaction(() => createSnapshotInTxn(this.dbs, volume));
+  }
+
+  /** The volume's live snapshots, oldest first ([] for an unknown volume). */
+  listSnapshots(volume: number): number[] {
+    this.checkOpen();
+    checkU32("volume", volume);
+    return liveSnapshots(this.dbs, volume, undefined);
+  }
+
+  /**
+   * Deletes a snapshot: releases (journals −1 for) the old versions no remaining snapshot sees,
+   * in time proportional to the versions that died between it and the next snapshot. Reads of
+   * it fail at once; the release runs as transactions of `batchSize` versions, each keeping the
+   * invariant. Interrupted (crash, or `maxBatches` reached), the snapshot stays listed by
+   * unfinishedSnapshotDeletions() until a further call finishes it.
+   */
+  async deleteSnapshot(
+    volume: number,
+    snapshot: number,
+    options: DeleteSnapshotOptions = {},
+  ): Promise<DeleteSnapshotResult> {
+    return deleteSnapshot(this, volume, snapshot, options);
+  }
+
+  /** Snapshots whose deletion started and did not finish (call deleteSnapshot again for each). */
+  unfinishedSnapshotDeletions(): { volume: number; snapshot: number }[] {
+    this.checkOpen();
+    return unfinishedSnapshotDeletions(this.dbs);
+  }
+
+  /**
+   * Makes `count` grains of `dstVolume` from `dstFirst` point at the chunks of the source's
+   * grains from `srcFirst` (the head, or a snapshot): +1 journaled per copied entry, the
+   * destination's previous entries released (or preserved for its snapshots) as a write would,
+   * holes copied as holes. No data moves. Same dedup domain only (CrossDomain otherwise). Runs
+   * in transactions of up to 16384 source entries; overlapping ranges of one volume behave as if
+   * the source was read whole first (copy.ts). Resolves with the number of mapped grains copied.
+   */
+  async copyGrains(
+    src: CopySource,
+    srcFirst: number,
+    dstVolume: number,
+    dstFirst: number,
+    count: number,
+    options: CopyOptions = {},
+  ): Promise<CopyResult> {
+    return copyGrains(this, src, srcFirst, dstVolume, dstFirst, count, options);
+  }
+
+  /**
+   * Creates `newVolume` in `domainId` as a copy of a snapshot's map: every mapped grain of the
+   * snapshot is copied (one +1 each), so the time is proportional to the snapshot's mapped
+   * grains, not O(1); the clone is independent of its source from then on (the snapshot can be
+   * deleted). The domain must be the source's. Calling again after a crash completes the clone
+   * (the copy overwrites whatever the new volume holds).
+   */
+  async cloneVolume(
+    src: { readonly volume: number; readonly snapshot: number },
+    newVolume: number,
+    domainId: number,
+    options: CopyOptions = {},
+  ): Promise<CopyResult> {
+    this.checkOpen();
+    checkU32("volume", src.volume);
+    checkU32("volume", newVolume);
+    checkU32("domainId", domainId);
+    if (newVolume === src.volume) {
+      throw new MetaError(MetaErrorCode.InvalidArgument, `volume ${newVolume} cannot clone itself`);
+    }
+    const srcDomain = this.volumeDomain(src.volume);
+    if (srcDomain === undefined) throw unknownVolume(src.volume);
+    checkLiveSnapshot(this.dbs, src.volume, src.snapshot, undefined);
+    if (srcDomain !== domainId) {
+      throw new MetaError(
+        MetaErrorCode.CrossDomain,
+        `volume ${src.volume} is in domain ${srcDomain}, not ${domainId}`,
+      );
+    }
+    await this.createVolume(newVolume, domainId);
+    return copyGrains(this, src, 0, newVolume, 0, MAX_GRAIN, options);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -425,7 +480,9 @@ export class MetaStore {
     }
     if (byGrain.size === 0) return { changed: 0, inserted: 0, duplicates: 0 };
     const prepared = [...byGrain.values()].sort((a, b) => a.grain - b.grain);
-    const result = await this.dbs.root.childTransaction(() => this.writeInTxn(volume, prepared));
+    const result = await this.dbs.root.childTransaction(() =>
+      writeMapInTxn(this.dbs, this.journalState, volume, prepared),
+    );
     if (result.journaled) this.notifyJournal();
     return { changed: result.changed, inserted: result.inserted, duplicates: result.duplicates };
   }
@@ -439,9 +496,7 @@ export class MetaStore {
     this.checkOpen();
     checkU32("volume", volume);
     checkGrain(firstGrain);
-    if (!Number.isInteger(count) || count < 0) {
-      throw new MetaError(MetaErrorCode.InvalidArgument, `grain count ${count}`);
-    }
+    checkCount(count);
     const endGrain = Math.min(firstGrain + count, MAX_GRAIN);
     let from = firstGrain;
     let total = 0;
@@ -455,7 +510,7 @@ export class MetaStore {
           prepared.push({ grain, key: Buffer.from(key), fingerprint: undefined, chunk: undefined });
         }
         if (prepared.length === 0) return { next: endGrain, changed: 0, journaled: false };
-        const r = this.writeInTxn(volume, prepared);
+        const r = writeMapInTxn(this.dbs, this.journalState, volume, prepared);
         const last = prepared[prepared.length - 1]!.grain;
         return { next: prepared.length < UNMAP_BATCH ? endGrain : last + 1, ...r };
       });
@@ -466,93 +521,126 @@ export class MetaStore {
     return total;
   }
 
-  /** The fingerprint a grain points at, or undefined for a hole. */
-  getGrain(volume: number, grain: number): Buffer | undefined {
+  /** The fingerprint a grain points at (as of `options.snapshot`), or undefined for a hole. */
+  getGrain(volume: number, grain: number, options: ReadOptions = {}): Buffer | undefined {
     this.checkOpen();
     checkGrain(grain);
+    if (options.snapshot !== undefined) {
+      const s = options.snapshot;
+      return this.withReadTxn((ro) => {
+        checkLiveSnapshot(this.dbs, volume, s, ro);
+        return snapshotGrain(this.dbs, volume, s, grain, ro);
+      });
+    }
     const v = this.dbs.map.get(mapKey(volume, grain));
     return v ? mapValueFingerprint(v) : undefined;
   }
 
   /**
    * Resolves `count` grains from `firstGrain` to their chunks, for the read path: undefined for a
-   * hole. All from one consistent view of the store.
+   * hole. All from one consistent view of the store; as of `options.snapshot` if given.
    */
-  resolveGrains(volume: number, firstGrain: number, count: number): (ResolvedGrain | undefined)[] {
+  resolveGrains(
+    volume: number,
+    firstGrain: number,
+    count: number,
+    options: ReadOptions = {},
+  ): (ResolvedGrain | undefined)[] {
     this.checkOpen();
     checkGrain(firstGrain);
-    if (!Number.isInteger(count) || count < 0) {
-      throw new MetaError(MetaErrorCode.InvalidArgument, `grain count ${count}`);
-    }
+    checkCount(count);
     const out: (ResolvedGrain | undefined)[] = new Array<ResolvedGrain | undefined>(count).fill(
       undefined,
     );
     if (count === 0) return out;
     const rec = this.dbs.volumes.get(u32Key(volume));
-    if (!rec)
-      throw new MetaError(MetaErrorCode.UnknownVolume, `volume ${volume} is not registered`);
+    if (!rec) throw unknownVolume(volume);
     const domainId = decodeVolume(rec).domainId;
-    const txn = this.dbs.root.useReadTransaction();
-    try {
-      const ro = { transaction: txn };
-      const end = mapKey(volume, Math.min(firstGrain + count, MAX_GRAIN));
-      const range = { start: mapKey(volume, firstGrain), end, ...ro };
-      for (const { key, value } of this.dbs.map.getRange(range)) {
-        const fingerprint = mapValueFingerprint(value);
+    const end = Math.min(firstGrain + count, MAX_GRAIN);
+    this.withReadTxn((ro) => {
+      for (const { grain, fingerprint } of this.entriesIn(volume, firstGrain, end, options, ro)) {
         const raw = this.dbs.fp.get(fpKey(domainId, fingerprint), ro);
-        out[decodeMapKey(key).grain - firstGrain] = {
-          fingerprint,
-          chunk: raw ? decodeChunk(raw) : undefined,
-        };
+        out[grain - firstGrain] = { fingerprint, chunk: raw ? decodeChunk(raw) : undefined };
       }
-    } finally {
-      txn.done();
-    }
+    });
     return out;
   }
 
   /**
    * Map entries of a volume in ascending grain order, from `firstGrain` (inclusive) to `endGrain`
-   * (exclusive). The iteration reads one snapshot; finish or break out of it promptly (it holds
-   * an LMDB read transaction open).
+   * (exclusive), of the head or of `options.snapshot`. The iteration reads one snapshot; finish
+   * or break out of it promptly (it holds an LMDB read transaction open).
    */
-  *mapEntries(volume: number, firstGrain = 0, endGrain = MAX_GRAIN): Generator<MapEntry> {
+  *mapEntries(
+    volume: number,
+    firstGrain = 0,
+    endGrain = MAX_GRAIN,
+    options: ReadOptions = {},
+  ): Generator<MapEntry> {
     this.checkOpen();
     checkGrain(firstGrain);
-    const range = {
-      start: mapKey(volume, firstGrain),
-      end: mapKey(volume, Math.min(endGrain, MAX_GRAIN)),
-    };
-    for (const { key, value } of this.dbs.map.getRange(range)) {
-      yield { grain: decodeMapKey(key).grain, fingerprint: mapValueFingerprint(value) };
+    const end = Math.min(endGrain, MAX_GRAIN);
+    if (options.snapshot === undefined) {
+      const range = { start: mapKey(volume, firstGrain), end: mapKey(volume, end) };
+      for (const { key, value } of this.dbs.map.getRange(range)) {
+        yield { grain: decodeMapKey(key).grain, fingerprint: mapValueFingerprint(value) };
+      }
+      return;
+    }
+    const txn = this.dbs.root.useReadTransaction();
+    try {
+      yield* this.entriesIn(volume, firstGrain, end, options, { transaction: txn });
+    } finally {
+      txn.done();
     }
   }
 
   /**
-   * Whether `grain` is mapped, and for how many consecutive grains (at most `maxGrains`) that
-   * status holds: the building block of GET LBA STATUS and Volume.blockStatus.
+   * Whether `grain` is mapped (in the head, or in `options.snapshot`), and for how many
+   * consecutive grains (at most `maxGrains`) that status holds: the building block of GET LBA
+   * STATUS and Volume.blockStatus.
    */
-  extentStatus(volume: number, grain: number, maxGrains: number): ExtentStatus {
+  extentStatus(
+    volume: number,
+    grain: number,
+    maxGrains: number,
+    options: ReadOptions = {},
+  ): ExtentStatus {
     this.checkOpen();
     checkGrain(grain);
     if (!Number.isInteger(maxGrains) || maxGrains < 1) {
       throw new MetaError(MetaErrorCode.InvalidArgument, `maxGrains ${maxGrains}`);
     }
     const end = Math.min(grain + maxGrains, MAX_GRAIN);
-    const range = { start: mapKey(volume, grain), end: mapKey(volume, end) };
-    let expected = grain;
-    for (const key of this.dbs.map.getKeys(range)) {
-      const g = decodeMapKey(key).grain;
-      if (g !== expected) {
-        return expected === grain
-          ? { mapped: false, grains: g - grain }
-          : { mapped: true, grains: expected - grain };
+    const status = (grains: Iterable<number>): ExtentStatus => {
+      let expected = grain;
+      for (const g of grains) {
+        if (g !== expected) {
+          return expected === grain
+            ? { mapped: false, grains: g - grain }
+            : { mapped: true, grains: expected - grain };
+        }
+        expected++;
       }
-      expected++;
+      return expected === grain
+        ? { mapped: false, grains: end - grain }
+        : { mapped: true, grains: expected - grain };
+    };
+    if (options.snapshot === undefined) {
+      const range = { start: mapKey(volume, grain), end: mapKey(volume, end) };
+      return status(
+        (function* (keys: Iterable<Buffer>) {
+          for (const key of keys) yield decodeMapKey(key).grain;
+        })(this.dbs.map.getKeys(range)),
+      );
     }
-    return expected === grain
-      ? { mapped: false, grains: end - grain }
-      : { mapped: true, grains: expected - grain };
+    return this.withReadTxn((ro) =>
+      status(
+        (function* (entries: Iterable<{ grain: number }>) {
+          for (const e of entries) yield e.grain;
+        })(this.entriesIn(volume, grain, end, options, ro)),
+      ),
+    );
   }
 
   // -------------------------------------------------------------------------------------------
@@ -682,10 +770,7 @@ export class MetaStore {
     if (!v) return undefined;
     const rec = decodeVolume(v);
     const dom = readDomain(this.dbs, rec.domainId);
-    const physical =
-      dom.referencedBytes > 0
-        ? Math.round((rec.referencedBytes * dom.physicalBytes) / dom.referencedBytes)
-        : 0;
+    const physical = attributed(rec.referencedBytes, dom);
     const logical = rec.mappedGrains * this.grainSize;
     return {
       volume,
@@ -696,6 +781,39 @@ export class MetaStore {
       savedByCompression: logical - rec.referencedBytes,
       physicalBytes: physical,
       savedByDedup: rec.referencedBytes - physical,
+    };
+  }
+
+  /** What the volume's snapshots hold beyond its head (undefined for an unknown volume). */
+  snapshotUsage(volume: number): SnapshotUsage | undefined {
+    this.checkOpen();
+    const v = this.dbs.volumes.get(u32Key(volume));
+    if (!v) return undefined;
+    const rec = decodeVolume(v);
+    const dom = readDomain(this.dbs, rec.domainId);
+    const oldVersions = rec.snap?.oldGrains ?? 0;
+    const referenced = rec.snap?.oldBytes ?? 0;
+    return {
+      volume,
+      domainId: rec.domainId,
+      snapshots: rec.snap?.live ?? 0,
+      oldVersions,
+      logicalBytes: oldVersions * this.grainSize,
+      referencedBytes: referenced,
+      physicalBytes: attributed(referenced, dom),
+    };
+  }
+
+  /** What the snapshots of a domain's volumes hold beyond the heads. */
+  domainSnapshotUsage(domainId: number): DomainSnapshotUsage {
+    this.checkOpen();
+    const dom = readDomain(this.dbs, domainId);
+    return {
+      domainId,
+      oldVersions: dom.snapshotGrains,
+      logicalBytes: dom.snapshotGrains * this.grainSize,
+      referencedBytes: dom.snapshotBytes,
+      physicalBytes: attributed(dom.snapshotBytes, dom),
     };
   }
 
@@ -765,8 +883,42 @@ export class MetaStore {
     for (const l of this.journalListeners) l(this.journalState.pending);
   }
 
-  private usageOf(d: ReturnType<typeof zeroDomain>): Omit<DomainUsage, "domainId"> {
+  private withReadTxn<T>(fn: (ro: ReadOpts) => T): T {
+    const txn = this.dbs.root.useReadTransaction();
+    try {
+      return fn({ transaction: txn });
+    } finally {
+      txn.done();
+    }
+  }
+
+  /** Entries of the head or of a live snapshot in [first, end), ascending, read through `ro`. */
+  private *entriesIn(
+    volume: number,
+    first: number,
+    end: number,
+    options: ReadOptions,
+    ro: ReadOpts,
+  ): Generator<MapEntry> {
+    if (options.snapshot !== undefined) {
+      checkLiveSnapshot(this.dbs, volume, options.snapshot, ro);
+      yield* snapshotEntries(this.dbs, volume, options.snapshot, first, end, ro);
+      return;
+    }
+    const range = { start: mapKey(volume, first), end: mapKey(volume, end), ...ro };
+    for (const { key, value } of this.dbs.map.getRange(range)) {
+      yield { grain: decodeMapKey(key).grain, fingerprint: mapValueFingerprint(value) };
+    }
+  }
+
+  /**
+   * Domain totals. With snapshots, physical bytes also pay for what only old versions reference:
+   * dedup savings count the old versions' references with the heads' (logical + snapshot
+   * referenced = physical + savedByDedup + savedByCompression); without, the usual identity.
+   */
+  private usageOf(d: DomainCounters): Omit<DomainUsage, "domainId"> {
     const logical = d.mappedGrains * this.grainSize;
+    const allReferenced = d.referencedBytes + d.snapshotBytes;
     return {
       mappedGrains: d.mappedGrains,
       logicalBytes: logical,
@@ -775,248 +927,20 @@ export class MetaStore {
       uniqueLogicalBytes: d.uniqueLogicalBytes,
       physicalBytes: d.physicalBytes,
       savedByCompression: logical - d.referencedBytes,
-      savedByDedup: d.referencedBytes - d.physicalBytes,
+      savedByDedup: allReferenced - d.physicalBytes,
       compressionRatio: d.referencedBytes > 0 ? logical / d.referencedBytes : 1,
-      dedupRatio: d.physicalBytes > 0 ? d.referencedBytes / d.physicalBytes : 1,
+      dedupRatio: d.physicalBytes > 0 ? allReferenced / d.physicalBytes : 1,
       deadChunks: d.deadChunks,
       deadBytes: d.deadBytes,
     };
   }
-
-  /**
-   * The body of every map mutation, inside a write transaction: read and check everything
-   * first (it may throw), then write (it must not throw), so that a rejection changes nothing.
-   */
-  private writeInTxn(volume: number, prepared: readonly PreparedUpdate[]): TxnWriteResult {
-    const { dbs } = this;
-    const volKey = u32Key(volume);
-    const rawRec = dbs.volumes.get(volKey);
-    if (!rawRec)
-      throw new MetaError(MetaErrorCode.UnknownVolume, `volume ${volume} is not registered`);
-    const rec = decodeVolume(rawRec);
-    const domainId = rec.domainId;
-
-    // Plan. The current entries of a dense run of grains (a multi-grain write) come from one
-    // range scan, which for a write into holes finds nothing at once; sparse updates use gets.
-    const first = prepared[0]!.grain;
-    const last = prepared[prepared.length - 1]!.grain;
-    let current: Map<number, Buffer> | undefined;
-    if (prepared.length > 1 && last - first < 2 * prepared.length) {
-      current = new Map();
-      const range = { start: mapKey(volume, first), end: mapKey(volume, last + 1) };
-      for (const { key, value } of dbs.map.getRange(range)) {
-        current.set(decodeMapKey(key).grain, mapValueFingerprint(value));
-      }
-    }
-    const entries = new Map<string, ChunkEntry | null>();
-    const lookup = (fp: Buffer): ChunkEntry | null => {
-      const k = keyString(fp);
-      let e = entries.get(k);
-      if (e === undefined) {
-        const raw = dbs.fp.get(fpKey(domainId, fp));
-        e = raw ? decodeChunk(raw) : null;
-        entries.set(k, e);
-      }
-      return e;
-    };
-    const inserts = new Map<string, ChunkLocation>();
-    const duplicates = new Map<string, ChunkLocation>();
-    const missing: string[] = [];
-    const changes: {
-      key: Buffer;
-      oldFp?: Buffer;
-      newFp?: Buffer;
-      oldStored: number;
-      newStored: number;
-      /** False when the map already holds newFp (healing a dangling entry: only the +1). */
-      writeMap: boolean;
-      /** False when the old chunk was not in the index: its reference was never counted. */
-      releaseOld: boolean;
-    }[] = [];
-    for (const p of prepared) {
-      let newEntry: ChunkEntry | null = null;
-      if (p.fingerprint) {
-        newEntry = lookup(p.fingerprint);
-        if (!newEntry && p.chunk) {
-          newEntry = { ...p.chunk, refcount: 0 };
-          entries.set(keyString(p.fingerprint), newEntry);
-          inserts.set(keyString(p.fingerprint), p.chunk);
-        } else if (!newEntry) {
-          missing.push(p.fingerprint.toString("hex"));
-          continue;
-        } else if (p.chunk && !sameLocation(newEntry, p.chunk)) {
-          duplicates.set(`${p.chunk.containerId}:${p.chunk.offset}`, p.chunk);
-        }
-      }
-      let oldFp: Buffer | undefined;
-      if (current) {
-        oldFp = current.get(p.grain);
-      } else {
-        const oldRaw = dbs.map.get(p.key);
-        oldFp = oldRaw ? mapValueFingerprint(oldRaw) : undefined;
-      }
-      const unchanged =
-        oldFp !== undefined && p.fingerprint !== undefined
-          ? oldFp.equals(p.fingerprint)
-          : oldFp === undefined && p.fingerprint === undefined;
-      if (unchanged) {
-        // Rewriting a dangling entry with its own data re-inserted: the entry now counts.
-        if (p.fingerprint && inserts.has(keyString(p.fingerprint))) {
-          changes.push({
-            key: p.key,
-            newFp: p.fingerprint,
-            oldStored: 0,
-            newStored: newEntry?.storedLength ?? 0,
-            writeMap: false,
-            releaseOld: false,
-          });
-        }
-        continue;
-      }
-      // A chunk inserted by this very call was not in the index before: whatever pointed at it
-      // was a dangling entry whose reference no refcount holds.
-      const oldEntry = oldFp && !inserts.has(keyString(oldFp)) ? lookup(oldFp) : null;
-      changes.push({
-        key: p.key,
-        ...(oldFp ? { oldFp } : {}),
-        ...(p.fingerprint ? { newFp: p.fingerprint } : {}),
-        oldStored: oldEntry?.storedLength ?? 0,
-        newStored: newEntry?.storedLength ?? 0,
-        writeMap: true,
-        releaseOld: oldEntry !== null,
-      });
-    }
-    if (missing.length > 0) {
-      throw new MetaError(
-        MetaErrorCode.ChunkMissing,
-        `${missing.length} fingerprint(s) not in domain ${domainId}'s index`,
-        missing,
-      );
-    }
-
-    // Write.
-    const deltas = new CounterDeltas();
-    for (const [k, loc] of inserts) {
-      dbs.fp.putSync(fpKey(domainId, keyFromString(k)), encodeChunk({ ...loc, refcount: 0 }));
-      countStored(deltas, loc);
-    }
-    for (const loc of duplicates.values()) countDuplicate(deltas, loc);
-    const refDeltas = new Map<string, number>();
-    const bump = (fp: Buffer, by: number): void => {
-      const k = keyString(fp);
-      refDeltas.set(k, (refDeltas.get(k) ?? 0) + by);
-    };
-    let mapped = 0;
-    let referenced = 0;
-    for (const c of changes) {
-      if (c.newFp) bump(c.newFp, 1);
-      if (c.oldFp && c.releaseOld) bump(c.oldFp, -1);
-      referenced += c.newStored - c.oldStored;
-      if (!c.writeMap) continue;
-      if (c.newFp) dbs.map.putSync(c.key, c.newFp);
-      else dbs.map.removeSync(c.key);
-      mapped += (c.newFp ? 1 : 0) - (c.oldFp ? 1 : 0);
-    }
-    const journal: JournalDelta[] = [];
-    for (const [k, delta] of refDeltas) {
-      if (delta !== 0) journal.push({ fingerprint: keyFromString(k), delta });
-    }
-    let journaled = false;
-    if (journal.length > 0) {
-      const seq = this.journalState.nextSeq++;
-      dbs.journal.putSync(journalKey(seq), encodeJournalRecord({ domainId, deltas: journal }));
-      journaled = true;
-    }
-    if (mapped !== 0 || referenced !== 0) {
-      const next: VolumeRecord = {
-        domainId,
-        mappedGrains: rec.mappedGrains + mapped,
-        referencedBytes: rec.referencedBytes + referenced,
-      };
-      dbs.volumes.putSync(volKey, encodeVolume(next));
-      const d = deltas.domain(domainId);
-      d.mappedGrains += mapped;
-      d.referencedBytes += referenced;
-    }
-    deltas.writeTo(dbs);
-    if (journaled) this.journalState.pending++;
-    return {
-      changed: changes.length,
-      inserted: inserts.size,
-      duplicates: duplicates.size,
-      journaled,
-    };
-  }
 }
 
-interface PreparedUpdate {
-  readonly grain: number;
-  readonly key: Buffer;
-  readonly fingerprint: Buffer | undefined;
-  readonly chunk: ChunkLocation | undefined;
-}
-
-interface TxnWriteResult extends WriteResult {
-  readonly journaled: boolean;
-}
-
-function validGrainSize(n: number): boolean {
-  return Number.isInteger(n) && n >= 4096 && n <= 65536 && (n & (n - 1)) === 0;
-}
-
-function checkU32(name: string, n: number): void {
-  if (!isU32(n)) throw new MetaError(MetaErrorCode.InvalidArgument, `${name} ${n} is not a u32`);
-}
-
-function checkGrain(grain: number): void {
-  if (!Number.isInteger(grain) || grain < 0 || grain >= MAX_GRAIN) {
-    throw new MetaError(MetaErrorCode.InvalidArgument, `grain ${grain} out of range`);
-  }
-}
-
-function checkFingerprint(fp: Uint8Array): void {
-  if (fp.length !== FINGERPRINT_BYTES) {
-    throw new MetaError(
-      MetaErrorCode.InvalidArgument,
-      `fingerprint of ${fp.length} bytes, not ${FINGERPRINT_BYTES}`,
-    );
-  }
-}
-
-function checkLocation(loc: ChunkLocation): ChunkLocation {
-  const problem = locationProblem(loc);
-  if (problem) throw new MetaError(MetaErrorCode.InvalidArgument, problem);
-  return {
-    containerId: loc.containerId,
-    offset: loc.offset,
-    storedLength: loc.storedLength,
-    logicalLength: loc.logicalLength,
-  };
-}
-
-function sameLocation(a: ChunkLocation, b: ChunkLocation): boolean {
-  return a.containerId === b.containerId && a.offset === b.offset;
-}
-
-function locationOf(e: ChunkLocation): ChunkLocation {
-  return {
-    containerId: e.containerId,
-    offset: e.offset,
-    storedLength: e.storedLength,
-    logicalLength: e.logicalLength,
-  };
-}
-
-function countStored(deltas: CounterDeltas, loc: ChunkLocation): void {
-  const c = deltas.container(loc.containerId);
-  c.storedChunks += 1;
-  c.storedBytes += loc.storedLength;
-}
-
-/** A copy written to a container but not referenced by the index: dead from the start. */
-function countDuplicate(deltas: CounterDeltas, loc: ChunkLocation): void {
-  countStored(deltas, loc);
-  const c = deltas.container(loc.containerId);
-  c.deadChunks += 1;
-  c.deadBytes += loc.storedLength;
+/**
+ * The share of a domain's physical bytes attributed to `referenced` bytes of it: pro rata over
+ * everything the domain references (heads and old versions), so that the shares add up.
+ */
+function attributed(referenced: number, dom: DomainCounters): number {
+  const all = dom.referencedBytes + dom.snapshotBytes;
+  return all > 0 ? Math.round((referenced * dom.physicalBytes) / all) : 0;
 }

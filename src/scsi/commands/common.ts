@@ -86,9 +86,18 @@ export function checkTransferLength(blocks: number, blockSize: number, lengthByt
   if (blocks > Limits.MAX_TRANSFER_BYTES / blockSize) throw invalidCdbField(lengthByte);
 }
 
-/** Read-only mappings refuse writes before the volume is touched. */
+/**
+ * Commands that write to the medium are refused with DATA PROTECT / WRITE PROTECTED before the
+ * volume is touched: through a read-only mapping, and while the unit's software write protect
+ * is on (SWP of the Control mode page, SPC-4 7.5.8), whichever nexus set it.
+ */
 export function checkWritable(lu: LunContext): void {
-  if (lu.entry.readOnly) throw writeProtected();
+  if (isWriteProtected(lu)) throw writeProtected();
+}
+
+/** A read-only mapping, or SWP=1 on the unit: see `checkWritable`. */
+export function isWriteProtected(lu: Pick<LunContext, "entry" | "unit">): boolean {
+  return lu.entry.readOnly || lu.unit.softwareWriteProtect;
 }
 
 /**

@@ -3,9 +3,10 @@
  * each page fills its bytes for a page control value (current, changeable, default), and the
  * pages with changeable fields apply a validated page from MODE SELECT.
  *
- * The only changeable field is WCE of the Caching page; it is shared by every nexus mapping
- * the volume, and not changeable through a read-only mapping (a read-only agent must not alter
- * the durability semantics of the writers; changeable values may differ per I_T nexus).
+ * The changeable fields are WCE of the Caching page and SWP of the Control page. Both belong to
+ * the logical unit, shared by every nexus mapping the volume, and neither is changeable through
+ * a read-only mapping (a read-only agent must not alter the durability semantics of the
+ * writers, nor write-protect their volume; changeable values may differ per I_T nexus).
  * No page is saveable (PS=0): MODE SENSE with PC=saved and MODE SELECT with SP=1 are refused.
  */
 import { ModePage, PageControl } from "../constants.js";
@@ -24,6 +25,8 @@ export interface ModePageDef {
 
 /** Caching mode page (SBC-4) byte 2: WCE bit. */
 const WCE = 0x04;
+/** Control mode page (SPC-4 7.5.8) byte 4: SWP bit. */
+const SWP = 0x08;
 
 const disconnectReconnect: ModePageDef = {
   code: ModePage.DISCONNECT_RECONNECT,
@@ -65,13 +68,32 @@ const control: ModePageDef = {
   //          (fixed format sense), GLTSD=0, RLEC=0;
   //  byte 3: QUEUE ALGORITHM MODIFIER=1 (unrestricted reordering of SIMPLE commands), NUAR=0,
   //          QERR=00b;
-  //  byte 4: RAC=0, UA_INTLCK_CTRL=00b, SWP = 1 for a read-only mapping (writes are refused);
+  //  byte 4: RAC=0, UA_INTLCK_CTRL=00b, SWP: 1 for a read-only mapping (writes are refused),
+  //          else the unit's software write protect, default 0, changeable through read-write
+  //          mappings (SPC-4 7.5.8: while it is 1, commands that write to the medium get DATA
+  //          PROTECT / WRITE PROTECTED and MODE SENSE reports WP; ./common.ts checkWritable);
   //  byte 5: ATO=0, TAS=0, ATMPE=0, RWWP=0, AUTOLOAD MODE=0;
   //  bytes 8-11: BUSY TIMEOUT PERIOD and EXTENDED SELF-TEST COMPLETION TIME: 0 (undefined).
   fill(page, pc, lu) {
-    if (pc === PageControl.CHANGEABLE) return;
+    if (pc === PageControl.CHANGEABLE) {
+      page[4] = lu.entry.readOnly ? 0 : SWP;
+      return;
+    }
     page[3] = 0x10;
-    page[4] = lu.entry.readOnly ? 0x08 : 0;
+    if (pc === PageControl.CURRENT && (lu.entry.readOnly || lu.unit.softwareWriteProtect)) {
+      page[4] = SWP;
+    } else if (pc === PageControl.DEFAULT && lu.entry.readOnly) {
+      page[4] = SWP;
+    }
+  },
+  apply(page, lu) {
+    // A read-only mapping always reads SWP=1 and cannot change it (not changeable, so the
+    // MODE SELECT that reaches here repeats that 1): the unit's own value stays as it is.
+    if (lu.entry.readOnly) return false;
+    const swp = (page[4]! & SWP) !== 0;
+    if (swp === lu.unit.softwareWriteProtect) return false;
+    lu.unit.softwareWriteProtect = swp;
+    return true;
   },
 };
 

@@ -123,7 +123,7 @@ describe("MODE SENSE", () => {
     }
   });
 
-  it("reports WCE as the only changeable field, and WCE=1 by default", async () => {
+  it("reports WCE and SWP as the only changeable fields, and WCE=1 by default", async () => {
     const { run } = setup();
     const changeable = parseMode((await run(Cdb.modeSense6({ pc: 1 }))).data!, false);
     for (const [code, page] of changeable.pages) {
@@ -131,6 +131,7 @@ describe("MODE SENSE", () => {
       expected[0] = code;
       expected[1] = page.length - 2;
       if (code === 0x08) expected[2] = 0x04;
+      if (code === 0x0a) expected[4] = 0x08; // SWP (./swp.test.ts)
       expect(page.equals(expected), `page ${code}`).toBe(true);
     }
     expect(changeable.blockDescriptor.equals(Buffer.alloc(8))).toBe(true);

@@ -22,7 +22,7 @@ import {
   parameterListLengthError,
 } from "../sense.js";
 import type { ScsiCommand, ScsiResult } from "../types.js";
-import { dataIn, goodWithDataOut, requireDataOut } from "./common.js";
+import { dataIn, failureResult, goodWithDataOut, requireDataOut } from "./common.js";
 import { buildModePage, findModePage, MODE_PAGES, type ModePageDef } from "./mode-pages.js";
 
 /** DEVICE-SPECIFIC PARAMETER (SBC-4): WP (bit 7), DPOFUA (bit 4: DPO and FUA supported). */
@@ -64,7 +64,8 @@ function modeSense(d: ModeSenseCdb, lu: LunContext, ten: boolean): ScsiResult {
  * DEVICE-SPECIFIC PARAMETER, then for (10) LONGLBA, and BLOCK DESCRIPTOR LENGTH.
  */
 function modeHeader(lu: LunContext, ten: boolean, bodyLength: number, bdLength: number): Buffer {
-  const dsp = (lu.entry.readOnly ? WP : 0) | DPOFUA;
+  // WP: a read-only mapping, or the unit's software write protect (SPC-4 7.5.8, SWP).
+  const dsp = (lu.entry.readOnly || lu.unit.softwareWriteProtect ? WP : 0) | DPOFUA;
   if (!ten) {
     const h = Buffer.alloc(4);
     h[0] = Math.min(3 + bodyLength, 0xff);
@@ -115,9 +116,17 @@ export const modeSelect10: LunHandler = (cmd, lu) =>
  * The MODE DATA LENGTH and DEVICE-SPECIFIC PARAMETER fields are ignored (reserved for MODE
  * SELECT), as is the PS bit of each page. The NUMBER OF LOGICAL BLOCKS of a block descriptor
  * is ignored: the capacity is not changed through MODE SELECT.
- * A changed WCE raises MODE PARAMETERS CHANGED on every other nexus mapping the volume.
+ * A changed WCE or SWP raises MODE PARAMETERS CHANGED on every other nexus mapping the volume.
+ * SWP set to one takes effect at once (later writes are refused), and the command returns after
+ * a flush of the volume: SPC-4 7.5.8 inhibits writing "after writing all cached or buffered
+ * write data", so GOOD means that everything written before is on the medium.
  */
-function modeSelect(d: ModeSelectCdb, cmd: ScsiCommand, lu: LunContext, ten: boolean): ScsiResult {
+function modeSelect(
+  d: ModeSelectCdb,
+  cmd: ScsiCommand,
+  lu: LunContext,
+  ten: boolean,
+): ScsiResult | Promise<ScsiResult> {
   if (d.sp) throw invalidCdbField(1, 0);
   const length = d.parameterListLength;
   if (length === 0) return goodWithDataOut(0);
@@ -148,6 +157,7 @@ function modeSelect(d: ModeSelectCdb, cmd: ScsiCommand, lu: LunContext, ten: boo
     at += def.length;
   }
 
+  const protectedBefore = lu.unit.softwareWriteProtect;
   let changed = false;
   for (const u of updates) {
     if (u.def.apply?.(u.page, lu)) changed = true;
@@ -155,7 +165,17 @@ function modeSelect(d: ModeSelectCdb, cmd: ScsiCommand, lu: LunContext, ten: boo
   if (changed) {
     lu.nexus.raiseUnitAttention(lu.entry.volumeId, Asc.MODE_PARAMETERS_CHANGED, lu.nexus);
   }
+  if (!protectedBefore && lu.unit.softwareWriteProtect) return flushThenGood(cmd, lu, length);
   return goodWithDataOut(length);
+}
+
+async function flushThenGood(cmd: ScsiCommand, lu: LunContext, length: number) {
+  try {
+    await lu.entry.volume.flush();
+    return goodWithDataOut(length);
+  } catch (err) {
+    return failureResult(err, cmd, lu, length);
+  }
 }
 
 /** At most one descriptor (SBC-4), whose LOGICAL BLOCK LENGTH must be the current one. */

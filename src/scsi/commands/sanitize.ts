@@ -26,20 +26,29 @@
  * Checks, in order, after the nexus's (unit attention, CDB usage map: IMMED and AUSE only, ZNR
  * is for zoned devices; reservations: SANITIZE conflicts like a write under RESERVE(6) and
  * persistent reservations): a sanitize in progress (NOT READY, SANITIZE IN PROGRESS), the
- * PARAMETER LIST LENGTH, write protection (a read-only mapping gets DATA PROTECT / WRITE
- * PROTECTED, EXIT FAILURE MODE included: a read-only agent must not change what the writers
- * see), the restricted failure mode, then the parameter list (short Data-Out: INVALID FIELD IN
- * COMMAND INFORMATION UNIT).
+ * PARAMETER LIST LENGTH, write protection (a read-only mapping, or the unit's software write
+ * protect, SWP of the Control mode page, gets DATA PROTECT / WRITE PROTECTED, EXIT FAILURE MODE
+ * included: a read-only agent must not change what the writers see), the restricted failure
+ * mode, then the parameter list (short Data-Out: INVALID FIELD IN COMMAND INFORMATION UNIT).
  *
  * The sanitize operation (SBC-4, sanitize operations):
  *  - While it runs, every command to the logical unit from any nexus, SANITIZE included, ends in
  *    NOT READY / LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS (04h/1Bh), except INQUIRY, REPORT
  *    LUNS and REQUEST SENSE (`refuseWhileSanitizing`, which wraps every dispatch table row).
- *    Commands that were already running are waited for: the operation holds the whole unit
- *    exclusively in the unit's gate (./io-gate.ts) before it touches a block.
- *  - It goes on through ABORT TASK, resets and I_T nexus loss: it belongs to the logical unit,
- *    not to the command. IMMED=1 returns GOOD once the CDB and parameter list are validated;
- *    IMMED=0 returns when the operation is done.
+ *    That sense data carries the PROGRESS INDICATION (SPC-4 4.5.2.4.4: SKSV=1, the fraction done
+ *    in 65536ths, counted in blocks written over all passes), and REQUEST SENSE returns it as
+ *    parameter data once the nexus has no deferred error or unit attention pending
+ *    (`sanitizeSense`, ./request-sense.ts): that is how an initiator follows a SANITIZE sent
+ *    with IMMED=1. Commands that were already running are waited for: the operation holds the
+ *    whole unit exclusively in the unit's gate (./io-gate.ts) before it touches a block.
+ *  - It goes on through ABORT TASK, ABORT TASK SET, resets and I_T nexus loss: it belongs to the
+ *    logical unit, not to the command. IMMED=1 returns GOOD once the CDB and parameter list are
+ *    validated; IMMED=0 returns when the operation is done, or at once with TASK ABORTED when
+ *    the transport aborts the command (ScsiNexus.abortTask), which the transport does not
+ *    send: the TMF is answered while the operation goes on (`unlessAborted`).
+ *  - OVERWRITE writes at the pace of the target's sanitize pacer (../pacer.ts, ScsiTarget option
+ *    `sanitizeBytesPerSecond`, 64 MiB/s by default): a bounded share of the pool's bandwidth,
+ *    which every other agent shares. BLOCK ERASE writes nothing and is not paced.
  *  - If it fails (a volume error: I/O error, full pool, ...), SANITIZE with IMMED=0 ends in
  *    MEDIUM ERROR / SANITIZE COMMAND FAILED (31h/03h), and the unit enters the failure mode:
  *    every command that reads or writes blocks ends in that same sense until a sanitize
@@ -52,10 +61,9 @@
  *
  * Not done: the state lives in memory, so a server restart during a sanitize leaves the volume
  * partly sanitized and in no failure mode (SBC-4 wants the operation resumed after a power on);
- * REQUEST SENSE does not report the progress indication; the iSCSI layer answers ABORT TASK of a
- * SANITIZE with IMMED=0 only once the operation has ended (as for any command: prefer IMMED=1 on
- * large volumes); an EXTENDED COPY sent to another logical unit that writes into this one waits
- * at this unit's gate until the sanitize is over instead of failing.
+ * an EXTENDED COPY sent to another logical unit that writes into this one waits at this unit's
+ * gate until the sanitize is over instead of failing; BLOCK ERASE reports no intermediate
+ * progress (one Volume.unmap call).
  */
 
 import { Opcode, ScsiStatus, SenseKey } from "../constants.js";
@@ -67,6 +75,7 @@ import {
   checkConditionResult,
   invalidCdbField,
   invalidParameterField,
+  type SenseSpec,
 } from "../sense.js";
 import type { ScsiCommand, ScsiResult } from "../types.js";
 import type { LogicalUnitState } from "../unit-state.js";
@@ -92,11 +101,25 @@ export const ASC_SANITIZE_COMMAND_FAILED = 0x3103;
 /** The OVERWRITE passes write chunks of at most this many bytes. */
 const CHUNK_BYTES = 1024 * 1024;
 
-type Condition =
-  | { readonly state: "running" }
-  | { readonly state: "failed"; readonly unrestricted: boolean };
+/**
+ * A sanitize operation in progress: how much of its work is done, for the PROGRESS INDICATION
+ * of NOT READY / SANITIZE IN PROGRESS sense data (SPC-4 4.5.2.4.4). The work is counted in
+ * blocks: every block of every OVERWRITE pass, or every block once for BLOCK ERASE.
+ */
+export class SanitizeProgress {
+  done = 0;
+  constructor(readonly total: number) {}
 
-const RUNNING: Condition = Object.freeze({ state: "running" });
+  /** Done / total in 65536ths, at most FFFFh (SPC-4: "numerator of a fraction ... 65 536"). */
+  get indication(): number {
+    if (this.total <= 0) return 0;
+    return Math.min(0xffff, Math.floor((this.done / this.total) * 0x10000));
+  }
+}
+
+type Condition =
+  | { readonly state: "running"; readonly progress: SanitizeProgress }
+  | { readonly state: "failed"; readonly unrestricted: boolean };
 
 /** The sanitize condition of each logical unit that has one. */
 const conditions = new WeakMap<LogicalUnitState, Condition>();
@@ -117,8 +140,21 @@ export function sanitizeState(unit: LogicalUnitState): "running" | "failed" | "i
   return conditions.get(unit)?.state ?? "idle";
 }
 
-function sanitizeInProgress(): CheckCondition {
-  return checkCondition(SenseKey.NOT_READY, ASC_SANITIZE_IN_PROGRESS);
+function sanitizeInProgress(progress: SanitizeProgress): CheckCondition {
+  return checkCondition(SenseKey.NOT_READY, ASC_SANITIZE_IN_PROGRESS, {
+    progress: progress.indication,
+  });
+}
+
+/**
+ * While a sanitize operation runs on `unit`: NOT READY / SANITIZE IN PROGRESS with its progress
+ * indication, which REQUEST SENSE returns when nothing else is pending (SBC-4, sanitize
+ * operations: REQUEST SENSE is processed, and reports the progress); else undefined.
+ */
+export function sanitizeSense(unit: LogicalUnitState): SenseSpec | undefined {
+  if (unitsWithCondition === 0) return undefined;
+  const c = conditions.get(unit);
+  return c?.state === "running" ? sanitizeInProgress(c.progress).sense : undefined;
 }
 
 function sanitizeFailed(): CheckCondition {
@@ -168,7 +204,7 @@ export function refuseWhileSanitizing(spec: CommandSpec): CommandSpec {
   const guarded: LunHandler = (cmd, lu) => {
     if (unitsWithCondition !== 0) {
       const c = conditions.get(lu.unit);
-      if (c?.state === "running") throw sanitizeInProgress();
+      if (c?.state === "running") throw sanitizeInProgress(c.progress);
       if (c !== undefined && medium) throw sanitizeFailed();
     }
     return handler(cmd, lu);
@@ -209,7 +245,7 @@ export const sanitize: LunHandler = (cmd, lu) => {
   const listLength = cdb.readUInt16BE(7);
   const unit = lu.unit;
   const condition = conditions.get(unit);
-  if (condition?.state === "running") throw sanitizeInProgress();
+  if (condition?.state === "running") throw sanitizeInProgress(condition.progress);
   const blockSize = lu.entry.volume.blockSize;
   const lengthOk =
     action === SanitizeAction.OVERWRITE
@@ -227,15 +263,19 @@ export const sanitize: LunHandler = (cmd, lu) => {
     return GOOD;
   }
   if (restricted && ause) throw invalidCdbField(1, 5);
+  const capacity = lu.entry.volume.blockCount();
   let erase: () => Promise<void>;
+  let progress: SanitizeProgress;
   if (action === SanitizeAction.OVERWRITE) {
     const p = decodeOverwriteParameters(requireDataOut(cmd, listLength), blockSize);
-    erase = () => overwrite(lu, p);
+    progress = new SanitizeProgress(capacity * p.passes);
+    erase = () => overwrite(lu, p, progress);
   } else {
-    erase = () => blockErase(lu);
+    progress = new SanitizeProgress(capacity);
+    erase = () => blockErase(lu, progress);
   }
   const dataOutLength = listLength;
-  setCondition(unit, RUNNING);
+  setCondition(unit, { state: "running", progress });
   const fields = describe(cmd, lu);
   lu.nexus.logger.warn(
     fields,
@@ -252,8 +292,31 @@ export const sanitize: LunHandler = (cmd, lu) => {
       return checkConditionResult(sanitizeFailed().sense, dataOutLength);
     },
   );
-  return immed ? { status: ScsiStatus.GOOD, dataOutLength } : done;
+  return immed ? { status: ScsiStatus.GOOD, dataOutLength } : unlessAborted(cmd, lu, done);
 };
+
+/**
+ * The result of a SANITIZE with IMMED=0: `done`, unless the transport aborts the command first.
+ * An abort ends the command, not the operation (SBC-4: the sanitize operation continues after
+ * a task management function aborts the SANITIZE command, a reset or an I_T nexus loss), so the
+ * command settles at once with TASK ABORTED, which the transport drops, and the operation goes
+ * on, reported by TEST UNIT READY and REQUEST SENSE as before.
+ */
+function unlessAborted(
+  cmd: ScsiCommand,
+  lu: LunContext,
+  done: Promise<ScsiResult>,
+): Promise<ScsiResult> {
+  return new Promise((resolve) => {
+    const release = lu.nexus.onAbort(cmd, () =>
+      resolve({ status: ScsiStatus.TASK_ABORTED, dataOutLength: cmd.cdb.readUInt16BE(7) }),
+    );
+    void done.then((result) => {
+      release();
+      resolve(result);
+    });
+  });
+}
 
 /**
  * The operation: wait until the commands already running on the unit have settled (the new ones
@@ -269,8 +332,16 @@ async function run(unit: LogicalUnitState, erase: () => Promise<void>, ause: boo
   clearCondition(unit);
 }
 
-/** Every pass writes every block, one chunk at a time, then flushes. */
-async function overwrite(lu: LunContext, p: OverwriteParameters): Promise<void> {
+/**
+ * Every pass writes every block, one chunk at a time, then flushes. Each chunk waits for the
+ * target's sanitize pacer first (../pacer.ts), so that the operation takes a bounded share of
+ * the pool's bandwidth; progress is counted per chunk.
+ */
+async function overwrite(
+  lu: LunContext,
+  p: OverwriteParameters,
+  progress: SanitizeProgress,
+): Promise<void> {
   const volume = lu.entry.volume;
   const blockSize = volume.blockSize;
   const capacity = volume.blockCount();
@@ -287,19 +358,26 @@ async function overwrite(lu: LunContext, p: OverwriteParameters): Promise<void> 
     const chunk = inverted && (p.passes - 1 - pass) % 2 === 1 ? inverted : plain;
     for (let lba = 0; lba < capacity; ) {
       const n = Math.min(chunkBlocks, capacity - lba);
+      await lu.unit.sanitizePacer.take(n * blockSize);
       // Sequential: the volume hands the buffer back when the write settles.
       await volume.write(lba, n === chunkBlocks ? chunk : chunk.subarray(0, n * blockSize));
       lba += n;
+      progress.done += n;
     }
     await volume.flush();
   }
 }
 
-/** Deallocate every block in one call (the backend knows how to free a whole range best). */
-async function blockErase(lu: LunContext): Promise<void> {
+/**
+ * Deallocate every block in one call (the backend knows how to free a whole range best: the
+ * file backend truncates, the pool drops block map entries). Nothing is written, so nothing is
+ * paced; the progress goes from 0 to done at once.
+ */
+async function blockErase(lu: LunContext, progress: SanitizeProgress): Promise<void> {
   const volume = lu.entry.volume;
   await volume.unmap(0, volume.blockCount());
   await volume.flush();
+  progress.done = progress.total;
 }
 
 /** The log fields that say who sanitizes what. */

@@ -170,7 +170,7 @@ describe("VPD pages", () => {
       const { nexus } = setup({ blockSize });
       const d = await vpd(nexus, 0xb0);
       expect(d.readUInt16BE(2)).toBe(0x3c);
-      expect(d[4]! & 1).toBe(1); // WSNZ
+      expect(d[4]! & 1).toBe(0); // WSNZ
       expect(d[5]).toBe(255); // MAXIMUM COMPARE AND WRITE LENGTH
       expect(d.readUInt16BE(6)).toBe(granularity);
       expect(d.readUInt32BE(8)).toBe(maxTransfer);

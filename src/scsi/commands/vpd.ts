@@ -168,20 +168,27 @@ function extendedInquiry(): Buffer {
 
 /**
  * Block Limits VPD page (SBC-4), 60 bytes of payload (page length 3Ch).
- *  - WSNZ: `WSNZ` of ./write-same.ts (1: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is refused).
+ *  - WSNZ: `WSNZ` of ./write-same.ts (0: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 writes or
+ *    unmaps to the end of the medium).
  *  - MAXIMUM COMPARE AND WRITE LENGTH: 255 blocks (./compare-and-write.ts).
- *  - OPTIMAL TRANSFER LENGTH GRANULARITY: one grain (8 blocks of 512 on 4 KiB grains).
+ *  - OPTIMAL TRANSFER LENGTH GRANULARITY: one physical block, the volume's
+ *    `physicalBlockSize` (the pool's grain: 8 blocks of 512 on 4 KiB grains), or 4 KiB when the
+ *    volume reports none (the file backend, whose page cache works in 4 KiB pages).
  *  - MAXIMUM TRANSFER LENGTH and MAXIMUM PREFETCH LENGTH: 16 MiB.
  *  - MAXIMUM UNMAP LBA COUNT: 512 MiB, in at most 256 UNMAP descriptors.
  *  - MAXIMUM WRITE SAME LENGTH: FFFFh blocks.
  *  - Atomic writes (./write-atomic.ts): on a volume with `writeAtomic`, MAXIMUM ATOMIC TRANSFER
  *    LENGTH = its `atomicWriteMaxBlocks` (at most MAXIMUM TRANSFER LENGTH) and ATOMIC ALIGNMENT 0;
  *    on any other volume both one grain. No granularity requirement, no atomic boundaries.
- *  - OPTIMAL UNMAP GRANULARITY: one grain, UGAVALID with alignment 0.
+ *  - OPTIMAL UNMAP GRANULARITY: the same physical block, UGAVALID with UNMAP GRANULARITY
+ *    ALIGNMENT 0 (grains start at LBA 0). What the pool can deallocate is whole grains: an UNMAP
+ *    or WRITE SAME with UNMAP that covers part of a grain leaves that grain mapped, the part
+ *    reading as zeros (./write-same.ts, ./unmap.ts), and READ CAPACITY (16) reports the same
+ *    physical block (./capacity.ts).
  */
 export function blockLimits(volume: Volume): Buffer {
   const blockSize = volume.blockSize;
-  const perGrain = Math.max(1, Limits.GRAIN_BYTES / blockSize);
+  const perGrain = Math.max(1, (volume.physicalBlockSize ?? Limits.GRAIN_BYTES) / blockSize);
   const maxTransfer = Limits.MAX_TRANSFER_BYTES / blockSize;
   const maxUnmap = Limits.MAX_UNMAP_BYTES / blockSize;
   const out = Buffer.alloc(60);

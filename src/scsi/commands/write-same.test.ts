@@ -41,11 +41,22 @@ describe.each([
     expect(volume.peek(4, 8).equals(pattern(8, 0))).toBe(true);
   });
 
-  it("with UNMAP and a non-zero block writes the block (SBC-4: unmap only what reads back the same)", async () => {
+  it("with UNMAP deallocates whatever the block holds (SBC-4: a thin LU should deallocate)", async () => {
     const { run, volume } = setup();
+    expectGood(await run(Cdb.write10({ lba: 0, blocks: 4 }), pattern(4, 0x11)));
     expectGood(await run(build({ lba: 0, blocks: 2, unmap: true }), pattern(1, 0xaa)));
-    expect(volume.calls.map((c) => c.op)).toEqual(["write"]);
-    expect(volume.peek(0, 2).equals(pattern(2, 0xaa))).toBe(true);
+    expect(volume.calls.at(-1)).toEqual({ op: "unmap", lba: 0, blocks: 2 });
+    // LBPRZ=1: the range reads as zeros, not as the pattern.
+    expect(volume.peek(0, 2).equals(pattern(2, 0))).toBe(true);
+    expect(volume.peek(2, 2).equals(pattern(2, 0x11))).toBe(true);
+  });
+
+  it("without UNMAP writes a block of zeros like any other pattern", async () => {
+    const { run, volume } = setup();
+    expectGood(await run(Cdb.write10({ lba: 0, blocks: 2 }), pattern(2, 0x11)));
+    expectGood(await run(build({ lba: 0, blocks: 2 }), pattern(1, 0)));
+    expect(volume.calls.at(-1)).toMatchObject({ op: "write", lba: 0, blocks: 2 });
+    expect(volume.peek(0, 2).equals(pattern(2, 0))).toBe(true);
   });
 
   it("refuses more than MAXIMUM WRITE SAME LENGTH blocks", async () => {
@@ -59,27 +70,30 @@ describe.each([
     expect(volume.calls.map((c) => c.op)).toEqual(["unmap"]);
   });
 
-  it("refuses NUMBER OF LOGICAL BLOCKS 0 while the Block Limits page says WSNZ=1", async () => {
-    expect(WSNZ).toBe(true);
-    const { run, volume } = setup();
+  it("offers NUMBER OF LOGICAL BLOCKS 0 (WSNZ=0 in the Block Limits page)", async () => {
+    expect(WSNZ).toBe(false);
+    const { run, volume } = setup({ blocks: 1024 });
+    const vpd = await run(Cdb.inquiry({ evpd: true, page: 0xb0 }));
+    expect(vpd.data![4]! & 0x01).toBe(0);
+    expectGood(await run(build({ lba: 1020, blocks: 0 }), pattern(1, 0x33)));
+    expect(volume.peek(1020, 4).equals(pattern(4, 0x33))).toBe(true);
+  });
+
+  it("refuses NUMBER OF LOGICAL BLOCKS 0 when built with WSNZ=1", async () => {
+    const { writeSame, volume } = setupWith(true);
     const s = expectSense(
-      await run(build({ lba: 1000, blocks: 0 }), pattern(1, 0)),
+      await writeSame(build({ lba: 1000, blocks: 0 }), pattern(1, 0)),
       5,
       Asc.INVALID_FIELD_IN_CDB,
     );
     expect(s.fieldPointer).toEqual({ inCdb: true, byte: lengthByte });
     expect(volume.calls).toEqual([]);
-    const vpd = await run(Cdb.inquiry({ evpd: true, page: 0xb0 }));
-    expect(vpd.data![4]! & 0x01).toBe(1);
   });
 
-  /**
-   * The handler as it is with WSNZ=0, called directly on LUN 0 of a `setup()` (the dispatch
-   * table's rows use WSNZ=1, see write-same.ts).
-   */
-  function setupWsnz0(o: { blocks?: number; readOnly?: boolean } = {}) {
+  /** The handler built with this WSNZ, called directly on LUN 0 of a `setup()`. */
+  function setupWith(wsnz: boolean, o: { blocks?: number; readOnly?: boolean } = {}) {
     const s = setup(o);
-    const handler = writeSameHandler(decode, lengthByte, false);
+    const handler = writeSameHandler(decode, lengthByte, wsnz);
     const lu: LunContext = {
       nexus: s.nexus as unknown as NexusContext,
       entry: s.view.get(0)!,
@@ -95,8 +109,9 @@ describe.each([
     };
     return { ...s, writeSame };
   }
+  const setupWsnz0 = (o: { blocks?: number; readOnly?: boolean } = {}) => setupWith(false, o);
 
-  describe("NUMBER OF LOGICAL BLOCKS 0 with WSNZ=0", () => {
+  describe("NUMBER OF LOGICAL BLOCKS 0 (to the end of the medium)", () => {
     it("writes every block from the LBA to the end of the medium", async () => {
       const { writeSame, volume } = setupWsnz0({ blocks: 1024 });
       expectGood(await writeSame(build({ lba: 1000, blocks: 0 }), pattern(1, 0x6b)));
@@ -116,11 +131,13 @@ describe.each([
       expect(volume.peek(1008, 16).equals(pattern(16, 0))).toBe(true);
     });
 
-    it("with UNMAP and any other block writes it to the end of the medium", async () => {
-      const { writeSame, volume } = setupWsnz0({ blocks: 1024 });
+    it("with UNMAP and any other block deallocates to the end of the medium", async () => {
+      // libiscsi WriteSame10.UnmapUntilEnd: FFh blocks written, then UNMAP with an FFh block.
+      const { run, writeSame, volume } = setupWsnz0({ blocks: 1024 });
+      expectGood(await run(Cdb.write10({ lba: 1020, blocks: 4 }), pattern(4, 0xff)));
       expectGood(await writeSame(build({ lba: 1020, blocks: 0, unmap: true }), pattern(1, 0xff)));
-      expect(volume.calls.map((c) => c.op)).toEqual(["write"]);
-      expect(volume.peek(1020, 4).equals(pattern(4, 0xff))).toBe(true);
+      expect(volume.calls.at(-1)).toEqual({ op: "unmap", lba: 1020, blocks: 4 });
+      expect(volume.peek(1020, 4).equals(pattern(4, 0))).toBe(true);
     });
 
     it("counts the rest of the medium against MAXIMUM WRITE SAME LENGTH", async () => {

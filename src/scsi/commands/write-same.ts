@@ -1,8 +1,7 @@
 /**
  * WRITE SAME (10)/(16), SBC-4: write one block of Data-Out to every block of a range.
  *
- *  - NUMBER OF LOGICAL BLOCKS 0 is refused with INVALID FIELD IN CDB while WSNZ=1 in the Block
- *    Limits VPD page (`WSNZ` below says why it is still 1). With WSNZ=0 (`wsnz` false), SBC-4
+ *  - NUMBER OF LOGICAL BLOCKS 0 (WSNZ=0 in the Block Limits VPD page, `WSNZ` below): SBC-4
  *    (WRITE SAME (10), NUMBER OF LOGICAL BLOCKS field) makes the blocks "requested to be unmapped
  *    or written" all of those from the LBA to the last LBA of the medium. The LBA must then be a
  *    block of the medium (else LOGICAL BLOCK ADDRESS OUT OF RANGE: there is no rest of the medium
@@ -16,9 +15,20 @@
  *  - The Data-Out buffer must be exactly one block (libiscsi InvalidDataOutSize: both a short
  *    and a long buffer fail): otherwise INVALID FIELD IN COMMAND INFORMATION UNIT. NDOB=1
  *    (16 only) means no Data-Out and a block of zeros.
- *  - UNMAP=1 with a block of zeros deallocates the range (Volume.unmap): with LBPRZ=1 that is
- *    exactly what reading it returns afterwards, as SBC-4 requires for unmapping instead of
- *    writing. UNMAP=1 with any other pattern writes the pattern.
+ *  - UNMAP=1 (ANCHOR=0) deallocates the range (Volume.unmap), whatever the Data-Out block holds:
+ *    SBC-4's table of ANCHOR and UNMAP bits (WRITE SAME (10)) says a thin provisioned logical
+ *    unit "should deallocate each LBA specified by the command", without condition on the data
+ *    (restated in Seagate's SCSI Commands Reference Manual rev. J, table 237; LIO does the same).
+ *    With LBPRZ=1 the range then reads as zeros, the pattern included: an initiator that sets
+ *    UNMAP asks for the space back, not for the pattern. Blocks that share a physical block (a
+ *    pool grain) with blocks outside the range cannot be deallocated alone; the Volume contract
+ *    makes them read as zeros all the same (the pool writes zeros into such a grain, which stays
+ *    mapped and is reported so by GET LBA STATUS: SBC-4's logical block provisioning model
+ *    lets the device server leave an LBA of a partial unmap granule mapped), so the whole range
+ *    reads back alike whatever its alignment to the OPTIMAL UNMAP GRANULARITY of the Block
+ *    Limits VPD page.
+ *    Without UNMAP, a block of zeros is written like any other pattern: the pool stores no zero
+ *    grains anyway, and the file backend must write it.
  *  - Without UNMAP the pattern is written in chunks of up to 1 MiB, one at a time: the buffer is
  *    bounded whatever the range (at most FFFFh blocks, 256 MiB on 4 KiB blocks), and the command
  *    holds the unit's gate (./io-gate.ts) as a shared access, which only COMPARE AND WRITE, the
@@ -36,15 +46,12 @@ import type { ScsiCommand, ScsiResult } from "../types.js";
 import { checkLbaRange, checkWritable, failureResult, goodWithDataOut } from "./common.js";
 
 /**
- * The WSNZ bit of the Block Limits VPD page (./vpd.ts reports this constant). Still true: the
- * handler implements NUMBER OF LOGICAL BLOCKS 0 (see the module comment), but with WSNZ=0
- * libiscsi 1.19 runs WriteSame10.UnmapUntilEnd for real, and that test sends UNMAP=1 with a
- * block of FFh bytes and expects zeros back, which this handler does not do (it writes the
- * pattern, see UNMAP above; the WRITE SAME (16) twin of the test sends zeros and passes, and
- * libiscsi reworked the (10) one after 1.19, pull request 318). Set it to false to offer the 0
- * form; src/scsi/README.md has the measured effect.
+ * The WSNZ bit of the Block Limits VPD page (./vpd.ts reports this constant): false, NUMBER OF
+ * LOGICAL BLOCKS 0 means "to the end of the medium" (see the module comment). libiscsi 1.19's
+ * WriteSame10.UnmapUntilEnd sends that with UNMAP=1 and a block of FFh bytes and expects zeros
+ * back, which is what deallocating gives (see UNMAP above).
  */
-export const WSNZ = true;
+export const WSNZ = false;
 
 const zeroBlocks = new Map<number, Buffer>();
 
@@ -75,11 +82,9 @@ export function writeSameHandler(
         expectedLength,
       );
     }
+    if (d.unmap) return unmapRange(cmd, lu, d.lba, blocks, expectedLength);
     const block = d.ndob ? zeroBlock(blockSize) : cmd.dataOut;
-    const unmap = d.unmap && block.equals(zeroBlock(blockSize));
-    return unmap
-      ? unmapRange(cmd, lu, d.lba, blocks, expectedLength)
-      : writePattern(cmd, lu, d.lba, blocks, block, expectedLength);
+    return writePattern(cmd, lu, d.lba, blocks, block, expectedLength);
   };
 }
 

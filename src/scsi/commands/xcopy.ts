@@ -72,7 +72,7 @@ import {
 import { senseForFailure } from "../sense-map.js";
 import type { LunEntry, ScsiCommand, ScsiResult } from "../types.js";
 import type { LogicalUnitState } from "../unit-state.js";
-import { goodWithDataOut, requireDataOut } from "./common.js";
+import { goodWithDataOut, isWriteProtected, requireDataOut } from "./common.js";
 import { CopyLimits, CopyManagerStatus, type HeldCopy, holdCopy } from "./copy-results.js";
 import { type BlockRange, blockRange, gateOf, type UnitGate } from "./io-gate.js";
 
@@ -437,7 +437,7 @@ async function copySegment(
   if (!inRange(segment.destinationLba, dstBlocks, dstVolume.blockCount())) {
     throw refusedBy("destination", LBA_OUT_OF_RANGE, SegmentField.DESTINATION_LBA);
   }
-  if (dst.entry.readOnly)
+  if (isWriteProtected(dst))
     throw refusedBy("destination", WRITE_PROTECTED, SegmentField.DESTINATION_INDEX);
   if (bytes === 0) return;
   const fua = !dst.unit.writeCacheEnabled;

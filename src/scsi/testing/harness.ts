@@ -3,6 +3,7 @@
  * commands and look at results.
  */
 import assert from "node:assert/strict";
+import type { Volume } from "../../volume/volume.js";
 import { ScsiStatus } from "../constants.js";
 import { decodeFixedSense } from "../sense.js";
 import { type ScsiNexus, ScsiTarget } from "../target.js";
@@ -45,7 +46,7 @@ let channels = 0;
 
 export function lunEntry(
   lun: number,
-  volume: MemoryVolume,
+  volume: Volume,
   o: { readOnly?: boolean; volumeId?: string } = {},
 ): LunEntry {
   return {

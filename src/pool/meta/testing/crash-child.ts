@@ -1,8 +1,11 @@
 /**
  * Crash-test worker (run with vite-node by crash.test.ts, then killed with SIGKILL at a random
- * moment): hammers a store with concurrent map updates, unmaps and GC claims while the background
- * applier applies the journal, and after every 10th round writes a marker grain, flushes, and
- * prints `synced <n>`: the parent checks that the last printed marker survived the kill.
+ * moment): hammers a store with concurrent map updates, unmaps, GC claims, snapshots, snapshot
+ * deletions (in small batches, so that kills land between their transactions) and map copies
+ * (some from snapshots) while the background applier applies the journal, and after every 10th
+ * round writes a marker grain, flushes, and prints `synced <n>`: the parent checks that the last
+ * printed marker survived the kill. At start it finishes the snapshot deletions a previous kill
+ * interrupted.
  *
  * Usage: crash-child.ts <dir> <seed>
  */
@@ -28,6 +31,8 @@ await store.createVolume(1, 1);
 await store.createVolume(2, 1);
 const applier = new RefcountApplier(store, { intervalMs: 2, highWater: 16 });
 applier.start();
+for (const { volume, snapshot } of store.unfinishedSnapshotDeletions())
+  await store.deleteSnapshot(volume, snapshot, { batchSize: 4 });
 process.stdout.write("ready\n");
 
 const label = (c: number) => `data-${c}`;
@@ -49,10 +54,12 @@ for (let round = 0; ; round++) {
             };
       });
       ops.push(store.writeGrains(volume, updates));
-    } else if (kind < 9) {
+    } else if (kind < 8) {
       ops.push(store.unmapGrains(volume, rand(256), 1 + rand(16)));
-    } else {
+    } else if (kind < 9) {
       ops.push(store.reclaimDeadChunks(1 + rand(4)).catch(() => undefined));
+    } else {
+      ops.push(snapshotOp(volume));
     }
   }
   // Writers racing a GC claim may get ChunkMissing: that is the protocol, not a failure.
@@ -65,4 +72,23 @@ for (let round = 0; ; round++) {
     await store.flush();
     process.stdout.write(`synced ${n}\n`);
   }
+}
+
+/** A snapshot, a snapshot deletion or a map copy (grains below 300: the markers stay intact). */
+async function snapshotOp(volume: number): Promise<unknown> {
+  const snapshots = store.listSnapshots(volume);
+  const what = rand(3);
+  if (what === 0 && snapshots.length < 3) return store.createSnapshot(volume);
+  if (what <= 1 && snapshots.length > 0)
+    return store.deleteSnapshot(volume, snapshots[rand(snapshots.length)]!, { batchSize: 4 });
+  const n = 1 + rand(32);
+  const snapshot = snapshots.length > 0 && rand(2) === 0 ? snapshots[0] : undefined;
+  return store.copyGrains(
+    snapshot === undefined ? { volume } : { volume, snapshot },
+    rand(256),
+    1 + rand(2),
+    rand(256),
+    n,
+    { batchSize: 8 },
+  );
 }

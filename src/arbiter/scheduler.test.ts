@@ -1,0 +1,494 @@
+import { describe, expect, it } from "vitest";
+import { StorageError } from "../volume/errors.js";
+import { ManualClock } from "./clock.js";
+import { type ArbiterPolicy, arbiterPolicy } from "./policy.js";
+import { ArbiterAbortError, type ChannelHandle, IoScheduler } from "./scheduler.js";
+
+/** Let every pending promise reaction run. */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function policy(p: Partial<Parameters<typeof arbiterPolicy>[0]>): ArbiterPolicy {
+  return arbiterPolicy({ agents: [], volumes: [], ...p });
+}
+
+/** A volume command taking `ms` of (manual) time. */
+function service(clock: ManualClock, ms: number): () => Promise<void> {
+  return () => new Promise<void>((resolve) => clock.set(resolve, ms));
+}
+
+/**
+ * A client keeping `depth` commands of `bytes` outstanding on `handle` until `stopAt`;
+ * counts completed commands and bytes.
+ */
+function client(
+  handle: ChannelHandle,
+  depth: number,
+  bytes: number,
+  fn: () => Promise<void>,
+  stopAt: () => number,
+  clock: ManualClock,
+  kind: "read" | "write" = "read",
+) {
+  const stats = { ops: 0, bytes: 0, errors: 0 };
+  const loop = async () => {
+    while (clock.now() < stopAt()) {
+      try {
+        await handle.run(kind, bytes, fn);
+        if (clock.now() <= stopAt()) {
+          stats.ops++;
+          stats.bytes += bytes;
+        }
+      } catch {
+        stats.errors++;
+      }
+    }
+  };
+  for (let i = 0; i < depth; i++) void loop();
+  return stats;
+}
+
+/** Advance manual time to `until` in `step` ms steps, letting promises settle in between. */
+async function runUntil(clock: ManualClock, until: number, step = 0.25): Promise<void> {
+  while (clock.now() < until) {
+    clock.advance(Math.min(step, until - clock.now()));
+    await settle();
+  }
+}
+
+describe("IoScheduler: fast path", () => {
+  it("runs an unlimited command at once, synchronously, with no timer", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock });
+    const h = s.channel("a", 1, "v");
+    let ran = false;
+    const p = h.run("read", 4096, async () => {
+      ran = true;
+      return 42;
+    });
+    expect(ran).toBe(true);
+    expect(s.inFlight).toBe(1);
+    expect(clock.timerCount).toBe(0);
+    expect(await p).toBe(42);
+    expect(s.inFlight).toBe(0);
+    expect(h.demand.totals.readOps).toBe(1);
+    expect(h.demand.totals.readBytes).toBe(4096);
+    expect(s.demand.agent("a").totals.readOps).toBe(1);
+  });
+
+  it("passes failures through, counting them, and a synchronous throw as a rejection", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock });
+    const h = s.channel("a", 1, "v");
+    const boom = new Error("boom");
+    await expect(h.run("write", 10, () => Promise.reject(boom))).rejects.toBe(boom);
+    await expect(
+      h.run("write", 10, () => {
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    expect(h.demand.totals.errors).toBe(2);
+    expect(s.inFlight).toBe(0);
+  });
+
+  it("still takes the fast path when a limit has tokens left", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ agents: [{ name: "a", limits: { readIops: 10 } }] }),
+    });
+    let ran = 0;
+    const h = s.channel("a", 1, "v");
+    for (let i = 0; i < 10; i++) void h.run("read", 512, async () => void ran++);
+    expect(ran).toBe(10); // the burst: 10 commands (1 s of 10 IOPS)
+    void h.run("read", 512, async () => void ran++);
+    expect(ran).toBe(10);
+    expect(s.throttledCount).toBe(1);
+    clock.advance(100); // 1 / 10 IOPS = 100 ms
+    await settle();
+    expect(ran).toBe(11);
+  });
+});
+
+describe("IoScheduler: speed limits", () => {
+  it("holds an agent to 100 read IOPS over 10 s, never failing a command", async () => {
+    // Limit 100 IOPS, burst 1 s: over 10 s at most 100 * 10 + 100 = 1100 commands complete.
+    // Service time 1 ms, 8 outstanding: without the limit it would do 8000/s.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ agents: [{ name: "a", limits: { readIops: 100 } }] }),
+    });
+    const h = s.channel("a", 1, "v");
+    let stop = 10_000;
+    const stats = client(h, 8, 4096, service(clock, 1), () => stop, clock);
+    await runUntil(clock, 10_000, 1);
+    stop = 0;
+    expect(stats.errors).toBe(0);
+    expect(Math.abs(stats.ops - 1100) / 1100).toBeLessThan(0.01);
+    // The demand series saw the same: 100/s in the last complete 10 s... minus the first burst.
+    const w = h.demand.window(1, clock.now());
+    expect(w.readIops).toBeGreaterThanOrEqual(99);
+    expect(w.readIops).toBeLessThanOrEqual(101);
+    expect(w.avgQueued).toBeGreaterThan(6); // 8 outstanding, ~1 in the volume at a time
+  });
+
+  it("holds 20 MB/s of writes within 1% over 10 s with a half-second burst", async () => {
+    // 64 KiB writes, 4 outstanding, 0.2 ms each. 20e6 B/s * 10 s + burst 0.5 s * 20e6 = 210e6.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ agents: [{ name: "a", limits: { writeBps: 20e6, burst: 0.5 } }] }),
+    });
+    const h = s.channel("a", 1, "v");
+    let stop = 10_000;
+    const stats = client(h, 4, 65536, service(clock, 0.2), () => stop, clock, "write");
+    await runUntil(clock, 10_000, 1);
+    stop = 0;
+    expect(Math.abs(stats.bytes - 210e6) / 210e6).toBeLessThan(0.01);
+  });
+
+  it("shares a volume limit between the agents that use it", async () => {
+    // Volume v: 200 IOPS total. Two agents, 4 outstanding each: together at most 200/s.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ volumes: [{ name: "v", limits: { iops: 200 } }] }),
+    });
+    let stop = 5000;
+    const a = client(s.channel("a", 1, "v"), 4, 512, service(clock, 1), () => stop, clock);
+    const b = client(s.channel("b", 2, "v"), 4, 512, service(clock, 1), () => stop, clock);
+    await runUntil(clock, 5000, 1);
+    stop = 0;
+    const total = a.ops + b.ops;
+    expect(Math.abs(total - (200 * 5 + 200)) / 1200).toBeLessThan(0.02);
+    expect(Math.abs(a.ops - b.ops) / total).toBeLessThan(0.05);
+  });
+
+  it("lets flush, unmap and block status through any limit", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ agents: [{ name: "a", limits: { iops: 1, readIops: 1, writeIops: 1 } }] }),
+    });
+    const h = s.channel("a", 1, "v");
+    let ran = 0;
+    for (let i = 0; i < 50; i++) void h.run("other", 0, async () => void ran++);
+    expect(ran).toBe(50);
+    expect(s.throttledCount).toBe(0);
+  });
+
+  it("applies a changed limit to later commands (live reload)", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ agents: [{ name: "a", limits: { readIops: 10, burst: 0.1 } }] }),
+    });
+    const h = s.channel("a", 1, "v");
+    void h.run("read", 1, async () => undefined); // uses the 1-token burst
+    let ran = 0;
+    void h.run("read", 1, async () => void ran++);
+    expect(ran).toBe(0); // waits 100 ms
+    s.configure(policy({ agents: [{ name: "a" }] })); // limit removed
+    void h.run("read", 1, async () => void ran++);
+    expect(ran).toBe(1); // the new command runs at once; the waiting one keeps its due time
+    clock.advance(100);
+    await settle();
+    expect(ran).toBe(2);
+  });
+});
+
+describe("IoScheduler: fair shares", () => {
+  async function twoAgents(weights: [number, number], opts: { balance?: "auto" | "off" } = {}) {
+    // 4 commands in flight at most, 1 ms each: the server does 4000 commands/s. Both agents keep
+    // 16 outstanding, so both are backlogged all the time.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      concurrency: 4,
+      policy: policy({
+        agents: [
+          { name: "heavy", weight: weights[0] },
+          { name: "light", weight: weights[1] },
+        ],
+        pool: { balance: opts.balance ?? "off" },
+      }),
+    });
+    return { clock, s };
+  }
+
+  it("divides a saturated server 3:1 by weight, then gives it all to the one left", async () => {
+    const { clock, s } = await twoAgents([3, 1]);
+    let stopHeavy = 5000;
+    let stopLight = 10_000;
+    const heavy = client(
+      s.channel("heavy", 1, "v1"),
+      16,
+      65536,
+      service(clock, 1),
+      () => stopHeavy,
+      clock,
+    );
+    const light = client(
+      s.channel("light", 2, "v2"),
+      16,
+      65536,
+      service(clock, 1),
+      () => stopLight,
+      clock,
+    );
+    await runUntil(clock, 5000, 1);
+    const ratio = heavy.bytes / light.bytes;
+    expect(Math.abs(ratio - 3) / 3).toBeLessThan(0.02);
+    expect(heavy.ops + light.ops).toBeGreaterThan(0.99 * 4 * 5000);
+    stopHeavy = 0;
+    const before = light.ops;
+    await runUntil(clock, 10_000, 1);
+    stopLight = 0;
+    // Alone, the light agent takes the whole server: ~4000 commands/s.
+    expect((light.ops - before) / 5).toBeGreaterThan(0.98 * 4000);
+    await runUntil(clock, 10_010, 1);
+  });
+
+  it("weighs cost in bytes: an agent of big commands does not crowd out one of small ones", async () => {
+    const { clock, s } = await twoAgents([1, 1]);
+    let stop = 5000;
+    // "heavy" sends 1 MiB commands, "light" 4 KiB ones, equal weights: equal bytes + op cost.
+    const big = client(
+      s.channel("heavy", 1, "v1"),
+      16,
+      1 << 20,
+      service(clock, 1),
+      () => stop,
+      clock,
+    );
+    const small = client(
+      s.channel("light", 2, "v2"),
+      16,
+      4096,
+      service(clock, 1),
+      () => stop,
+      clock,
+    );
+    await runUntil(clock, 5000, 1);
+    stop = 0;
+    const costBig = big.bytes + big.ops * 32 * 1024;
+    const costSmall = small.bytes + small.ops * 32 * 1024;
+    expect(Math.abs(costBig / costSmall - 1)).toBeLessThan(0.05);
+    await runUntil(clock, 5010, 1);
+  });
+
+  it("does not queue below the budget: each agent gets what it asks", async () => {
+    const { clock, s } = await twoAgents([3, 1]);
+    let stop = 1000;
+    const heavy = client(
+      s.channel("heavy", 1, "v1"),
+      1,
+      4096,
+      service(clock, 1),
+      () => stop,
+      clock,
+    );
+    const light = client(
+      s.channel("light", 2, "v2"),
+      2,
+      4096,
+      service(clock, 1),
+      () => stop,
+      clock,
+    );
+    await runUntil(clock, 1000, 1);
+    stop = 0;
+    expect(s.waiting).toBe(0);
+    expect(light.ops / heavy.ops).toBeCloseTo(2, 1);
+    await runUntil(clock, 1010, 1);
+  });
+
+  it("with balance: auto lends an idle agent's weight to the backed-up ones, within 4x", async () => {
+    // Three agents of weight 1: "idle" sends nothing; "deep" keeps 32 outstanding, "shallow" 6.
+    // Budget 4. Without balance both busy ones get 1/2 of the server. With balance, idle's
+    // weight goes to them in proportion to weight x queue length, so deep gets more.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      concurrency: 4,
+      balanceIntervalMs: 500,
+      policy: policy({
+        agents: [{ name: "idle" }, { name: "deep" }, { name: "shallow" }],
+        pool: { balance: "auto" },
+      }),
+    });
+    let stop = 10_000;
+    const deep = client(s.channel("deep", 1, "v"), 32, 4096, service(clock, 1), () => stop, clock);
+    const shallow = client(
+      s.channel("shallow", 2, "v"),
+      6,
+      4096,
+      service(clock, 1),
+      () => stop,
+      clock,
+    );
+    await runUntil(clock, 10_000, 1);
+    stop = 0;
+    const weights = Object.fromEntries(s.agentSchedules().map((a) => [a.name, a.effectiveWeight]));
+    expect(weights.idle).toBe(1);
+    expect(weights.deep).toBeGreaterThan(1.5);
+    expect(weights.deep).toBeLessThanOrEqual(4);
+    expect(weights.shallow).toBeGreaterThanOrEqual(1);
+    expect(weights.deep!).toBeGreaterThan(weights.shallow!);
+    expect(deep.ops).toBeGreaterThan(shallow.ops * 1.2);
+    await runUntil(clock, 10_010, 1);
+  });
+
+  it("keeps weights as configured with balance off", async () => {
+    const { clock, s } = await twoAgents([3, 1]);
+    let stop = 3000;
+    client(s.channel("heavy", 1, "v1"), 16, 4096, service(clock, 1), () => stop, clock);
+    await runUntil(clock, 3000, 1);
+    stop = 0;
+    expect(s.agentSchedules().map((a) => a.effectiveWeight)).toEqual([3, 1]);
+    await runUntil(clock, 3010, 1);
+  });
+});
+
+describe("IoScheduler: aborts", () => {
+  it("rejects a command whose signal was already aborted, without running it", async () => {
+    const s = new IoScheduler();
+    let ran = false;
+    const ac = new AbortController();
+    ac.abort("tmf");
+    await expect(
+      s.run(
+        "a",
+        1,
+        "v",
+        "read",
+        1,
+        async () => {
+          ran = true;
+        },
+        ac.signal,
+      ),
+    ).rejects.toBeInstanceOf(ArbiterAbortError);
+    expect(ran).toBe(false);
+  });
+
+  it("removes a command waiting for tokens, and gives its tokens back", async () => {
+    // 10 IOPS, burst 0.1 s = 1 token. Command 1 takes it, command 2 is due at 100 ms, command 3
+    // at 200 ms. Aborting 2 refunds its token: command 3 keeps its due time, and command 4,
+    // which would have been due at 300 ms, is due at 200 ms too.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ agents: [{ name: "a", limits: { readIops: 10, burst: 0.1 } }] }),
+    });
+    const h = s.channel("a", 1, "v");
+    const ran: number[] = [];
+    await h.run("read", 1, async () => void ran.push(1));
+    const ac = new AbortController();
+    const second = h.run("read", 1, async () => void ran.push(2), ac.signal);
+    const third = h.run("read", 1, async () => void ran.push(3));
+    ac.abort(new Error("ABORT TASK"));
+    const error = await second.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ArbiterAbortError);
+    expect((error as Error).name).toBe("AbortError");
+    expect(((error as Error).cause as Error).message).toBe("ABORT TASK");
+    expect(s.throttledCount).toBe(1);
+    expect(h.demand.totals.aborted).toBe(1);
+    const fourth = h.run("read", 1, async () => void ran.push(4));
+    clock.advance(199);
+    await settle();
+    expect(ran).toEqual([1]);
+    clock.advance(1);
+    await settle();
+    expect(ran).toEqual([1, 3, 4]);
+    await Promise.all([third, fourth]);
+  });
+
+  it("removes a command waiting for a share; abort after dispatch changes nothing", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock, concurrency: 1 });
+    const h = s.channel("a", 1, "v");
+    const first = new AbortController();
+    const running = h.run("read", 1, service(clock, 5), first.signal);
+    const queued = new AbortController();
+    let ran = false;
+    const waiting = h.run(
+      "read",
+      1,
+      async () => {
+        ran = true;
+      },
+      queued.signal,
+    );
+    expect(s.waiting).toBe(1);
+    queued.abort();
+    first.abort();
+    await expect(waiting).rejects.toBeInstanceOf(ArbiterAbortError);
+    expect(s.waiting).toBe(0);
+    clock.advance(5);
+    await expect(running).resolves.toBeUndefined();
+    expect(ran).toBe(false);
+  });
+
+  it("aborts by channel, tag or everything, and rejects with NotReady on close", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock, concurrency: 1 });
+    const h1 = s.channel("a", 1, "v");
+    const h2 = s.channel("b", 2, "v");
+    void h1.run("read", 1, service(clock, 10));
+    const tagged = h1.run("read", 1, async () => 1, undefined, "nexus-1");
+    const other = h1.run("read", 1, async () => 2, undefined, "nexus-2");
+    const onTwo = h2.run("read", 1, async () => 3);
+    const late = h2.run("read", 1, async () => 4);
+    expect(h1.abortQueued("nexus-1")).toBe(1);
+    await expect(tagged).rejects.toBeInstanceOf(ArbiterAbortError);
+    expect(s.abortQueued({ channel: 1 })).toBe(1);
+    await expect(other).rejects.toBeInstanceOf(ArbiterAbortError);
+    expect(s.abortQueued({ agent: "b", volume: "v" }, "LUN RESET")).toBe(2);
+    await expect(onTwo).rejects.toBeInstanceOf(ArbiterAbortError);
+    await expect(late).rejects.toBeInstanceOf(ArbiterAbortError);
+
+    const waiting = h2.run("read", 1, async () => 5);
+    s.close();
+    await expect(waiting).rejects.toBeInstanceOf(StorageError);
+    await expect(h2.run("read", 1, async () => 6)).rejects.toMatchObject({ code: "NOT_READY" });
+    expect(clock.timerCount).toBe(1); // only the running command's own service timer
+  });
+});
+
+describe("IoScheduler: handles and status", () => {
+  it("keeps one handle per channel, and reports configured agents", () => {
+    const s = new IoScheduler({
+      policy: policy({
+        agents: [{ name: "b", weight: 2, limits: { readBps: 1000 } }, { name: "a" }],
+      }),
+    });
+    const h = s.channel("a", 7, "v");
+    expect(s.channel("a", 7, "v")).toBe(h);
+    expect(s.channel("b", 7, "v")).not.toBe(h);
+    expect(s.agentSchedules()).toEqual([
+      { name: "a", weight: 1, effectiveWeight: 1, queued: 0, throttled: 0, inFlight: 0 },
+      {
+        name: "b",
+        weight: 2,
+        effectiveWeight: 2,
+        limits: { readBps: 1000 },
+        queued: 0,
+        throttled: 0,
+        inFlight: 0,
+      },
+    ]);
+    s.dropChannel(7);
+    expect([...s.demand.channels()]).toEqual([]);
+    expect(() => new IoScheduler({ concurrency: 0 })).toThrow(RangeError);
+  });
+});

@@ -1,0 +1,700 @@
+/**
+ * The chunk store: container files of every domain, for the pool's write and read paths.
+ *
+ * Write side. One open container per domain takes the appends (FORMAT.md §1: append-only). A
+ * write hands all its new grains to `appendAll` in one synchronous loop, so they land adjacent in
+ * the container and a later sequential read fetches them with one pread. `ChunkBatch.sync()` is
+ * the write protocol's step 3 (src/pool/meta/README.md, "Write protocol"): the container bytes are
+ * durable before the map update names them. ContainerWriter.sync shares one fdatasync between all
+ * the writes waiting at the moment it starts (group commit). A container that reaches
+ * `sealBytes` is retired: no new appends, and it is sealed (FORMAT.md §4, §5) once no write that
+ * used it is still between its append and its map update.
+ *
+ * In-flight dedup: a grain being appended by one write and not yet in the index is found by
+ * another write of the same content through `pending`, which then maps the same location instead
+ * of storing a second copy (the index's insert-if-absent handles any remaining race).
+ *
+ * Holds: every write holds the containers it appended to (or whose pending location it uses)
+ * until its map update settled. GC deletes only sealed containers without holds, so a map update
+ * can never name a deleted container.
+ *
+ * Read side. `readRun` reads records that lie back to back in one container with one pread and
+ * opens each (FORMAT.md §3: CRC32C, fingerprint, GCM tag, codec). Open file handles are kept in an
+ * LRU cache. A record that fails a check is a ContainerIntegrityError (StorageError MediumError):
+ * no byte of it is returned.
+ */
+import type { KeyObject } from "node:crypto";
+import { type FileHandle, open, readdir, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { type DomainKeys, domainKeys, newId } from "../crypto/index.js";
+import { fsyncDirectory, isErrnoException } from "../util/atomic-file.js";
+import { StorageError, StorageErrorCode } from "../volume/errors.js";
+import { GRAIN_BYTES, type JobRunner } from "./chunk-worker.js";
+import {
+  CONTAINER_SUFFIX,
+  ContainerIntegrityError,
+  ContainerWriter,
+  containerFileName,
+  type DamageReason,
+  FILE_HEADER_BYTES,
+  RECORD_HEADER_BYTES,
+} from "./container/index.js";
+import { containerDir, type Devices } from "./devices.js";
+import type { ChunkLocation } from "./meta/index.js";
+import type { ContainerRecord, DomainRecord, Registry } from "./registry.js";
+
+export interface ChunkStoreOptions {
+  /** Retire (and seal) a container once it holds this many bytes. Default 256 MiB. */
+  readonly sealBytes?: number | undefined;
+  /** Container files kept open for reading. Default 64. */
+  readonly readerCacheSize?: number | undefined;
+  /**
+   * Recompute HMAC(plaintext) = fingerprint on every read (FORMAT.md §3, last check). Default
+   * false: the GCM tag already binds plaintext and fingerprint (the AAD holds the fingerprint),
+   * so this only catches a writer that sealed a grain under a wrong fingerprint; scrub checks it.
+   */
+  readonly verifyReads?: boolean | undefined;
+}
+
+/** A container that takes appends (or took them, until it is sealed). */
+export interface OpenContainer {
+  readonly rec: ContainerRecord;
+  readonly writer: ContainerWriter;
+  /** Writes between their append and the end of their map update. */
+  holds: number;
+  /** No new appends: sealed (or, when broken, closed) once `holds` is 0. */
+  retired: boolean;
+  /** A write or fdatasync failed: the writer refuses everything (ContainerWriter contract). */
+  broken: boolean;
+  /** Resolves once the container is sealed or closed after retirement. */
+  done?: Promise<void>;
+}
+
+interface DomainState {
+  readonly rec: DomainRecord;
+  readonly keys: DomainKeys;
+  current: OpenContainer | undefined;
+  creating: Promise<OpenContainer> | undefined;
+  /** Grains being appended, by fingerprint (latin1 string): see "In-flight dedup". */
+  readonly pending: Map<string, { oc: OpenContainer; location: Promise<ChunkLocation> }>;
+}
+
+interface ReaderEntry {
+  readonly handle: FileHandle;
+  readonly path: string;
+  users: number;
+  evicted: boolean;
+}
+
+/** One record of a run to read (the index's ChunkEntry fields, plus the fingerprint). */
+export interface RunRecord {
+  readonly offset: number;
+  readonly storedLength: number;
+  readonly fingerprint: Uint8Array;
+}
+
+/** What `recover` did at open, for the log. */
+export interface RecoverySummary {
+  readonly reopened: number;
+  readonly tornTails: number;
+  readonly tornBytes: number;
+  readonly sealedAtOpen: number;
+  readonly deletedLeftovers: number;
+  readonly missing: string[];
+  readonly damaged: string[];
+}
+
+const MiB = 1024 * 1024;
+/** Upper bound of one record's size, for free-space checks: header + 4 KiB + tag. */
+const RECORD_BOUND = RECORD_HEADER_BYTES + 4096 + 16;
+
+export class ChunkStore {
+  readonly sealBytes: number;
+  private readonly readerCacheSize: number;
+  private readonly verifyReads: boolean;
+  private readonly domains = new Map<number, DomainState>();
+  /** Every container with a writer: current, retired but not sealed yet. */
+  private readonly open = new Map<number, OpenContainer>();
+  private readonly readers = new Map<number, Promise<ReaderEntry>>();
+  /** Damaged record ranges found by scrub, per container: reads of them fail at once. */
+  readonly damaged = new Map<number, { offset: number; length: number; reason: string }[]>();
+
+  constructor(
+    private readonly registry: Registry,
+    readonly devices: Devices,
+    private readonly master: KeyObject,
+    /** Fingerprinting and record opening, on worker threads when there are any. */
+    readonly jobs: JobRunner,
+    private readonly logger: Logger | undefined,
+    options: ChunkStoreOptions = {},
+  ) {
+    this.sealBytes = options.sealBytes ?? 256 * MiB;
+    this.readerCacheSize = Math.max(1, options.readerCacheSize ?? 64);
+    this.verifyReads = options.verifyReads ?? false;
+  }
+
+  private domain(number: number): DomainState {
+    let d = this.domains.get(number);
+    if (d === undefined) {
+      const rec = this.registry.domain(number);
+      if (rec === undefined) throw new Error(`domain ${number} is not in the registry`);
+      d = {
+        rec,
+        keys: domainKeys(this.master, rec.id),
+        current: undefined,
+        creating: undefined,
+        pending: new Map(),
+      };
+      this.domains.set(number, d);
+    }
+    return d;
+  }
+
+  keys(domain: number): DomainKeys {
+    return this.domain(domain).keys;
+  }
+
+  /** The domain's 128-bit id (UUID text), what jobs derive its keys from. */
+  domainId(domain: number): string {
+    return this.domain(domain).rec.id;
+  }
+
+  containerPath(rec: ContainerRecord): string {
+    const device = this.registry.device(rec.device);
+    if (device === undefined) throw new Error(`container ${rec.id}: device ${rec.device} unknown`);
+    return join(containerDir(device), containerFileName(rec.id));
+  }
+
+  /** The container a domain currently appends to, if any (GC and tests). */
+  currentContainer(domain: number): OpenContainer | undefined {
+    return this.domains.get(domain)?.current;
+  }
+
+  openContainer(number: number): OpenContainer | undefined {
+    return this.open.get(number);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Write side
+
+  batch(domain: number): ChunkBatch {
+    return new ChunkBatch(this, this.domain(domain));
+  }
+
+  /** @internal The writable container of a domain with room for `bytes` (created if needed). */
+  async writable(d: DomainState, bytes: number): Promise<OpenContainer> {
+    for (;;) {
+      const cur = d.current;
+      if (cur !== undefined && !cur.retired) {
+        if (this.devices.hasRoom(cur.rec.device, bytes)) return cur;
+        // Its device is at its reserve: continue on another one, if any has room.
+        if (this.devices.pick(bytes) === undefined) throw poolFull();
+        this.retire(cur);
+      }
+      d.creating ??= this.create(d).finally(() => {
+        d.creating = undefined;
+      });
+      const oc = await d.creating;
+      if (!oc.retired) return oc;
+    }
+  }
+
+  private async create(d: DomainState): Promise<OpenContainer> {
+    await this.devices.refresh();
+    const device = this.devices.pick(4 * MiB);
+    if (device === undefined) throw poolFull();
+    const id = newId();
+    let writer: ContainerWriter;
+    try {
+      writer = await ContainerWriter.create(containerDir(device), d.keys, { containerId: id });
+    } catch (error) {
+      throw asStorageError(error, "creating a container");
+    }
+    // The registry entry is durable before any index entry can name the number (registry.ts).
+    const rec = this.registry.addContainer(id, device.number, d.rec.number);
+    try {
+      await this.registry.save();
+    } catch (error) {
+      this.registry.removeContainer(rec.number);
+      await writer.close().catch(() => undefined);
+      await unlink(writer.path).catch(() => undefined);
+      throw asStorageError(error, "recording a new container");
+    }
+    const oc: OpenContainer = { rec, writer, holds: 0, retired: false, broken: false };
+    this.open.set(rec.number, oc);
+    d.current = oc;
+    this.logger?.debug({ container: id, number: rec.number, device: device.path }, "new container");
+    return oc;
+  }
+
+  /** No more appends to `oc`; seal it (or close it, if broken) once its holds are released. */
+  retire(oc: OpenContainer): void {
+    if (oc.retired) return;
+    oc.retired = true;
+    const d = this.domains.get(oc.rec.domain);
+    if (d?.current === oc) d.current = undefined;
+    this.finishIfIdle(oc);
+  }
+
+  /** @internal */
+  release(oc: OpenContainer): void {
+    oc.holds--;
+    this.finishIfIdle(oc);
+  }
+
+  private finishIfIdle(oc: OpenContainer): void {
+    if (!oc.retired || oc.holds > 0 || oc.done !== undefined) return;
+    oc.done = (async () => {
+      if (oc.broken) {
+        await oc.writer.close().catch(() => undefined);
+        this.open.delete(oc.rec.number);
+        return; // stays "open" in the registry: the next start truncates and seals it
+      }
+      try {
+        const sealed = await oc.writer.seal();
+        oc.rec.state = "sealed";
+        oc.rec.size = sealed.size;
+        this.open.delete(oc.rec.number);
+        await this.registry.save();
+      } catch (error) {
+        oc.broken = true;
+        this.open.delete(oc.rec.number);
+        this.logger?.error({ err: error, container: oc.rec.id }, "sealing a container failed");
+      }
+    })();
+  }
+
+  /** @internal A write on `oc` failed: the writer is poisoned, start another container. */
+  markBroken(oc: OpenContainer, error: unknown): void {
+    if (!oc.broken) {
+      oc.broken = true;
+      this.logger?.error({ err: error, container: oc.rec.id }, "container write failed");
+    }
+    this.retire(oc);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Read side
+
+  /** Whether scrub found the record at `offset` of container `number` damaged. */
+  isDamaged(number: number, offset: number): boolean {
+    const list = this.damaged.get(number);
+    return list?.some((k) => offset >= k.offset && offset < k.offset + k.length) ?? false;
+  }
+
+  /**
+   * Open the records of `records` (adjacent, in file order, in container `number`) with one
+   * pread. Each result is the plaintext grain or the integrity error of that record.
+   */
+  async readRun(number: number, records: readonly RunRecord[]): Promise<(Buffer | StorageError)[]> {
+    const first = records[0];
+    const last = records[records.length - 1];
+    if (first === undefined || last === undefined) return [];
+    const known = this.damaged.get(number);
+    const entry = await this.reader(number);
+    const start = first.offset;
+    const end = last.offset + RECORD_HEADER_BYTES + last.storedLength;
+    // Its own ArrayBuffer (never a pooled slab): it is transferred to a worker thread.
+    const buf = Buffer.allocUnsafeSlow(end - start);
+    let got = 0;
+    entry.users++;
+    try {
+      while (got < buf.length) {
+        const { bytesRead } = await entry.handle.read(buf, got, buf.length - got, start + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+    } finally {
+      entry.users--;
+      if (entry.evicted && entry.users === 0) void entry.handle.close().catch(() => undefined);
+    }
+    const rec = this.registry.container(number);
+    if (rec === undefined) throw new StorageError(StorageErrorCode.MediumError, "container gone");
+    const opened = await this.jobs.open({
+      op: "open",
+      domain: this.domain(rec.domain).rec.id,
+      container: rec.id,
+      base: start,
+      buf: buf.subarray(0, got),
+      records: records.map((r) => ({
+        offset: r.offset,
+        storedLength: r.storedLength,
+        fingerprint: r.fingerprint,
+      })),
+      verify: this.verifyReads,
+    });
+    const out: (Buffer | StorageError)[] = records.map((_, i) =>
+      Buffer.from(opened.grains.buffer, opened.grains.byteOffset + i * GRAIN_BYTES, GRAIN_BYTES),
+    );
+    for (const f of opened.failures) {
+      out[f.index] = new ContainerIntegrityError(
+        entry.path,
+        records[f.index]!.offset,
+        f.reason,
+        f.message,
+      );
+    }
+    records.forEach((r, i) => {
+      const length = RECORD_HEADER_BYTES + r.storedLength;
+      const bad = known?.find(
+        (k) => r.offset < k.offset + k.length && k.offset < r.offset + length,
+      );
+      if (bad !== undefined) {
+        out[i] = new ContainerIntegrityError(
+          entry.path,
+          r.offset,
+          bad.reason as DamageReason,
+          "record found damaged by scrub",
+        );
+      }
+    });
+    return out;
+  }
+
+  private reader(number: number): Promise<ReaderEntry> {
+    let p = this.readers.get(number);
+    if (p !== undefined) {
+      this.readers.delete(number); // LRU: most recently used last
+      this.readers.set(number, p);
+      return p;
+    }
+    p = this.openReader(number);
+    this.readers.set(number, p);
+    p.catch(() => this.readers.delete(number));
+    while (this.readers.size > this.readerCacheSize) {
+      const [oldest, q] = this.readers.entries().next().value as [number, Promise<ReaderEntry>];
+      this.readers.delete(oldest);
+      void q.then(evict, () => undefined);
+    }
+    return p;
+  }
+
+  private async openReader(number: number): Promise<ReaderEntry> {
+    const rec = this.registry.container(number);
+    if (rec === undefined || rec.state === "deleting") {
+      throw new StorageError(StorageErrorCode.MediumError, `container ${number} does not exist`);
+    }
+    const path = this.containerPath(rec);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, "r");
+    } catch (error) {
+      throw new StorageError(
+        StorageErrorCode.MediumError,
+        `container ${path} cannot be opened: ${(error as Error).message}`,
+        undefined,
+        { cause: error },
+      );
+    }
+    return { handle, path, users: 0, evicted: false };
+  }
+
+  /** Close the cached reader of a container (before deleting its file). */
+  dropReader(number: number): void {
+    const p = this.readers.get(number);
+    this.readers.delete(number);
+    void p?.then(evict, () => undefined);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  /**
+   * At open: finish deletions, reopen unsealed containers (truncating torn tails: the write
+   * protocol never lets the index name bytes that were not synced, FORMAT.md §6), keep the
+   * largest one per domain as the current container and seal the others, and remove container
+   * files the registry does not know that hold no record (a crash between their creation and the
+   * registry save).
+   */
+  async recover(): Promise<RecoverySummary> {
+    let reopened = 0;
+    let tornTails = 0;
+    let tornBytes = 0;
+    let sealedAtOpen = 0;
+    let deletedLeftovers = 0;
+    const missing: string[] = [];
+    const damaged: string[] = [];
+    const byDomain = new Map<number, OpenContainer[]>();
+    for (const rec of [...this.registry.containers]) {
+      const path = this.containerPath(rec);
+      if (rec.state === "deleting") {
+        await unlink(path).catch(() => undefined);
+        this.registry.removeContainer(rec.number);
+        deletedLeftovers++;
+        continue;
+      }
+      if (rec.state !== "open") continue;
+      let size: number;
+      try {
+        size = (await stat(path)).size;
+      } catch {
+        missing.push(path);
+        continue;
+      }
+      let writer: ContainerWriter;
+      try {
+        writer = await ContainerWriter.open(path, this.domain(rec.domain).keys, {
+          truncateTail: true,
+        });
+      } catch (error) {
+        if (error instanceof Error && /is sealed/.test(error.message)) {
+          rec.state = "sealed"; // a crash between the seal and the registry save
+          continue;
+        }
+        damaged.push(path);
+        this.logger?.error(
+          { err: error, container: rec.id },
+          "unsealed container is damaged: it is kept for reads and takes no appends (run scrub)",
+        );
+        continue;
+      }
+      reopened++;
+      if (writer.size < size) {
+        tornTails++;
+        tornBytes += size - writer.size;
+        if (rec.closedEnd !== undefined && writer.size < rec.closedEnd) {
+          this.logger?.error(
+            { container: rec.id, validEnd: writer.size, closedEnd: rec.closedEnd },
+            "container lost bytes that were durable at the last clean close: reads of them fail",
+          );
+        }
+      }
+      rec.closedEnd = undefined;
+      const oc: OpenContainer = { rec, writer, holds: 0, retired: false, broken: false };
+      this.open.set(rec.number, oc);
+      const list = byDomain.get(rec.domain) ?? [];
+      list.push(oc);
+      byDomain.set(rec.domain, list);
+    }
+    for (const [domain, list] of byDomain) {
+      list.sort((a, b) => a.writer.size - b.writer.size);
+      const keep = [...list].reverse().find((oc) => oc.writer.size < this.sealBytes);
+      for (const oc of list) {
+        if (oc === keep) continue;
+        this.retire(oc);
+        await oc.done;
+        sealedAtOpen++;
+      }
+      if (keep !== undefined) this.domain(domain).current = keep;
+    }
+    deletedLeftovers += await this.removeLeftovers();
+    await this.registry.save();
+    return { reopened, tornTails, tornBytes, sealedAtOpen, deletedLeftovers, missing, damaged };
+  }
+
+  private async removeLeftovers(): Promise<number> {
+    const known = new Set(this.registry.containers.map((c) => containerFileName(c.id)));
+    let removed = 0;
+    for (const device of this.registry.devices) {
+      const dir = containerDir(device);
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        if (!name.endsWith(CONTAINER_SUFFIX) || known.has(name)) continue;
+        const path = join(dir, name);
+        const { size } = await stat(path);
+        if (size <= FILE_HEADER_BYTES) {
+          await unlink(path);
+          removed++;
+        } else {
+          this.logger?.warn({ path, size }, "container file unknown to the registry: left alone");
+        }
+      }
+    }
+    if (removed > 0) for (const d of this.registry.devices) await fsyncDirectory(containerDir(d));
+    return removed;
+  }
+
+  /** Wait until `oc` is sealed (retiring it first). For GC of a fully dead current container. */
+  async retireAndSeal(oc: OpenContainer): Promise<void> {
+    this.retire(oc);
+    while (oc.done === undefined) await new Promise((r) => setTimeout(r, 5));
+    await oc.done;
+  }
+
+  /**
+   * Delete a container file whose chunks the index no longer names (the caller checked and
+   * flushed the metadata store first). Marked `deleting` durably before the unlink, so that a
+   * crash in between finishes the job at the next start instead of reporting a missing file.
+   */
+  async deleteContainer(number: number): Promise<number> {
+    const rec = this.registry.container(number);
+    if (rec === undefined) return 0;
+    if (this.open.has(number)) throw new Error(`container ${rec.id} is still open`);
+    const path = this.containerPath(rec);
+    const size = await stat(path).then(
+      (s) => s.size,
+      () => 0,
+    );
+    rec.state = "deleting";
+    await this.registry.save();
+    this.dropReader(number);
+    try {
+      await unlink(path);
+    } catch (error) {
+      if (!isErrnoException(error) || error.code !== "ENOENT") throw error;
+    }
+    const device = this.registry.device(rec.device);
+    if (device !== undefined) await fsyncDirectory(containerDir(device));
+    this.registry.removeContainer(number);
+    this.damaged.delete(number);
+    await this.registry.save();
+    return size;
+  }
+
+  /**
+   * Make every open container durable, remember its durable end (closedEnd), close the writers
+   * without sealing them, close the readers. Callers stop writing first.
+   */
+  async close(): Promise<void> {
+    for (const oc of [...this.open.values()]) {
+      if (oc.done !== undefined) {
+        await oc.done;
+        continue;
+      }
+      if (!oc.broken) {
+        try {
+          await oc.writer.sync();
+          oc.rec.closedEnd = oc.writer.syncedSize;
+        } catch (error) {
+          this.logger?.error({ err: error, container: oc.rec.id }, "final sync failed");
+        }
+      }
+      await oc.writer.close().catch(() => undefined);
+    }
+    this.open.clear();
+    for (const number of [...this.readers.keys()]) this.dropReader(number);
+    await this.registry.save();
+  }
+}
+
+/**
+ * The new chunks of one write: appended together, synced together, held until the write's map
+ * update settled (`release`).
+ */
+export class ChunkBatch {
+  private readonly held = new Set<OpenContainer>();
+  private readonly registered: string[] = [];
+  private released = false;
+
+  constructor(
+    private readonly store: ChunkStore,
+    private readonly d: DomainState,
+  ) {}
+
+  /**
+   * Append grains (already known absent from the index) and resolve their locations once written
+   * (not yet durable: `sync`). Grains another write is appending are not stored twice.
+   */
+  async appendAll(
+    items: readonly { fingerprint: Buffer; grain: Buffer }[],
+  ): Promise<ChunkLocation[]> {
+    const out: Promise<ChunkLocation>[] = new Array(items.length);
+    let fresh = 0;
+    for (const item of items) {
+      if (!this.d.pending.has(item.fingerprint.toString("latin1"))) fresh++;
+    }
+    let oc: OpenContainer | undefined;
+    if (fresh > 0) {
+      // Held in the same turn as the check: a container with a hold is never sealed under us.
+      do oc = await this.store.writable(this.d, fresh * RECORD_BOUND);
+      while (oc.retired);
+      this.hold(oc);
+    }
+    let bytes = 0;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!;
+      const key = item.fingerprint.toString("latin1");
+      const p = this.d.pending.get(key);
+      if (p !== undefined) {
+        this.hold(p.oc);
+        out[i] = p.location;
+        continue;
+      }
+      if (oc === undefined) throw new Error("no container for a new grain"); // cannot happen
+      const target = oc;
+      // Appended in one synchronous loop: adjacent records, one pread to read them back.
+      const location = target.writer.append(item.fingerprint, item.grain).then(
+        (r) => {
+          bytes += r.recordLength;
+          return {
+            containerId: target.rec.number,
+            offset: r.offset,
+            storedLength: r.storedLength,
+            logicalLength: item.grain.length,
+          };
+        },
+        (error: unknown) => {
+          this.store.markBroken(target, error);
+          throw asStorageError(error, "appending to a container");
+        },
+      );
+      location.catch(() => undefined); // observed through `out` (or by another write)
+      this.d.pending.set(key, { oc: target, location });
+      this.registered.push(key);
+      out[i] = location;
+    }
+    if (oc !== undefined && oc.writer.size >= this.store.sealBytes) this.store.retire(oc);
+    const all = await Promise.all(out);
+    if (oc !== undefined) this.store.devices.charge(oc.rec.device, bytes);
+    return all;
+  }
+
+  /** The write protocol's step 3: every chunk this batch names is durable when this resolves. */
+  async sync(): Promise<void> {
+    await Promise.all(
+      [...this.held].map((oc) =>
+        oc.writer.sync().catch((error: unknown) => {
+          this.store.markBroken(oc, error);
+          throw asStorageError(error, "syncing a container");
+        }),
+      ),
+    );
+  }
+
+  /** The map update settled (either way): let GC and sealing proceed. Idempotent. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const key of this.registered) this.d.pending.delete(key);
+    for (const oc of this.held) this.store.release(oc);
+    this.held.clear();
+  }
+
+  private hold(oc: OpenContainer): void {
+    if (this.held.has(oc)) return;
+    this.held.add(oc);
+    oc.holds++;
+  }
+}
+
+function evict(entry: ReaderEntry): void {
+  entry.evicted = true;
+  if (entry.users === 0) void entry.handle.close().catch(() => undefined);
+}
+
+function poolFull(): StorageError {
+  return new StorageError(
+    StorageErrorCode.PoolFull,
+    "the pool has no device with free space above its reserve for new data",
+  );
+}
+
+/** Container errors are StorageErrors already (PoolFull for ENOSPC); anything else: WriteFault. */
+export function asStorageError(error: unknown, what: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return new StorageError(
+    code === "ENOSPC" || code === "EDQUOT"
+      ? StorageErrorCode.PoolFull
+      : StorageErrorCode.WriteFault,
+    `${what} failed: ${(error as Error | undefined)?.message ?? String(error)}`,
+    undefined,
+    { cause: error },
+  );
+}

@@ -1,0 +1,94 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { chunkFingerprint, domainKeys, masterKeyFromBytes, newId } from "../crypto/index.js";
+import { JobRunner, Jobs } from "./chunk-worker.js";
+import { ContainerWriter, FILE_HEADER_BYTES } from "./container/index.js";
+import { pattern } from "./testing/helpers.js";
+
+const master = masterKeyFromBytes(randomBytes(32));
+const domain = newId();
+const keys = domainKeys(master, domain);
+let dir: string | undefined;
+afterEach(() => {
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+describe("chunk jobs", () => {
+  it("fingerprints grains with the domain key and flags zero grains", async () => {
+    const runner = new JobRunner(master, 0); // inline: the sources run without a compiled worker
+    expect(runner.threads).toBe(0);
+    const grains = [pattern("a", 4096), Buffer.alloc(4096), pattern("b", 4096)];
+    const { fps, zero } = await runner.fingerprint(domain, grains);
+    expect([...zero]).toEqual([0, 1, 0]);
+    expect(Buffer.from(fps.subarray(0, 32))).toEqual(
+      chunkFingerprint(keys.fingerprintKey, grains[0]!),
+    );
+    expect(Buffer.from(fps.subarray(64, 96))).toEqual(
+      chunkFingerprint(keys.fingerprintKey, grains[2]!),
+    );
+    expect(Buffer.from(fps.subarray(32, 64))).toEqual(Buffer.alloc(32));
+    await runner.close();
+  });
+
+  it("opens the records of one read and reports each failed record on its own", async () => {
+    dir = mkdtempSync(join(tmpdir(), "sanmux-jobs-"));
+    const w = await ContainerWriter.create(dir, keys);
+    const grains = [pattern("x", 4096), Buffer.alloc(4096, 7), pattern("y", 4096)];
+    const fps = grains.map((g) => chunkFingerprint(keys.fingerprintKey, g));
+    const appended = await Promise.all(grains.map((g, i) => w.append(fps[i]!, g)));
+    await w.sync();
+    await w.close();
+    const file = readFileSync(w.path);
+    const records = appended.map((a, i) => ({
+      offset: a.offset,
+      storedLength: a.storedLength,
+      fingerprint: fps[i]!,
+    }));
+    const jobs = new Jobs(master);
+    const buf = Buffer.from(file.subarray(FILE_HEADER_BYTES));
+    const ok = jobs.open({
+      op: "open",
+      domain,
+      container: w.containerId,
+      base: FILE_HEADER_BYTES,
+      buf,
+      records,
+      verify: true,
+    });
+    expect(ok.failures).toEqual([]);
+    expect(Buffer.from(ok.grains)).toEqual(Buffer.concat(grains));
+    // Damage the middle record's payload and cut the last one short.
+    const damaged = Buffer.from(buf);
+    const mid = appended[1]!.offset - FILE_HEADER_BYTES + 60 + 5;
+    damaged[mid] = damaged[mid]! ^ 1;
+    const bad = jobs.open({
+      op: "open",
+      domain,
+      container: w.containerId,
+      base: FILE_HEADER_BYTES,
+      buf: damaged.subarray(0, damaged.length - 10),
+      records,
+      verify: false,
+    });
+    expect(bad.failures.map((f) => [f.index, f.reason])).toEqual([
+      [1, "crc"],
+      [2, "truncated"],
+    ]);
+    expect(Buffer.from(bad.grains.subarray(0, 4096))).toEqual(grains[0]);
+    // The wrong fingerprint asked for is refused too.
+    const wrong = jobs.open({
+      op: "open",
+      domain,
+      container: w.containerId,
+      base: FILE_HEADER_BYTES,
+      buf,
+      records: [{ ...records[0]!, fingerprint: fps[2]! }],
+      verify: false,
+    });
+    expect(wrong.failures[0]?.reason).toBe("fingerprint");
+  });
+});

@@ -1,0 +1,256 @@
+/**
+ * The CPU-heavy, stateless part of the data path, runnable in worker threads (DESIGN.md
+ * "Libraries chosen": worker_threads for the data pipeline):
+ *
+ * - `fingerprint`: HMAC-SHA256 of every grain of a write under the domain's fingerprint key, and
+ *   which grains are all zeros (src/crypto/README.md; DESIGN.md "Zero grains are never stored");
+ * - `open`: check and open the records of one pread (FORMAT.md §3: header, CRC32C, fingerprint,
+ *   GCM tag, codec, and optionally HMAC) into plaintext grains.
+ *
+ * Sealing stays with the ContainerWriter on the main thread: a record's AAD binds its offset, and
+ * offsets follow the compressed sizes of the records before it (FORMAT.md §1, §3).
+ *
+ * `Jobs.run` is the logic, the same in both modes; `JobRunner` sends jobs to worker threads, or
+ * runs them inline when there are none (workers: 0, or the compiled worker script is not there,
+ * as when the TypeScript sources run under the test runner). Buffers cross threads by transfer:
+ * the runner copies the caller's grains first (the caller keeps its buffer), results come back as
+ * fresh ArrayBuffers owned by the receiver.
+ */
+import type { KeyObject } from "node:crypto";
+import { existsSync } from "node:fs";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { Decompressor } from "zstd-napi";
+import { chunkFingerprint, type DomainKeys, domainKeys } from "../crypto/index.js";
+import { FormatError } from "./container/format.js";
+import { DamageReason, RECORD_HEADER_BYTES } from "./container/index.js";
+import { type ContainerKeys, containerKeys, openRecord } from "./container/record.js";
+
+export const GRAIN_BYTES = 4096;
+const FP_BYTES = 32;
+
+export interface FingerprintJob {
+  readonly op: "fingerprint";
+  readonly domain: string;
+  /** Whole grains (a multiple of 4096 bytes). Transferred. */
+  readonly data: Uint8Array;
+}
+
+export interface FingerprintResult {
+  /** 32 bytes per grain; zeros for an all-zero grain. */
+  readonly fps: Uint8Array;
+  /** 1 for an all-zero grain. */
+  readonly zero: Uint8Array;
+}
+
+export interface OpenJob {
+  readonly op: "open";
+  readonly domain: string;
+  readonly container: string;
+  /** File offset of `buf[0]`. */
+  readonly base: number;
+  /** Bytes read from the container (possibly short at the end of the file). Transferred. */
+  readonly buf: Uint8Array;
+  readonly records: readonly { offset: number; storedLength: number; fingerprint: Uint8Array }[];
+  readonly verify: boolean;
+}
+
+export interface OpenResult {
+  /** 4096 bytes per record, in order (undefined content for failed ones). */
+  readonly grains: Uint8Array;
+  readonly failures: { index: number; reason: DamageReason; message: string }[];
+}
+
+export type Job = FingerprintJob | OpenJob;
+
+const ZERO = Buffer.alloc(GRAIN_BYTES);
+
+/** The logic of every job, with the key caches of one thread. */
+export class Jobs {
+  private readonly domains = new Map<string, DomainKeys>();
+  private readonly containers = new Map<string, ContainerKeys>();
+  private readonly decompressor = new Decompressor();
+
+  constructor(private readonly master: KeyObject) {}
+
+  private domainKeys(id: string): DomainKeys {
+    let k = this.domains.get(id);
+    if (k === undefined) {
+      k = domainKeys(this.master, id);
+      this.domains.set(id, k);
+    }
+    return k;
+  }
+
+  private containerKeys(domain: string, container: string): ContainerKeys {
+    let k = this.containers.get(container);
+    if (k === undefined) {
+      k = containerKeys(this.domainKeys(domain), container);
+      if (this.containers.size >= 1024) this.containers.clear(); // HKDF is cheap to redo
+      this.containers.set(container, k);
+    }
+    return k;
+  }
+
+  fingerprint(job: FingerprintJob): FingerprintResult {
+    const n = job.data.length / GRAIN_BYTES;
+    const key = this.domainKeys(job.domain).fingerprintKey;
+    const fps = new Uint8Array(n * FP_BYTES);
+    const zero = new Uint8Array(n);
+    const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.length);
+    for (let i = 0; i < n; i++) {
+      const grain = data.subarray(i * GRAIN_BYTES, (i + 1) * GRAIN_BYTES);
+      if (grain.equals(ZERO)) zero[i] = 1;
+      else fps.set(chunkFingerprint(key, grain), i * FP_BYTES);
+    }
+    return { fps, zero };
+  }
+
+  open(job: OpenJob): OpenResult {
+    const keys = this.containerKeys(job.domain, job.container);
+    const buf = Buffer.from(job.buf.buffer, job.buf.byteOffset, job.buf.length);
+    const grains = new Uint8Array(job.records.length * GRAIN_BYTES);
+    const failures: OpenResult["failures"] = [];
+    job.records.forEach((r, i) => {
+      const at = r.offset - job.base;
+      const length = RECORD_HEADER_BYTES + r.storedLength;
+      if (at < 0 || at + length > buf.length) {
+        failures.push({
+          index: i,
+          reason: DamageReason.Truncated,
+          message: "record runs past the end of the file",
+        });
+        return;
+      }
+      try {
+        const plain = openRecord(keys, r.offset, buf.subarray(at, at + length), {
+          expectFingerprint: r.fingerprint,
+          verifyFingerprint: job.verify,
+          decompressor: this.decompressor,
+        });
+        if (plain.length !== GRAIN_BYTES) {
+          throw new FormatError(DamageReason.Content, `record holds ${plain.length} bytes`);
+        }
+        grains.set(plain, i * GRAIN_BYTES);
+      } catch (error) {
+        if (!(error instanceof FormatError)) throw error;
+        failures.push({ index: i, reason: error.reason, message: error.message });
+      }
+    });
+    return { grains, failures };
+  }
+}
+
+const WORKER_ROLE = "sanmux-chunk-worker";
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+}
+
+interface Lane {
+  readonly worker: Worker;
+  readonly pending: Map<number, Pending>;
+}
+
+/**
+ * Runs jobs on worker threads (least busy first), or inline. `workers` default: one per CPU,
+ * at most 4.
+ */
+export class JobRunner {
+  private readonly inline: Jobs;
+  private readonly lanes: Lane[] = [];
+  private nextId = 1;
+
+  constructor(master: KeyObject, workers?: number) {
+    this.inline = new Jobs(master);
+    const script = fileURLToPath(new URL("./chunk-worker.js", import.meta.url));
+    const n = workers ?? Math.min(4, cpus().length);
+    if (n <= 0 || !existsSync(script)) return;
+    for (let i = 0; i < n; i++) {
+      const worker = new Worker(script, { workerData: { role: WORKER_ROLE, master } });
+      // Referenced only while it has jobs: an idle pool must not keep the process alive.
+      worker.unref();
+      const lane: Lane = { worker, pending: new Map() };
+      worker.on("message", (m: { id: number; result?: unknown; error?: string }) => {
+        const p = lane.pending.get(m.id);
+        lane.pending.delete(m.id);
+        if (lane.pending.size === 0) worker.unref();
+        if (m.error !== undefined) p?.reject(new Error(`chunk worker: ${m.error}`));
+        else p?.resolve(m.result);
+      });
+      const fail = (error: Error) => {
+        const i = this.lanes.indexOf(lane);
+        if (i >= 0) this.lanes.splice(i, 1); // later jobs run on the others, or inline
+        for (const p of lane.pending.values()) p.reject(error);
+        lane.pending.clear();
+      };
+      worker.on("error", fail);
+      worker.on("exit", (code) => fail(new Error(`chunk worker exited with code ${code}`)));
+      this.lanes.push(lane);
+    }
+  }
+
+  get threads(): number {
+    return this.lanes.length;
+  }
+
+  /** Fingerprints of whole grains (copied first: the caller keeps its buffers). */
+  fingerprint(domain: string, grains: readonly Uint8Array[]): Promise<FingerprintResult> {
+    const data = new Uint8Array(grains.length * GRAIN_BYTES);
+    for (let i = 0; i < grains.length; i++) data.set(grains[i]!, i * GRAIN_BYTES);
+    return this.run({ op: "fingerprint", domain, data }, [data.buffer]);
+  }
+
+  open(job: OpenJob): Promise<OpenResult> {
+    return this.run(job, [job.buf.buffer as ArrayBuffer]);
+  }
+
+  private run<T>(job: Job, transfer: ArrayBuffer[]): Promise<T> {
+    let lane: Lane | undefined;
+    for (const l of this.lanes)
+      if (lane === undefined || l.pending.size < lane.pending.size) lane = l;
+    if (lane === undefined) {
+      return Promise.resolve().then(
+        () =>
+          (job.op === "fingerprint" ? this.inline.fingerprint(job) : this.inline.open(job)) as T,
+      );
+    }
+    const id = this.nextId++;
+    const target = lane;
+    return new Promise<T>((resolve, reject) => {
+      if (target.pending.size === 0) target.worker.ref();
+      target.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      target.worker.postMessage({ id, job }, transfer);
+    });
+  }
+
+  async close(): Promise<void> {
+    const lanes = this.lanes.splice(0);
+    await Promise.all(lanes.map((l) => l.worker.terminate()));
+  }
+}
+
+// The worker side: answer jobs until terminated.
+const data = workerData as { role?: string; master?: KeyObject } | null;
+if (!isMainThread && parentPort !== null && data?.role === WORKER_ROLE && data.master) {
+  const jobs = new Jobs(data.master);
+  const port = parentPort;
+  port.on("message", ({ id, job }: { id: number; job: Job }) => {
+    try {
+      if (job.op === "fingerprint") {
+        const r = jobs.fingerprint(job);
+        port.postMessage({ id, result: r }, [
+          r.fps.buffer as ArrayBuffer,
+          r.zero.buffer as ArrayBuffer,
+        ]);
+      } else {
+        const r = jobs.open(job);
+        port.postMessage({ id, result: r }, [r.grains.buffer as ArrayBuffer]);
+      }
+    } catch (error) {
+      port.postMessage({ id, error: (error as Error).message });
+    }
+  });
+}

@@ -1,0 +1,340 @@
+/**
+ * The body of every map mutation (writeGrains, unmapGrains, copyGrains, deleteVolume) and the
+ * release of old versions (deleteSnapshot, deleteVolume), run inside a write transaction the
+ * caller opened. Each keeps the invariant of README.md on its own: the map entries (head and old
+ * versions), the journal record with their reference deltas, inserted index entries and the
+ * volume, domain and container counters move together.
+ *
+ * Snapshots (README "Snapshots"): an entry born at or before the volume's newest live snapshot is
+ * still seen by that snapshot. Overwriting or unmapping it moves it, with its reference, to
+ * `mapold` (plus its `mapdeath` listing) instead of journaling −1. Entries are written with the
+ * volume's generation as their birth once the volume had a snapshot; before, as the bare
+ * fingerprint (birth 0), so that a store without snapshots writes exactly what it always did.
+ */
+import { countDuplicate, countStored, sameLocation, unknownVolume } from "./checks.js";
+import {
+  type ChunkEntry,
+  type ChunkLocation,
+  deathKey,
+  decodeChunk,
+  decodeMapKey,
+  decodeVolume,
+  encodeChunk,
+  encodeJournalRecord,
+  encodeMapValue,
+  encodeOldValue,
+  encodeVolume,
+  fpKey,
+  type JournalDelta,
+  journalKey,
+  keyFromString,
+  keyString,
+  mapKey,
+  mapValueBirth,
+  mapValueFingerprint,
+  oldKey,
+  u32Key,
+  u32Value,
+  type VolumeRecord,
+} from "./codec.js";
+import { CounterDeltas, type JournalState, type MetaDbs } from "./dbs.js";
+import { MetaError, MetaErrorCode } from "./errors.js";
+
+export interface PreparedUpdate {
+  readonly grain: number;
+  readonly key: Buffer;
+  readonly fingerprint: Buffer | undefined;
+  readonly chunk: ChunkLocation | undefined;
+}
+
+export interface TxnWriteResult {
+  readonly changed: number;
+  readonly inserted: number;
+  readonly duplicates: number;
+  /** Map entries moved to the old versions (seen by a snapshot). */
+  readonly preserved: number;
+  readonly journaled: boolean;
+}
+
+/** One old version, as found in `mapold` / `mapdeath`. */
+export interface OldVersion {
+  readonly grain: number;
+  readonly birth: number;
+  readonly death: number;
+  /** Undefined when the `mapold` entry is missing (a stale listing: only the listing goes). */
+  readonly fingerprint: Buffer | undefined;
+}
+
+/** Sums of reference deltas per fingerprint, appended as one journal record. */
+export class RefDeltas {
+  private readonly sums = new Map<string, number>();
+
+  bump(fp: Buffer, by: number): void {
+    const k = keyString(fp);
+    this.sums.set(k, (this.sums.get(k) ?? 0) + by);
+  }
+
+  /** Appends the non-zero sums as one record; returns whether one was written. */
+  append(dbs: MetaDbs, journal: JournalState, domainId: number): boolean {
+    const deltas: JournalDelta[] = [];
+    for (const [k, delta] of this.sums) {
+      if (delta !== 0) deltas.push({ fingerprint: keyFromString(k), delta });
+    }
+    if (deltas.length === 0) return false;
+    const seq = journal.nextSeq++;
+    dbs.journal.putSync(journalKey(seq), encodeJournalRecord({ domainId, deltas }));
+    journal.pending++;
+    return true;
+  }
+}
+
+/**
+ * Read and check everything first (it may throw), then write (it must not throw), so that a
+ * rejection changes nothing. `prepared` is sorted by grain, one update per grain.
+ */
+export function writeMapInTxn(
+  dbs: MetaDbs,
+  journal: JournalState,
+  volume: number,
+  prepared: readonly PreparedUpdate[],
+): TxnWriteResult {
+  const volKey = u32Key(volume);
+  const rawRec = dbs.volumes.get(volKey);
+  if (!rawRec) throw unknownVolume(volume);
+  const rec = decodeVolume(rawRec);
+  const domainId = rec.domainId;
+  const snap = rec.snap;
+  const gen = snap?.gen ?? 0;
+  // Entries born at or before this generation are seen by the newest live snapshot.
+  const keepUpTo = snap && snap.live > 0 ? snap.newest : -1;
+
+  // Plan. The current entries of a dense run of grains (a multi-grain write) come from one
+  // range scan, which for a write into holes finds nothing at once; sparse updates use gets.
+  const first = prepared[0]!.grain;
+  const last = prepared[prepared.length - 1]!.grain;
+  let current: Map<number, Buffer> | undefined;
+  if (prepared.length > 1 && last - first < 2 * prepared.length) {
+    current = new Map();
+    const range = { start: mapKey(volume, first), end: mapKey(volume, last + 1) };
+    for (const { key, value } of dbs.map.getRange(range)) {
+      current.set(decodeMapKey(key).grain, value);
+    }
+  }
+  const entries = new Map<string, ChunkEntry | null>();
+  const lookup = (fp: Buffer): ChunkEntry | null => {
+    const k = keyString(fp);
+    let e = entries.get(k);
+    if (e === undefined) {
+      const raw = dbs.fp.get(fpKey(domainId, fp));
+      e = raw ? decodeChunk(raw) : null;
+      entries.set(k, e);
+    }
+    return e;
+  };
+  const inserts = new Map<string, ChunkLocation>();
+  const duplicates = new Map<string, ChunkLocation>();
+  const missing: string[] = [];
+  const changes: {
+    grain: number;
+    key: Buffer;
+    oldFp?: Buffer;
+    newFp?: Buffer;
+    oldStored: number;
+    newStored: number;
+    /** False when the map already holds newFp (healing a dangling entry: only the +1). */
+    writeMap: boolean;
+    /** False when the old chunk was not in the index: its reference was never counted. */
+    releaseOld: boolean;
+    /** The old entry moves to `mapold` (a snapshot sees it), born at `oldBirth`. */
+    preserve: boolean;
+    oldBirth: number;
+  }[] = [];
+  for (const p of prepared) {
+    let newEntry: ChunkEntry | null = null;
+    if (p.fingerprint) {
+      newEntry = lookup(p.fingerprint);
+      if (!newEntry && p.chunk) {
+        newEntry = { ...p.chunk, refcount: 0 };
+        entries.set(keyString(p.fingerprint), newEntry);
+        inserts.set(keyString(p.fingerprint), p.chunk);
+      } else if (!newEntry) {
+        missing.push(p.fingerprint.toString("hex"));
+        continue;
+      } else if (p.chunk && !sameLocation(newEntry, p.chunk)) {
+        duplicates.set(`${p.chunk.containerId}:${p.chunk.offset}`, p.chunk);
+      }
+    }
+    const oldRaw = current ? current.get(p.grain) : dbs.map.get(p.key);
+    const oldFp = oldRaw ? mapValueFingerprint(oldRaw) : undefined;
+    const unchanged =
+      oldFp !== undefined && p.fingerprint !== undefined
+        ? oldFp.equals(p.fingerprint)
+        : oldFp === undefined && p.fingerprint === undefined;
+    if (unchanged) {
+      // Rewriting a dangling entry with its own data re-inserted: the entry now counts.
+      if (p.fingerprint && inserts.has(keyString(p.fingerprint))) {
+        changes.push({
+          grain: p.grain,
+          key: p.key,
+          newFp: p.fingerprint,
+          oldStored: 0,
+          newStored: newEntry?.storedLength ?? 0,
+          writeMap: false,
+          releaseOld: false,
+          preserve: false,
+          oldBirth: 0,
+        });
+      }
+      continue;
+    }
+    // A chunk inserted by this very call was not in the index before: whatever pointed at it
+    // was a dangling entry whose reference no refcount holds.
+    const oldEntry = oldFp && !inserts.has(keyString(oldFp)) ? lookup(oldFp) : null;
+    const oldBirth = oldRaw ? mapValueBirth(oldRaw) : 0;
+    changes.push({
+      grain: p.grain,
+      key: p.key,
+      ...(oldFp ? { oldFp } : {}),
+      ...(p.fingerprint ? { newFp: p.fingerprint } : {}),
+      oldStored: oldEntry?.storedLength ?? 0,
+      newStored: newEntry?.storedLength ?? 0,
+      writeMap: true,
+      releaseOld: oldEntry !== null,
+      preserve: oldFp !== undefined && oldBirth <= keepUpTo,
+      oldBirth,
+    });
+  }
+  if (missing.length > 0) {
+    throw new MetaError(
+      MetaErrorCode.ChunkMissing,
+      `${missing.length} fingerprint(s) not in domain ${domainId}'s index`,
+      missing,
+    );
+  }
+
+  // Write.
+  const deltas = new CounterDeltas();
+  for (const [k, loc] of inserts) {
+    dbs.fp.putSync(fpKey(domainId, keyFromString(k)), encodeChunk({ ...loc, refcount: 0 }));
+    countStored(deltas, loc);
+  }
+  for (const loc of duplicates.values()) countDuplicate(deltas, loc);
+  const refs = new RefDeltas();
+  let mapped = 0;
+  let referenced = 0;
+  let oldGrains = 0;
+  let oldBytes = 0;
+  for (const c of changes) {
+    if (c.newFp) refs.bump(c.newFp, 1);
+    if (c.oldFp && c.preserve) {
+      // The snapshot now owns the old entry's reference: no −1. An entry that dangled until
+      // this call inserted its chunk names an indexed chunk from now on, so it starts counting.
+      if (inserts.has(keyString(c.oldFp))) refs.bump(c.oldFp, 1);
+      dbs.mapold.putSync(oldKey(volume, c.grain, c.oldBirth), encodeOldValue(c.oldFp, gen));
+      dbs.mapdeath.putSync(deathKey(volume, gen, c.grain), u32Value(c.oldBirth));
+      oldGrains += 1;
+      oldBytes += lookup(c.oldFp)?.storedLength ?? 0;
+    } else if (c.oldFp && c.releaseOld) {
+      refs.bump(c.oldFp, -1);
+    }
+    referenced += c.newStored - c.oldStored;
+    if (!c.writeMap) continue;
+    if (c.newFp) dbs.map.putSync(c.key, gen === 0 ? c.newFp : encodeMapValue(c.newFp, gen));
+    else dbs.map.removeSync(c.key);
+    mapped += (c.newFp ? 1 : 0) - (c.oldFp ? 1 : 0);
+  }
+  const journaled = refs.append(dbs, journal, domainId);
+  if (mapped !== 0 || referenced !== 0 || oldGrains !== 0) {
+    const next: VolumeRecord = {
+      domainId,
+      mappedGrains: rec.mappedGrains + mapped,
+      referencedBytes: rec.referencedBytes + referenced,
+      ...(snap
+        ? {
+            snap: {
+              ...snap,
+              oldGrains: snap.oldGrains + oldGrains,
+              oldBytes: snap.oldBytes + oldBytes,
+            },
+          }
+        : {}),
+    };
+    dbs.volumes.putSync(volKey, encodeVolume(next));
+    const d = deltas.domain(domainId);
+    d.mappedGrains += mapped;
+    d.referencedBytes += referenced;
+    d.snapshotGrains += oldGrains;
+    d.snapshotBytes += oldBytes;
+  }
+  deltas.writeTo(dbs);
+  return {
+    changed: changes.length,
+    inserted: inserts.size,
+    duplicates: duplicates.size,
+    preserved: oldGrains,
+    journaled,
+  };
+}
+
+/**
+ * Drops old versions of a volume that no snapshot needs any more: each `mapold` entry and its
+ * `mapdeath` listing go, and its reference is released (−1 journaled) when its chunk is in the
+ * index (an entry whose chunk the index lacks held no counted reference).
+ */
+export function releaseOldVersionsInTxn(
+  dbs: MetaDbs,
+  journal: JournalState,
+  volume: number,
+  versions: readonly OldVersion[],
+): { released: number; journaled: boolean } {
+  if (versions.length === 0) return { released: 0, journaled: false };
+  const volKey = u32Key(volume);
+  const rawRec = dbs.volumes.get(volKey);
+  if (!rawRec) throw unknownVolume(volume);
+  const rec = decodeVolume(rawRec);
+  const domainId = rec.domainId;
+  const stored = new Map<string, number>();
+  const storedOf = (fp: Buffer): number => {
+    const k = keyString(fp);
+    let n = stored.get(k);
+    if (n === undefined) {
+      const raw = dbs.fp.get(fpKey(domainId, fp));
+      n = raw ? decodeChunk(raw).storedLength : -1;
+      stored.set(k, n);
+    }
+    return n;
+  };
+  const refs = new RefDeltas();
+  let released = 0;
+  let bytes = 0;
+  for (const v of versions) {
+    dbs.mapdeath.removeSync(deathKey(volume, v.death, v.grain));
+    if (!v.fingerprint) continue;
+    dbs.mapold.removeSync(oldKey(volume, v.grain, v.birth));
+    released++;
+    const n = storedOf(v.fingerprint);
+    if (n >= 0) {
+      refs.bump(v.fingerprint, -1);
+      bytes += n;
+    }
+  }
+  const journaled = refs.append(dbs, journal, domainId);
+  if (released > 0) {
+    const snap = rec.snap;
+    if (snap) {
+      dbs.volumes.putSync(
+        volKey,
+        encodeVolume({
+          ...rec,
+          snap: { ...snap, oldGrains: snap.oldGrains - released, oldBytes: snap.oldBytes - bytes },
+        }),
+      );
+    }
+    const deltas = new CounterDeltas();
+    const d = deltas.domain(domainId);
+    d.snapshotGrains -= released;
+    d.snapshotBytes -= bytes;
+    deltas.writeTo(dbs);
+  }
+  return { released, journaled };
+}

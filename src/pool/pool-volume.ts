@@ -1,0 +1,609 @@
+/**
+ * A thin-provisioned, deduplicated volume of the pool: the `Volume` contract
+ * (src/volume/volume.ts) over the block map of the metadata store and the chunk store.
+ *
+ * Grains of 4 KiB (DESIGN.md "Pool") are the unit of the map: a grain never written or unmapped
+ * is a hole, reads as zeros and costs nothing; an all-zero grain written is stored as a hole.
+ *
+ * Write path, following src/pool/meta/README.md "Write protocol": fingerprint each grain with the
+ * domain's key; lookupChunk; grains the index lacks go to the chunk store in one batch
+ * (`appendAll`), are made durable with one group-committed fdatasync (`sync`), and then every
+ * grain of the write goes to the map in ONE writeGrains transaction. That transaction is what
+ * makes a write atomic (so `writeAtomic` is the same path, bounded) and a grain read as old or
+ * new after any crash: the map never names container bytes that were not durable first.
+ * `ChunkMissing` (GC claimed a chunk between our lookup and the map update) is answered by
+ * storing those grains and trying again.
+ *
+ * Block size 512: a write that covers part of a grain reads the grain, patches it and writes it
+ * whole (read-modify-write). Every write, unmap and copy of such a volume takes the grain locks
+ * of the grains it touches, so that two writes into different sectors of one grain never lose
+ * each other. A 4096-byte volume never does a partial grain, so it takes no lock: concurrent
+ * overlapping writes land in an unspecified order, as SCSI allows.
+ *
+ * Read path: resolveGrains (one read snapshot), then records lying back to back in one container
+ * are read with one pread (ChunkStore.readRun). A record that fails any check, or a map entry
+ * whose chunk the index lacks, fails the read with MediumError and its LBA: never zeros, never
+ * other data.
+ *
+ * Durability: `write` resolving means visible; `flush()` (MetaStore.flush) makes every resolved
+ * write durable; FUA, or `writeCache: false`, flushes before resolving.
+ */
+import type { Logger } from "../util/log.js";
+import { StorageError, StorageErrorCode } from "../volume/errors.js";
+import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
+import type { ChunkStore, RunRecord } from "./chunk-store.js";
+import { asStorageError } from "./chunk-store.js";
+import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
+import type { Registry, VolumeRecord } from "./registry.js";
+
+export const GRAIN = 4096;
+/** Largest atomic write (one writeGrains transaction): 256 grains. */
+export const ATOMIC_WRITE_MAX_BYTES = 1 << 20;
+
+/** What a volume needs from its pool. One object per pool: `copyFrom` compares it. */
+export interface PoolContext {
+  readonly store: MetaStore;
+  readonly chunks: ChunkStore;
+  readonly registry: Registry;
+  readonly logger: Logger | undefined;
+  /** Called when a volume closes, so the pool forgets it. */
+  forget(volume: PoolVolume): void;
+}
+
+export class PoolVolume implements Volume {
+  readonly physicalBlockSize = GRAIN;
+  readonly atomicWriteMaxBlocks: number;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private inFlight = 0;
+  private idle: (() => void) | undefined;
+  private readonly locks = new Map<number, Promise<void>>();
+  private readonly capacityListeners = new Set<(blocks: number) => void>();
+
+  constructor(
+    /** @internal */ readonly ctx: PoolContext,
+    private readonly rec: VolumeRecord,
+  ) {
+    this.atomicWriteMaxBlocks = ATOMIC_WRITE_MAX_BYTES / rec.blockSize;
+  }
+
+  get id(): string {
+    return this.rec.id;
+  }
+  get name(): string {
+    return this.rec.name;
+  }
+  get blockSize(): number {
+    return this.rec.blockSize;
+  }
+  /** The metadata store's volume number. */
+  get number(): number {
+    return this.rec.number;
+  }
+  /** The domain number. */
+  get domain(): number {
+    return this.rec.domain;
+  }
+  get sizeBytes(): number {
+    return this.rec.size;
+  }
+  get writeCache(): boolean {
+    return this.rec.writeCache;
+  }
+
+  blockCount(): number {
+    return Math.floor(this.rec.size / this.rec.blockSize);
+  }
+
+  /**
+   * Call `listener(blockCount)` whenever the capacity changes (grow), so that the SCSI layer can
+   * raise CAPACITY DATA HAS CHANGED. Returns the unsubscribe function.
+   */
+  onCapacityChange(listener: (blocks: number) => void): () => void {
+    this.capacityListeners.add(listener);
+    return () => this.capacityListeners.delete(listener);
+  }
+
+  /** Grow to `sizeBytes` (durable in the registry when this resolves). Shrinking is refused. */
+  async grow(sizeBytes: number): Promise<void> {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes % this.blockSize !== 0) {
+      throw new Error(
+        `volume "${this.name}": size ${sizeBytes} is not a multiple of the block size ${this.blockSize}`,
+      );
+    }
+    if (sizeBytes < this.rec.size) {
+      throw new Error(
+        `volume "${this.name}" holds ${this.rec.size} bytes; shrinking it to ${sizeBytes} would ` +
+          "destroy data (sanmux never shrinks a volume)",
+      );
+    }
+    if (sizeBytes === this.rec.size) return;
+    const before = this.rec.size;
+    this.rec.size = sizeBytes;
+    try {
+      await this.ctx.registry.save();
+    } catch (error) {
+      this.rec.size = before;
+      throw error;
+    }
+    for (const l of this.capacityListeners) l(this.blockCount());
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reads
+
+  async read(lba: number, blocks: number): Promise<Buffer> {
+    this.check(lba, blocks);
+    if (blocks === 0) return Buffer.alloc(0);
+    this.enter();
+    try {
+      const start = lba * this.blockSize;
+      const end = start + blocks * this.blockSize;
+      const first = Math.floor(start / GRAIN);
+      const count = Math.ceil(end / GRAIN) - first;
+      const buf = await this.readGrains(first, count, lba);
+      const skip = start - first * GRAIN;
+      return skip === 0 && buf.length === end - start
+        ? buf
+        : buf.subarray(skip, skip + end - start);
+    } finally {
+      this.leave();
+    }
+  }
+
+  /**
+   * `count` grains from `first`, holes as zeros. Rejects with MediumError and the LBA of the
+   * first unreadable block at or after `fromLba`.
+   */
+  private async readGrains(
+    first: number,
+    count: number,
+    fromLba = 0,
+    retried = false,
+  ): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(count * GRAIN);
+    const resolved = this.ctx.store.resolveGrains(this.number, first, count);
+    interface Run {
+      container: number;
+      end: number;
+      records: RunRecord[];
+      index: number[];
+    }
+    const runs: Run[] = [];
+    let run: Run | undefined;
+    for (let i = 0; i < count; i++) {
+      const r = resolved[i];
+      if (r === undefined) {
+        out.fill(0, i * GRAIN, (i + 1) * GRAIN);
+        continue;
+      }
+      const c = r.chunk;
+      if (c === undefined) {
+        throw this.mediumError(
+          first + i,
+          "its map entry names a chunk the index does not hold",
+          fromLba,
+        );
+      }
+      if (c.logicalLength !== GRAIN) {
+        throw this.mediumError(
+          first + i,
+          `its chunk holds ${c.logicalLength} bytes, not a grain`,
+          fromLba,
+        );
+      }
+      const record = { offset: c.offset, storedLength: c.storedLength, fingerprint: r.fingerprint };
+      // Sequential writes put their grains back to back: one pread for the run (module comment).
+      if (run !== undefined && run.container === c.containerId && run.end === c.offset) {
+        run.records.push(record);
+        run.index.push(i);
+      } else {
+        run = { container: c.containerId, end: 0, records: [record], index: [i] };
+        runs.push(run);
+      }
+      run.end = c.offset + 60 + c.storedLength;
+    }
+    const results = await Promise.all(
+      runs.map((r) =>
+        this.ctx.chunks
+          .readRun(r.container, r.records)
+          .catch((error: unknown): (Buffer | StorageError)[] =>
+            r.records.map(() => asMedium(error)),
+          ),
+      ),
+    );
+    let failed: { index: number; error: StorageError } | undefined;
+    for (let k = 0; k < runs.length; k++) {
+      const r = runs[k]!;
+      const res = results[k]!;
+      for (let j = 0; j < r.index.length; j++) {
+        const i = r.index[j]!;
+        const got = res[j]!;
+        if (got instanceof StorageError) {
+          if (failed === undefined || i < failed.index) failed = { index: i, error: got };
+        } else got.copy(out, i * GRAIN);
+      }
+    }
+    if (failed !== undefined) {
+      const { index, error } = failed;
+      // The map may have moved on while we read (an overwrite, or GC deleting a container whose
+      // chunks no map uses any more): look again once before calling it damage.
+      const now = this.ctx.store.resolveGrains(this.number, first + index, 1)[0];
+      const then = resolved[index];
+      if (!retried && !sameResolution(now, then)) {
+        return this.readGrains(first, count, fromLba, true);
+      }
+      throw this.mediumError(first + index, error.message, fromLba, error);
+    }
+    return out;
+  }
+
+  private mediumError(grain: number, why: string, fromLba = 0, cause?: unknown): StorageError {
+    const lba = Math.max(fromLba, Math.floor((grain * GRAIN) / this.blockSize));
+    this.ctx.logger?.error(
+      { volume: this.name, lba, grain, err: cause },
+      `unreadable grain: ${why}`,
+    );
+    return new StorageError(
+      StorageErrorCode.MediumError,
+      `volume "${this.name}" block ${lba}: ${why}`,
+      lba,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Writes
+
+  async write(lba: number, data: Buffer, options?: WriteOptions): Promise<void> {
+    this.checkData(lba, data);
+    if (data.length === 0) return;
+    this.enter();
+    try {
+      await this.writeBytes(lba * this.blockSize, data);
+      if (options?.fua === true || !this.rec.writeCache) await this.syncMeta();
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** All or nothing: every grain goes to the map in one transaction (module comment). */
+  async writeAtomic(lba: number, data: Buffer, options?: WriteOptions): Promise<void> {
+    if (data.length % this.blockSize !== 0 || data.length > ATOMIC_WRITE_MAX_BYTES) {
+      throw new StorageError(
+        StorageErrorCode.Internal,
+        `atomic write of ${data.length} bytes is not a whole number of ${this.blockSize}-byte ` +
+          `blocks, or longer than ${this.atomicWriteMaxBlocks} blocks`,
+        lba,
+      );
+    }
+    return this.write(lba, data, options);
+  }
+
+  private checkData(lba: number, data: Buffer): void {
+    if (data.length % this.blockSize !== 0) {
+      throw new StorageError(
+        StorageErrorCode.Internal,
+        `write of ${data.length} bytes is not a whole number of ${this.blockSize}-byte blocks`,
+        lba,
+      );
+    }
+    this.check(lba, data.length / this.blockSize);
+  }
+
+  /** Write `data` at byte `start` (a multiple of the block size). */
+  private async writeBytes(start: number, data: Buffer): Promise<void> {
+    const end = start + data.length;
+    const first = Math.floor(start / GRAIN);
+    const last = Math.ceil(end / GRAIN);
+    const unlock = this.blockSize < GRAIN ? await this.lock(first, last) : undefined;
+    try {
+      const grains: Buffer[] = [];
+      for (let g = first; g < last; g++) {
+        const gs = g * GRAIN;
+        if (gs >= start && gs + GRAIN <= end) {
+          grains.push(data.subarray(gs - start, gs - start + GRAIN));
+          continue;
+        }
+        // Read-modify-write of a partial grain (512-byte blocks), under the grain lock.
+        const old = await this.readGrains(g, 1, start / this.blockSize);
+        const from = Math.max(start, gs);
+        const to = Math.min(end, gs + GRAIN);
+        data.copy(old, from - gs, from - start, to - start);
+        grains.push(old);
+      }
+      await this.storeGrains(first, grains, start / this.blockSize);
+    } finally {
+      unlock?.();
+    }
+  }
+
+  /** The write protocol for whole grains `first ..` (module comment). */
+  private async storeGrains(first: number, grains: readonly Buffer[], lbaFrom = 0): Promise<void> {
+    const { store, chunks } = this.ctx;
+    const { fps, zero } = await chunks.jobs.fingerprint(chunks.domainId(this.domain), grains);
+    const updates: GrainUpdate[] = new Array(grains.length);
+    let misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
+    for (let i = 0; i < grains.length; i++) {
+      if (zero[i] === 1) {
+        updates[i] = { grain: first + i, fingerprint: null };
+        continue;
+      }
+      const fingerprint = Buffer.from(fps.buffer, fps.byteOffset + i * 32, 32);
+      const hit = store.lookupChunk(this.domain, fingerprint);
+      if (hit !== undefined && chunks.isDamaged(hit.containerId, hit.offset)) {
+        // Mapping this grain to a chunk scrub found damaged would acknowledge data that cannot
+        // be read back; healing it needs the index to accept a new copy (see README, "Limits").
+        throw this.mediumError(first + i, "the stored copy of this content is damaged", lbaFrom);
+      }
+      updates[i] = { grain: first + i, fingerprint };
+      if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
+    }
+    const batch = chunks.batch(this.domain);
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (misses.length > 0) {
+          const locations = await batch.appendAll(misses);
+          misses.forEach((m, k) => {
+            updates[m.index] = { ...updates[m.index]!, chunk: locations[k]! };
+          });
+          await batch.sync();
+        }
+        try {
+          await store.writeGrains(this.number, updates);
+          return;
+        } catch (error) {
+          if (!(error instanceof MetaError) || error.code !== MetaErrorCode.ChunkMissing) {
+            throw metaFailure(error, this.name);
+          }
+          if (attempt >= 3) throw metaFailure(error, this.name);
+          // GC claimed chunks we deduplicated against: store those grains (README, "GC").
+          const gone = new Set(error.fingerprints ?? []);
+          misses = [];
+          updates.forEach((u, i) => {
+            if (u.fingerprint !== null && u.chunk === undefined) {
+              if (gone.has(Buffer.from(u.fingerprint).toString("hex"))) {
+                misses.push({
+                  index: i,
+                  fingerprint: Buffer.from(u.fingerprint),
+                  grain: grains[i]!,
+                });
+              }
+            }
+          });
+        }
+      }
+    } finally {
+      batch.release();
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw this.notReady();
+    await this.syncMeta();
+  }
+
+  /** Container bytes are durable before any map update (write protocol), so the store is all. */
+  private async syncMeta(): Promise<void> {
+    try {
+      await this.ctx.store.flush();
+    } catch (error) {
+      throw metaFailure(error, this.name);
+    }
+  }
+
+  async unmap(lba: number, blocks: number): Promise<void> {
+    this.check(lba, blocks);
+    if (blocks === 0) return;
+    this.enter();
+    try {
+      const start = lba * this.blockSize;
+      const end = start + blocks * this.blockSize;
+      const a = Math.ceil(start / GRAIN);
+      const b = Math.floor(end / GRAIN);
+      // Partial grains at the edges (512-byte blocks) get zeros written into them; a grain that
+      // ends up all zeros becomes a hole.
+      if (a > b) {
+        await this.writeBytes(start, Buffer.alloc(end - start)); // inside one grain
+        return;
+      }
+      if (start < a * GRAIN) await this.writeBytes(start, Buffer.alloc(a * GRAIN - start));
+      if (b * GRAIN < end) await this.writeBytes(b * GRAIN, Buffer.alloc(end - b * GRAIN));
+      if (b > a) {
+        const unlock = this.blockSize < GRAIN ? await this.lock(a, b) : undefined;
+        try {
+          await this.ctx.store.unmapGrains(this.number, a, b - a);
+        } catch (error) {
+          throw metaFailure(error, this.name);
+        } finally {
+          unlock?.();
+        }
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  async blockStatus(lba: number): Promise<BlockStatus> {
+    this.check(lba, 1);
+    const grain = Math.floor((lba * this.blockSize) / GRAIN);
+    const lastGrain = Math.ceil(this.rec.size / GRAIN);
+    const s = this.ctx.store.extentStatus(this.number, grain, Math.max(1, lastGrain - grain));
+    const endLba = Math.floor(((grain + s.grains) * GRAIN) / this.blockSize);
+    return { mapped: s.mapped, blocks: Math.max(1, Math.min(endLba, this.blockCount()) - lba) };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Copy by reference (EXTENDED COPY, clones)
+
+  /**
+   * Map this volume's grains to the source's chunks (MetaStore.copyGrains): no data is read or
+   * written. Only between volumes of one pool and one domain, for grain-aligned ranges; otherwise
+   * resolves false having changed nothing. copyGrains reads each source window inside the
+   * transaction that writes it, in memmove order for an overlapping copy within one volume, so
+   * the result is as if the source range were read whole first. A source entry whose chunk the
+   * index lacks (damage) fails the copy (ChunkMissing): the copy then falls back to reading the
+   * source, which reports the damaged block as MediumError.
+   */
+  async copyFrom(
+    source: Volume,
+    sourceLba: number,
+    lba: number,
+    blocks: number,
+    options?: WriteOptions,
+  ): Promise<boolean> {
+    if (!(source instanceof PoolVolume) || source.ctx !== this.ctx) return false;
+    if (source.domain !== this.domain || source.blockSize !== this.blockSize) return false;
+    const perGrain = GRAIN / this.blockSize;
+    if (sourceLba % perGrain !== 0 || lba % perGrain !== 0 || blocks % perGrain !== 0) {
+      return false;
+    }
+    source.check(sourceLba, blocks);
+    this.check(lba, blocks);
+    if (blocks === 0) return true;
+    const count = blocks / perGrain;
+    const dst = lba / perGrain;
+    this.enter();
+    source.enter();
+    try {
+      const unlock = this.blockSize < GRAIN ? await this.lock(dst, dst + count) : undefined;
+      try {
+        await this.ctx.store.copyGrains(
+          { volume: source.number },
+          sourceLba / perGrain,
+          this.number,
+          dst,
+          count,
+        );
+      } catch (error) {
+        if (!(error instanceof MetaError) || error.code !== MetaErrorCode.ChunkMissing) {
+          throw metaFailure(error, this.name);
+        }
+        const data = await source.readGrains(sourceLba / perGrain, count);
+        await this.storeGrains(dst, splitGrains(data));
+      } finally {
+        unlock?.();
+      }
+      if (options?.fua === true || !this.rec.writeCache) await this.syncMeta();
+    } finally {
+      source.leave();
+      this.leave();
+    }
+    return true;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      if (this.inFlight > 0) await new Promise<void>((r) => (this.idle = r));
+      try {
+        await this.ctx.store.flush();
+      } finally {
+        this.ctx.forget(this);
+      }
+    })();
+    return this.closing;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Take the grain locks of [first, end) in call order (FIFO per grain; every caller registers
+   * all its grains synchronously, so two callers can never wait for each other in a cycle).
+   */
+  private async lock(first: number, end: number): Promise<() => void> {
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const waits: Promise<void>[] = [];
+    for (let g = first; g < end; g++) {
+      const prev = this.locks.get(g);
+      if (prev !== undefined) waits.push(prev);
+      this.locks.set(g, mine);
+    }
+    if (waits.length > 0) await Promise.all(waits);
+    return () => {
+      release();
+      for (let g = first; g < end; g++) if (this.locks.get(g) === mine) this.locks.delete(g);
+    };
+  }
+
+  /** Range check; also refuses any operation on a closed volume. */
+  private check(lba: number, blocks: number): void {
+    if (this.closed) throw this.notReady();
+    const count = this.blockCount();
+    if (
+      !Number.isSafeInteger(lba) ||
+      !Number.isSafeInteger(blocks) ||
+      lba < 0 ||
+      blocks < 0 ||
+      lba + blocks > count
+    ) {
+      throw new StorageError(
+        StorageErrorCode.OutOfRange,
+        `blocks ${lba}..${lba + blocks - 1} are outside volume "${this.name}" (${count} blocks)`,
+        Number.isSafeInteger(lba) && lba >= 0 && lba < count ? count : lba,
+      );
+    }
+  }
+
+  private notReady(): StorageError {
+    return new StorageError(StorageErrorCode.NotReady, `volume "${this.name}" is closed`);
+  }
+
+  private enter(): void {
+    this.inFlight++;
+  }
+
+  private leave(): void {
+    if (--this.inFlight === 0 && this.idle !== undefined) {
+      const idle = this.idle;
+      this.idle = undefined;
+      idle();
+    }
+  }
+}
+
+function splitGrains(data: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < data.length; at += GRAIN) out.push(data.subarray(at, at + GRAIN));
+  return out;
+}
+
+function sameResolution(
+  a: ReturnType<MetaStore["resolveGrains"]>[number],
+  b: ReturnType<MetaStore["resolveGrains"]>[number],
+): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  if (!a.fingerprint.equals(b.fingerprint)) return false;
+  return a.chunk?.containerId === b.chunk?.containerId && a.chunk?.offset === b.chunk?.offset;
+}
+
+function asMedium(error: unknown): StorageError {
+  if (error instanceof StorageError) return error;
+  return new StorageError(
+    StorageErrorCode.MediumError,
+    `reading a container failed: ${(error as Error | undefined)?.message ?? String(error)}`,
+    undefined,
+    { cause: error },
+  );
+}
+
+/** A metadata failure seen by a volume operation, as a StorageError. */
+function metaFailure(error: unknown, volume: string): StorageError {
+  if (error instanceof StorageError) return error;
+  if (error instanceof MetaError) {
+    const code =
+      error.code === MetaErrorCode.Closed || error.code === MetaErrorCode.UnknownVolume
+        ? StorageErrorCode.NotReady
+        : StorageErrorCode.WriteFault;
+    return new StorageError(code, `volume "${volume}": ${error.message}`, undefined, {
+      cause: error,
+    });
+  }
+  return asStorageError(error, `volume "${volume}": metadata update`);
+}

@@ -1,0 +1,631 @@
+/**
+ * The pool: the deduplicated, compressed, encrypted storage behind every pool volume
+ * (DESIGN.md "Pool", "Durability", "Domains and encryption"), wired from the building blocks:
+ * container files (src/pool/container), the metadata store (src/pool/meta), the key hierarchy
+ * (src/crypto), the registry (registry.ts), devices (devices.ts) and the chunk store
+ * (chunk-store.ts). See README.md in this folder.
+ *
+ * Layout under `dir`:
+ *   registry.json          devices, domains, containers, volumes (registry.ts)
+ *   meta/                  the LMDB environment of the metadata store
+ *   devices/0/containers/  container files `<id>.sxc` of the default device (others: addDevice)
+ *
+ * Recovery is "open, then let the applier run" (src/pool/meta/README.md, "Crash consistency")
+ * plus the containers' own: torn tails of unsealed containers are truncated (FORMAT.md §6; the
+ * write protocol never lets the index name bytes that were not synced).
+ *
+ * Concurrency: catalog changes (ensureVolume, deleteVolume, addDevice) run one at a time;
+ * volume I/O, scrub, check and gc run alongside them.
+ */
+import type { KeyObject } from "node:crypto";
+import { mkdir, readdir, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { Logger } from "pino";
+import { keyCheckValue, newId, verifyMasterKey } from "../crypto/index.js";
+import { isValidName, NAME_RULE } from "../util/names.js";
+import { ChunkStore } from "./chunk-store.js";
+import { JobRunner } from "./chunk-worker.js";
+import { readDirectory, scanContainer } from "./container/index.js";
+import { type DeviceStatus, Devices } from "./devices.js";
+import {
+  type AuditReport,
+  type DomainUsage,
+  MetaStore,
+  type PoolUsage,
+  RefcountApplier,
+  type VolumeUsage,
+} from "./meta/index.js";
+import { GRAIN, type PoolContext, PoolVolume } from "./pool-volume.js";
+import { type ContainerRecord, REGISTRY_FILE, Registry, type VolumeRecord } from "./registry.js";
+import { type ScrubProgress, type ScrubReport, scrubPool } from "./scrub.js";
+
+export { PoolVolume } from "./pool-volume.js";
+export type { ScrubProgress, ScrubReport } from "./scrub.js";
+
+export interface PoolOpenOptions {
+  /** The pool's directory (e.g. DATA/pool); created if missing. */
+  readonly dir: string;
+  readonly masterKey: KeyObject;
+  readonly logger?: Logger | undefined;
+  /** Extra device directories (added if new). The default device is `dir/devices/0`. */
+  readonly devices?: readonly string[] | undefined;
+  /** Seal containers at this size. Default 256 MiB. */
+  readonly sealBytes?: number | undefined;
+  /** Bytes kept free on each device (devices.ts). */
+  readonly reserveBytes?: number | undefined;
+  /** Check HMAC(plaintext) on every read (chunk-store.ts). Default false. */
+  readonly verifyReads?: boolean | undefined;
+  /**
+   * Worker threads for fingerprinting and record opening (chunk-worker.ts). Default: one per
+   * CPU, at most 4; 0 runs them on the main thread.
+   */
+  readonly workers?: number | undefined;
+}
+
+export interface VolumeSpec {
+  readonly name: string;
+  /** Capacity in bytes, a multiple of the block size. */
+  readonly size: number;
+  readonly blockSize: 512 | 4096;
+  /** Dedup + encryption domain. Default "shared". */
+  readonly domain?: string | undefined;
+  /** Write-back cache (WCE=1). Default true; false makes every write durable before it resolves. */
+  readonly writeCache?: boolean | undefined;
+}
+
+/** Capacity figures (src/pool/meta/README.md, "Capacity accounting"). */
+export interface UsageFigures {
+  /** Sum of the volumes' sizes. */
+  readonly provisionedBytes: number;
+  /** Mapped grains × grain size: what was written and is not zeros. */
+  readonly logicalBytes: number;
+  /** Stored bytes of the chunks the maps reference, shared chunks counted for each reference. */
+  readonly referencedBytes: number;
+  /** What the data occupies in containers (volumes: an attributed share). */
+  readonly physicalBytes: number;
+  readonly savedByDedup: number;
+  readonly savedByCompression: number;
+  /** referenced / physical. */
+  readonly dedupRatio: number;
+  /** logical / referenced. */
+  readonly compressionRatio: number;
+}
+
+export interface PoolUsageReport {
+  readonly grainSize: number;
+  readonly pool: UsageFigures & {
+    readonly liveChunks: number;
+    readonly deadChunks: number;
+    readonly deadBytes: number;
+    readonly pendingJournalRecords: number;
+  };
+  readonly domains: (UsageFigures & { readonly name: string; readonly id: string })[];
+  readonly volumes: (UsageFigures & {
+    readonly name: string;
+    readonly domain: string;
+    readonly blockSize: number;
+    readonly writeCache: boolean;
+  })[];
+  readonly devices: DeviceStatus[];
+  readonly containers: { readonly open: number; readonly sealed: number; readonly total: number };
+}
+
+export interface CheckReport {
+  /** No finding of any kind (audit clean and no container file missing). */
+  readonly clean: boolean;
+  readonly leaks: number;
+  readonly orphans: number;
+  readonly miscounts: number;
+  /** Map entries whose chunk the index lacks: unreadable grains. */
+  readonly damage: number;
+  readonly staleDead: number;
+  readonly drift: number;
+  readonly pendingRecords: number;
+  readonly mapEntries: number;
+  readonly chunks: number;
+  readonly missingContainers: string[];
+  readonly audit: AuditReport;
+}
+
+export interface GcReport {
+  readonly journalRecords: number;
+  /** Dead chunks removed from the index (no longer deduplicated against). */
+  readonly chunksReclaimed: number;
+  readonly containersDeleted: number;
+  readonly bytesReclaimed: number;
+  /**
+   * Containers past the dead-space threshold that still hold live chunks: compacting them needs
+   * a relocation transaction in the metadata store (README.md, "Limits").
+   */
+  readonly notCompacted: { container: string; deadFraction: number; deadBytes: number }[];
+  readonly durationMs: number;
+}
+
+const DEFAULT_DOMAIN = "shared";
+
+export class Pool {
+  private readonly volumes = new Map<string, PoolVolume>();
+  private readonly ctx: PoolContext;
+  private catalogTail: Promise<unknown> = Promise.resolve();
+  /** Scrubs and GCs under way: close() lets them stop and waits for them. */
+  private readonly maintenance = new Set<Promise<unknown>>();
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    readonly dir: string,
+    private readonly registry: Registry,
+    private readonly store: MetaStore,
+    private readonly devices: Devices,
+    private readonly chunks: ChunkStore,
+    private readonly applier: RefcountApplier,
+    private readonly logger: Logger | undefined,
+  ) {
+    this.ctx = {
+      store,
+      chunks,
+      registry,
+      logger,
+      forget: (v) => {
+        if (this.volumes.get(v.name) === v) this.volumes.delete(v.name);
+      },
+    };
+  }
+
+  static async open(o: PoolOpenOptions): Promise<Pool> {
+    const dir = resolve(o.dir);
+    const log = o.logger;
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, REGISTRY_FILE);
+    let registry = await Registry.load(path);
+    if (registry === undefined) {
+      if ((await readdir(dir)).includes("meta")) {
+        throw new Error(`pool at ${dir} has metadata but no ${REGISTRY_FILE}: refusing to start`);
+      }
+      registry = Registry.create(path, {
+        poolId: newId(),
+        keyCheck: keyCheckValue(o.masterKey),
+        grainSize: GRAIN,
+      });
+      registry.addDevice(join(dir, "devices", "0"));
+      await registry.save();
+      log?.info({ dir, poolId: registry.data.poolId }, "created pool");
+    } else {
+      try {
+        verifyMasterKey(o.masterKey, registry.data.keyCheck);
+      } catch (error) {
+        throw new Error(`wrong master key for pool at ${dir}: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+    }
+    if (registry.data.grainSize !== GRAIN) {
+      throw new Error(`pool at ${dir} has grain size ${registry.data.grainSize}; only ${GRAIN}`);
+    }
+    for (const d of o.devices ?? []) {
+      const p = resolve(d);
+      if (!registry.devices.some((x) => x.path === p)) registry.addDevice(p);
+    }
+    await registry.save();
+    const devices = new Devices(registry, { reserveBytes: o.reserveBytes });
+    await devices.start();
+    const store = await MetaStore.open({ path: join(dir, "meta"), grainSize: GRAIN });
+    try {
+      const pending = store.pendingJournalRecords;
+      const jobs = new JobRunner(o.masterKey, o.workers);
+      const chunks = new ChunkStore(registry, devices, o.masterKey, jobs, log, {
+        sealBytes: o.sealBytes,
+        verifyReads: o.verifyReads,
+      });
+      const recovery = await chunks.recover();
+      // Volumes: finish interrupted deletions; make sure every volume is registered in the store
+      // (the registry is saved first, so a crash can leave a volume the store does not know).
+      for (const v of [...registry.volumes]) {
+        if (v.deleting === true) {
+          await store.deleteVolume(v.number);
+          registry.removeVolume(v.name);
+        } else {
+          await store.createVolume(v.number, v.domain);
+        }
+      }
+      await registry.save();
+      const applier = new RefcountApplier(store, {
+        onApplied: (r) => {
+          if (r.anomalies.length > 0) {
+            log?.warn({ anomalies: r.anomalies.slice(0, 10) }, "refcount journal anomalies");
+          }
+        },
+        onError: (err) => log?.error({ err }, "applying the refcount journal failed"),
+      });
+      applier.start();
+      log?.info(
+        {
+          dir,
+          pendingJournalRecords: pending,
+          containersReopened: recovery.reopened,
+          tornTails: recovery.tornTails,
+          tornBytesTruncated: recovery.tornBytes,
+          sealedAtOpen: recovery.sealedAtOpen,
+          leftoversDeleted: recovery.deletedLeftovers,
+          missingContainers: recovery.missing,
+          damagedContainers: recovery.damaged,
+          volumes: registry.volumes.length,
+        },
+        "pool open",
+      );
+      return new Pool(dir, registry, store, devices, chunks, applier, log);
+    } catch (error) {
+      devices.stop();
+      await store.close();
+      throw error;
+    }
+  }
+
+  /** Run catalog changes one at a time. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.catalogTail.then(fn, fn);
+    this.catalogTail = run.catch(() => undefined);
+    return run;
+  }
+
+  private checkOpen(): void {
+    if (this.closing !== undefined) throw new Error(`pool at ${this.dir} is closed`);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Volumes
+
+  /**
+   * Create the volume if absent, grow it if `size` is larger; refuse a shrink, a block size
+   * change or a domain change. Returns the open volume (the same object while it stays open).
+   */
+  ensureVolume(spec: VolumeSpec): Promise<PoolVolume> {
+    return this.serial(async () => {
+      this.checkOpen();
+      const { name, size, blockSize } = spec;
+      const domainName = spec.domain ?? DEFAULT_DOMAIN;
+      if (!isValidName(name))
+        throw new Error(`volume name "${name}" is not valid: use ${NAME_RULE}`);
+      if (!isValidName(domainName)) {
+        throw new Error(`domain name "${domainName}" is not valid: use ${NAME_RULE}`);
+      }
+      if (blockSize !== 512 && blockSize !== 4096) {
+        throw new Error(`volume "${name}": block size ${String(blockSize)} is not 512 or 4096`);
+      }
+      if (!Number.isSafeInteger(size) || size <= 0 || size % blockSize !== 0) {
+        throw new Error(
+          `volume "${name}": size ${size} is not a positive multiple of the block size ${blockSize}`,
+        );
+      }
+      const existing = this.registry.volumeByName(name);
+      if (existing !== undefined) {
+        const domain = this.registry.domain(existing.domain);
+        if (existing.blockSize !== blockSize) {
+          throw new Error(
+            `volume "${name}" has block size ${existing.blockSize}; changing it to ${blockSize} ` +
+              "would move every block (create a new volume instead)",
+          );
+        }
+        if (domain?.name !== domainName) {
+          throw new Error(
+            `volume "${name}" is in domain "${domain?.name}"; moving it to "${domainName}" ` +
+              "would need every chunk stored again under the other domain's keys (copy it instead)",
+          );
+        }
+        const volume = this.openVolume(existing);
+        if (size !== existing.size) await volume.grow(size); // refuses a shrink
+        const writeCache = spec.writeCache ?? true;
+        if (writeCache !== existing.writeCache) {
+          existing.writeCache = writeCache;
+          await this.registry.save();
+        }
+        return volume;
+      }
+      let domain = this.registry.domainByName(domainName);
+      if (domain === undefined) domain = this.registry.addDomain(domainName, newId());
+      const rec = this.registry.addVolume({
+        name,
+        id: newId(),
+        domain: domain.number,
+        size,
+        blockSize,
+        writeCache: spec.writeCache ?? true,
+      });
+      await this.registry.save(); // durable before the store names the number (registry.ts)
+      await this.store.createVolume(rec.number, domain.number);
+      this.logger?.info({ volume: name, size, blockSize, domain: domainName }, "created volume");
+      return this.openVolume(rec);
+    });
+  }
+
+  private openVolume(rec: VolumeRecord): PoolVolume {
+    let v = this.volumes.get(rec.name);
+    if (v === undefined || v.isClosed) {
+      v = new PoolVolume(this.ctx, rec);
+      this.volumes.set(rec.name, v);
+    }
+    return v;
+  }
+
+  /** The volume `name`, opened if it exists and is not open; undefined when it does not exist. */
+  volume(name: string): PoolVolume | undefined {
+    if (this.closing !== undefined) return undefined;
+    const rec = this.registry.volumeByName(name);
+    if (rec === undefined || rec.deleting === true) return undefined;
+    return this.openVolume(rec);
+  }
+
+  /** Names of the pool's volumes. */
+  volumeNames(): string[] {
+    return this.registry.volumes.filter((v) => v.deleting !== true).map((v) => v.name);
+  }
+
+  /** Close the volume, drop every reference it holds, forget it. */
+  deleteVolume(name: string): Promise<void> {
+    return this.serial(async () => {
+      this.checkOpen();
+      const rec = this.registry.volumeByName(name);
+      if (rec === undefined) throw new Error(`volume "${name}" does not exist`);
+      await this.volumes.get(name)?.close();
+      rec.deleting = true;
+      await this.registry.save(); // a crash from here on finishes the deletion at the next start
+      await this.store.deleteVolume(rec.number);
+      this.registry.removeVolume(name);
+      await this.registry.save();
+      this.logger?.info({ volume: name }, "deleted volume");
+    });
+  }
+
+  /** Add a device directory (usable at once: new containers go where there is most room). */
+  addDevice(dir: string): Promise<void> {
+    return this.serial(async () => {
+      this.checkOpen();
+      const rec = await this.devices.add(dir);
+      this.logger?.info({ device: rec.path, number: rec.number }, "device added");
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Accounting
+
+  usage(): PoolUsageReport {
+    const { store, registry } = this;
+    const provisioned = new Map<number, number>();
+    const volumes: PoolUsageReport["volumes"][number][] = [];
+    for (const v of registry.volumes) {
+      if (v.deleting === true) continue;
+      provisioned.set(v.domain, (provisioned.get(v.domain) ?? 0) + v.size);
+      const u = store.volumeUsage(v.number);
+      volumes.push({
+        name: v.name,
+        domain: registry.domain(v.domain)?.name ?? String(v.domain),
+        blockSize: v.blockSize,
+        writeCache: v.writeCache,
+        ...figures(v.size, u),
+      });
+    }
+    const domains = registry.data.domains.map((d) => ({
+      name: d.name,
+      id: d.id,
+      ...figures(provisioned.get(d.number) ?? 0, store.domainUsage(d.number)),
+    }));
+    const p = store.poolUsage();
+    let total = 0;
+    for (const n of provisioned.values()) total += n;
+    const open = registry.containers.filter((c) => c.state === "open").length;
+    return {
+      grainSize: GRAIN,
+      pool: {
+        ...figures(total, p),
+        liveChunks: p.liveChunks,
+        deadChunks: p.deadChunks,
+        deadBytes: p.deadBytes,
+        pendingJournalRecords: store.pendingJournalRecords,
+      },
+      domains,
+      volumes,
+      devices: this.devices.status(),
+      containers: {
+        open,
+        sealed: registry.containers.length - open,
+        total: registry.containers.length,
+      },
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Maintenance
+
+  /** Check every record of every container; see scrub.ts. */
+  scrub(onProgress?: (p: ScrubProgress) => void): Promise<ScrubReport> {
+    this.checkOpen();
+    return this.track(
+      scrubPool(
+        {
+          registry: this.registry,
+          chunks: this.chunks,
+          store: this.store,
+          logger: this.logger,
+          stopped: () => this.closing !== undefined,
+        },
+        onProgress,
+      ),
+    );
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.maintenance.add(p);
+    void p.finally(() => this.maintenance.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  /** The metadata audit (mark and sweep, src/pool/meta/README.md) and missing container files. */
+  async check(): Promise<CheckReport> {
+    this.checkOpen();
+    const audit = this.store.audit();
+    const missingContainers: string[] = [];
+    for (const c of this.registry.containers) {
+      if (c.state === "deleting") continue;
+      const path = this.chunks.containerPath(c);
+      if (!(await fileExists(path))) missingContainers.push(path);
+    }
+    return {
+      clean: audit.clean && missingContainers.length === 0,
+      leaks: audit.leaks.count,
+      orphans: audit.orphans.count,
+      miscounts: audit.miscounts.count,
+      damage: audit.damage.count,
+      staleDead: audit.staleDead.count,
+      drift: audit.drift.length,
+      pendingRecords: audit.pendingRecords,
+      mapEntries: audit.mapEntries,
+      chunks: audit.chunks,
+      missingContainers,
+      audit,
+    };
+  }
+
+  /**
+   * Apply the journal, claim every container's dead chunks (MetaStore.reclaimDeadChunks: no
+   * write deduplicates against them any more), and delete the containers left with no live chunk
+   * (a fully dead current container is sealed first). Containers past `minDeadFraction` (default
+   * 0.3) that still hold live chunks are reported, not compacted: see GcReport.notCompacted.
+   * Yields to I/O between containers.
+   */
+  gc(options: { minDeadFraction?: number } = {}): Promise<GcReport> {
+    this.checkOpen();
+    return this.track(this.runGc(options.minDeadFraction ?? 0.3));
+  }
+
+  private async runGc(threshold: number): Promise<GcReport> {
+    const t0 = Date.now();
+    const journalRecords = await this.applyJournal();
+    let chunksReclaimed = 0;
+    let containersDeleted = 0;
+    let bytesReclaimed = 0;
+    const notCompacted: GcReport["notCompacted"] = [];
+    const live = async (c: ContainerRecord): Promise<number> => {
+      chunksReclaimed += (await this.store.reclaimDeadChunks(c.number)).length;
+      const u = this.store.containerUsage(c.number);
+      return u === undefined ? 0 : u.storedChunks - u.deadChunks;
+    };
+    for (const c of [...this.registry.containers]) {
+      await turn();
+      if (c.state === "deleting" || this.closing !== undefined) continue;
+      if ((await live(c)) > 0) {
+        const u = this.store.containerUsage(c.number);
+        const fraction = u && u.storedBytes > 0 ? u.deadBytes / u.storedBytes : 0;
+        if (u !== undefined && fraction >= threshold) {
+          notCompacted.push({ container: c.id, deadFraction: fraction, deadBytes: u.deadBytes });
+        }
+        continue;
+      }
+      const oc = this.chunks.openContainer(c.number);
+      if (oc !== undefined) {
+        if (oc.writer.recordCount === 0 || oc.holds > 0) continue; // fresh, or writes under way
+        await this.chunks.retireAndSeal(oc);
+        if ((await live(c)) > 0) continue; // writes landed before the seal
+      }
+      if (!(await this.unreferenced(c))) {
+        this.logger?.warn({ container: c.id }, "counters say dead but the index names a chunk");
+        continue;
+      }
+      await this.store.flush(); // the index forgets the chunks durably before the file goes
+      bytesReclaimed += await this.chunks.deleteContainer(c.number);
+      containersDeleted++;
+    }
+    const report = {
+      journalRecords,
+      chunksReclaimed,
+      containersDeleted,
+      bytesReclaimed,
+      notCompacted,
+      durationMs: Date.now() - t0,
+    };
+    this.logger?.info({ ...report, notCompacted: notCompacted.length }, "gc done");
+    return report;
+  }
+
+  /** No index entry names a record of container `c` (read from its directory, or a scan). */
+  private async unreferenced(c: ContainerRecord): Promise<boolean> {
+    const path = this.chunks.containerPath(c);
+    if (!(await fileExists(path))) return true;
+    const sealed = await readDirectory(path).catch(() => undefined);
+    const fps = sealed?.entries ?? (await scanContainer(path)).records;
+    let n = 0;
+    for (const e of fps) {
+      const hit = this.store.lookupChunk(c.domain, e.fingerprint);
+      if (hit !== undefined && hit.containerId === c.number) return false;
+      if (++n % 4096 === 0) await turn();
+    }
+    return true;
+  }
+
+  /**
+   * Apply every pending refcount journal record now (the applier does it within 100 ms anyway):
+   * physical, live and dead figures are exact afterwards. Resolves with the records applied.
+   */
+  async applyJournal(): Promise<number> {
+    let n = 0;
+    while (this.store.pendingJournalRecords > 0) {
+      const r = await this.store.applyJournal({ maxRecords: 16384 });
+      if (r.records === 0) break;
+      n += r.records;
+      await turn();
+    }
+    return n;
+  }
+
+  /** Every write that resolved before this call is durable. */
+  async flush(): Promise<void> {
+    await this.store.flush();
+  }
+
+  /**
+   * Close every volume (waiting for their I/O), apply the journal, close the containers without
+   * sealing them and close the metadata store.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.catalogTail;
+      await Promise.allSettled([...this.maintenance]);
+      for (const v of [...this.volumes.values()]) await v.close();
+      await this.applier.stop({ drain: true });
+      await this.chunks.close();
+      await this.chunks.jobs.close();
+      this.devices.stop();
+      await this.store.close();
+      this.logger?.info({ dir: this.dir }, "pool closed");
+    })();
+    return this.closing;
+  }
+}
+
+function figures(
+  provisioned: number,
+  u: VolumeUsage | DomainUsage | PoolUsage | undefined,
+): UsageFigures {
+  const logical = u?.logicalBytes ?? 0;
+  const referenced = u?.referencedBytes ?? 0;
+  const physical = u?.physicalBytes ?? 0;
+  return {
+    provisionedBytes: provisioned,
+    logicalBytes: logical,
+    referencedBytes: referenced,
+    physicalBytes: physical,
+    savedByDedup: referenced - physical,
+    savedByCompression: logical - referenced,
+    dedupRatio: physical > 0 ? referenced / physical : 1,
+    compressionRatio: referenced > 0 ? logical / referenced : 1,
+  };
+}
+
+function fileExists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+function turn(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
