@@ -4,7 +4,7 @@
  * a data directory or a config file.
  */
 import type { KeyObject } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, watch } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
@@ -150,25 +150,49 @@ program
     port: 3260,
   })
   .option("--key-file <file>", KEY_FILE_HELP)
+  .option(
+    "--metrics <host:port>",
+    "serve Prometheus metrics at http://HOST:PORT/metrics",
+    parsePortal,
+  )
+  .option(
+    "--no-watch",
+    "do not reload the config when the file changes (SIGHUP and `sanmux reload` still do)",
+  )
   .action(
     async (opts: {
       data: string;
       config?: string;
       portal: { host: string; port: number };
       keyFile?: string;
+      metrics?: { host: string; port: number };
+      watch: boolean;
     }) => {
       const logger = createLogger();
       const dataDir = path.resolve(opts.data);
       await mkdir(dataDir, { recursive: true, mode: 0o700 });
-      const config = await loadConfig(await ensureConfig(dataDir, opts.config));
+      const configPath = path.resolve(await ensureConfig(dataDir, opts.config));
+      const config = await loadConfig(configPath);
       const masterKey = await optionalKey(opts.keyFile);
       const server = await SanmuxServer.start({
         dataDir,
         config,
+        configPath,
         portal: opts.portal,
         logger,
         ...(masterKey ? { masterKey } : {}),
+        ...(opts.metrics ? { metrics: opts.metrics } : {}),
       });
+      const reload = (why: string) => {
+        server.reload().catch((err: unknown) => {
+          logger.error(
+            { err: err instanceof Error ? err.message : String(err), trigger: why },
+            "configuration not reloaded; the previous one stays in force",
+          );
+        });
+      };
+      process.on("SIGHUP", () => reload("SIGHUP"));
+      if (opts.watch) watchConfig(configPath, () => reload("config file changed"));
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
@@ -197,6 +221,17 @@ program
       `${file}: OK — target ${config.target}, ${config.agents.length} agent(s), ` +
         `${config.volumes.length} volume(s), ${config.mappings.length} mapping(s)`,
     );
+  });
+
+program
+  .command("reload")
+  .description("make the running server apply its config file again")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--json", "print JSON")
+  .action(async (opts: { data: string; json?: boolean }) => {
+    const report = await callControl(path.resolve(opts.data), "POST", "/v1/reload");
+    if (report === undefined) throw new Error(`no sanmux is running on ${opts.data}`);
+    print(report, opts.json === true);
   });
 
 program
@@ -288,6 +323,20 @@ function hasFindings(report: unknown, key: string, expectTrue = false): boolean 
   if (expectTrue) return value !== true;
   if (Array.isArray(value)) return value.length > 0;
   return typeof value === "number" && value > 0;
+}
+
+/**
+ * Call `onChange` once the config file has been changed and left alone for 300 ms (editors
+ * write in several steps, or replace the file: the directory is watched, not the inode).
+ */
+function watchConfig(configPath: string, onChange: () => void): void {
+  let timer: NodeJS.Timeout | undefined;
+  const name = path.basename(configPath);
+  watch(path.dirname(configPath), { persistent: false }, (_event, file) => {
+    if (file !== null && file.toString() !== name) return;
+    clearTimeout(timer);
+    timer = setTimeout(onChange, 300);
+  });
 }
 
 function parsePortal(value: string): { host: string; port: number } {

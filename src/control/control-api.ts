@@ -17,6 +17,7 @@ export const CONTROL_SOCKET = "sanmux.sock";
 /** What the control API serves; the server implements it. */
 export interface ControlHandlers {
   status(): Promise<unknown>;
+  reload(): Promise<unknown>;
   scrub(): Promise<unknown>;
   check(): Promise<unknown>;
   gc(): Promise<unknown>;
@@ -41,6 +42,7 @@ export class ControlApi {
     const socketPath = controlSocketPath(dataDir);
     const app = Fastify({ logger: false });
     app.get("/v1/status", () => handlers.status());
+    app.post("/v1/reload", () => handlers.reload());
     app.post("/v1/pool/scrub", () => handlers.scrub());
     app.post("/v1/pool/check", () => handlers.check());
     app.post("/v1/pool/gc", () => handlers.gc());

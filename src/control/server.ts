@@ -8,11 +8,12 @@ import { existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
-import { AccessControl } from "../access/access.js";
+import { AccessControl, type ChannelBinding } from "../access/access.js";
 import { Catalog } from "../access/catalog.js";
-import type { SanmuxConfig } from "../access/config.js";
+import { loadConfig, type SanmuxConfig } from "../access/config.js";
 import { CountingFilter } from "../access/filters/counting.js";
 import { ReadOnlyFilter } from "../access/filters/read-only.js";
+import { Arbiter, arbiterPolicy, type MetricsServer, serveMetrics } from "../arbiter/index.js";
 import type { LoginPolicy } from "../iscsi/login/login.js";
 import { Portal, type PortalAddress } from "../iscsi/portal.js";
 import {
@@ -21,7 +22,6 @@ import {
   type NexusPort,
   type TargetServices,
 } from "../iscsi/services.js";
-import { openFileVolume } from "../pool/file/file-volume.js";
 import { Pool } from "../pool/pool.js";
 import { ScsiTarget } from "../scsi/target.js";
 import type { LunEntry, LunView, NexusIdentity } from "../scsi/types.js";
@@ -29,6 +29,7 @@ import type { Volume } from "../volume/volume.js";
 import { ControlApi } from "./control-api.js";
 import { type DataDirLock, lockDataDir } from "./data-lock.js";
 import { FileReservationStore } from "./pr-store.js";
+import { openConfiguredVolume } from "./volumes.js";
 
 /** Where the pool lives inside the data directory. */
 export function poolDir(dataDir: string): string {
@@ -45,6 +46,30 @@ export interface ServerOptions {
   readonly hostName?: string;
   /** The master key; required when the config has pool volumes or the pool exists. */
   readonly masterKey?: KeyObject;
+  /** The config file, for `reload()` (SIGHUP, `sanmux reload`, edits when watched). */
+  readonly configPath?: string;
+  /** Serve Prometheus metrics over HTTP on this address. */
+  readonly metrics?: PortalAddress;
+}
+
+/** What a reload changed (logged, and returned to `sanmux reload`). */
+export interface ReloadReport {
+  readonly agentsAdded: readonly string[];
+  readonly agentsRemoved: readonly string[];
+  readonly agentsChanged: readonly string[];
+  readonly mappingsAdded: number;
+  readonly mappingsRemoved: number;
+  readonly mappingsChanged: number;
+  readonly volumesOpened: readonly string[];
+  readonly volumesGrown: readonly string[];
+  readonly sessionsEnded: number;
+}
+
+/** A channel's filter stack, built once per (channel, mode) and shared by its sessions. */
+interface CachedEntry {
+  readonly mode: string;
+  readonly volume: Volume;
+  readonly entry: LunEntry;
 }
 
 export const PRODUCT = { vendor: "SANMUX", product: "sanmux volume", revision: "0001" } as const;
@@ -55,6 +80,11 @@ export class SanmuxServer {
   private lock: DataDirLock | undefined;
   private control: ControlApi | undefined;
   private readonly startedAt = Date.now();
+  private metricsServer: MetricsServer | undefined;
+  private arbiter!: Arbiter;
+  /** LUN entries by channel; views read through it, so a reload reaches live sessions. */
+  private readonly entries = new Map<number, CachedEntry>();
+  private reloading: Promise<unknown> = Promise.resolve();
   private access!: AccessControl;
   private scsi!: ScsiTarget;
   private portal!: Portal;
@@ -98,40 +128,16 @@ export class SanmuxServer {
     const catalog = await Catalog.open(dataDir);
     await this.openPool();
     for (const v of config.volumes) {
-      if (v.backend === "pool") {
-        const pool = this.pool as Pool;
-        this.volumes.set(
-          v.name,
-          await pool.ensureVolume({
-            name: v.name,
-            size: v.size,
-            blockSize: v.blockSize,
-            domain: v.domain,
-            writeCache: v.writeCache,
-          }),
-        );
-        continue;
-      }
-      const volume = await openFileVolume(dataDir, {
-        name: v.name,
-        size: v.size,
-        blockSize: v.blockSize,
+      const { volume } = await openConfiguredVolume(v, {
+        dataDir,
+        pool: this.pool,
+        logger,
+        current: undefined,
       });
-      if (volume.recoveredAtomicWrite !== undefined) {
-        logger.warn(
-          { volume: v.name, ...volume.recoveredAtomicWrite },
-          "completed an atomic write interrupted by a crash, from the volume's journal",
-        );
-      }
-      if (volume.discardedAtomicJournal !== undefined) {
-        logger.warn(
-          { volume: v.name, ...volume.discardedAtomicJournal },
-          "dropped the atomic write journal: it held no complete record of this volume",
-        );
-      }
       this.volumes.set(v.name, volume);
     }
     this.access = await AccessControl.create(config, catalog);
+    this.arbiter = this.createArbiter(config);
     const hostName = this.options.hostName ?? os.hostname();
     this.scsi = new ScsiTarget(
       { ...PRODUCT, hostName, targetName: config.target },
@@ -180,6 +186,7 @@ export class SanmuxServer {
       dataDir,
       {
         status: async () => this.status(),
+        reload: async () => this.reload(),
         scrub: async () => this.requirePool().scrub(),
         check: async () => this.requirePool().check(),
         gc: async () => this.requirePool().gc(),
@@ -190,6 +197,16 @@ export class SanmuxServer {
       },
       logger.child({ layer: "control" }),
     );
+    if (this.options.metrics) {
+      this.metricsServer = await serveMetrics(
+        this.options.metrics.host,
+        this.options.metrics.port,
+        this.arbiter.metrics.registry,
+      );
+      const m = this.metricsServer.address;
+      logger.info({ metrics: `http://${formatHost(m.host)}:${m.port}/metrics` }, "serving metrics");
+    }
+    this.arbiter.startSampling(10_000);
     logger.info(
       {
         portal: `${this.address.host}:${this.address.port}`,
@@ -204,8 +221,11 @@ export class SanmuxServer {
 
   private loginPolicy(): LoginPolicy {
     const iscsi = this.options.config.iscsi;
+    const access = () => this.access;
     return {
-      targetName: this.options.config.target,
+      get targetName() {
+        return access().target;
+      },
       portalGroupTag: 1,
       limits: {
         maxRecvDataSegmentLength: iscsi.maxRecvDataSegmentLength ?? 262144,
@@ -223,29 +243,97 @@ export class SanmuxServer {
     };
   }
 
-  /** The LUNs an initiator may address right now, as its agent's mappings say. */
+  /**
+   * The LUNs an initiator may address, as its agent's mappings say at the time of each call:
+   * a reload that adds or removes a mapping reaches sessions already logged in.
+   */
   private lunView(initiatorName: string): LunView {
-    const agent = this.access.agentForInitiator(initiatorName);
-    const entries = new Map<number, LunEntry>();
-    if (agent) {
-      for (const b of this.access.bindingsFor(agent.name)) {
-        const base = this.volumes.get(b.volume);
-        if (!base) continue;
-        // Filters stack like nbdkit's: the counter sits on top so that refused writes count as
-        // errors of the channel too.
-        const guarded: Volume = b.mode === "ro" ? new ReadOnlyFilter(base) : base;
-        const volume = new CountingFilter(guarded, this.access.countersFor(b.channel));
-        entries.set(b.lun, {
-          lun: b.lun,
-          channel: b.channel,
-          readOnly: b.mode === "ro",
-          volume,
-          volumeId: base.id,
-        });
-      }
+    const bindings = () => {
+      const agent = this.access.agentForInitiator(initiatorName);
+      return agent ? this.access.bindingsFor(agent.name) : [];
+    };
+    return {
+      list: () => {
+        const out: LunEntry[] = [];
+        for (const b of bindings()) {
+          const e = this.entryFor(b);
+          if (e) out.push(e);
+        }
+        return out;
+      },
+      get: (lun) => {
+        const b = bindings().find((x) => x.lun === lun);
+        return b ? this.entryFor(b) : undefined;
+      },
+    };
+  }
+
+  /**
+   * The LUN entry of a mapping. Filters stack like nbdkit's: the arbiter (limits, shares) on
+   * the volume, the read-only guard above it (so refused writes take no tokens), and the
+   * counter on top (so refused writes count as errors of the channel too).
+   */
+  private entryFor(b: ChannelBinding): LunEntry | undefined {
+    const base = this.volumes.get(b.volume);
+    if (!base) return undefined;
+    const cached = this.entries.get(b.channel);
+    if (cached && cached.mode === b.mode && cached.volume === base) return cached.entry;
+    const arbitrated = this.arbiter.filter(base, b);
+    const guarded: Volume = b.mode === "ro" ? new ReadOnlyFilter(arbitrated) : arbitrated;
+    const volume = new CountingFilter(guarded, this.access.countersFor(b.channel));
+    const entry: LunEntry = {
+      lun: b.lun,
+      channel: b.channel,
+      readOnly: b.mode === "ro",
+      volume,
+      volumeId: base.id,
+    };
+    this.entries.set(b.channel, { mode: b.mode, volume: base, entry });
+    return entry;
+  }
+
+  private createArbiter(config: SanmuxConfig): Arbiter {
+    const pool = this.pool;
+    const logger = this.options.logger;
+    return new Arbiter({
+      policy: arbiterPolicy(config),
+      ...(pool
+        ? {
+            pool: {
+              agentLogicalBytes: (agent: string) => this.agentLogicalBytes(agent),
+              poolFreeBytes: () => pool.capacity().freeBytes,
+              poolTotalBytes: () => pool.capacity().totalBytes,
+            },
+          }
+        : {}),
+      onThreshold: (event) => {
+        logger.warn(
+          { ...event },
+          event.scope === "agent"
+            ? `agent ${event.agent} crossed its soft capacity threshold`
+            : "the pool crossed its soft capacity threshold",
+        );
+        const initiators =
+          event.scope === "agent"
+            ? new Set(
+                (this.access.agent(event.agent ?? "")?.initiators ?? []).map((i) =>
+                  i.toLowerCase(),
+                ),
+              )
+            : undefined;
+        this.scsi.notifySoftThreshold((name) => initiators?.has(name.toLowerCase()) ?? true);
+      },
+    });
+  }
+
+  /** Logical bytes held by the volumes an agent writes (its read-write mappings). */
+  private agentLogicalBytes(agent: string): number {
+    let total = 0;
+    for (const b of this.access.bindingsFor(agent)) {
+      if (b.mode !== "rw") continue;
+      total += this.pool?.volumeLogicalBytes(b.volume) ?? 0;
     }
-    const list = [...entries.values()].sort((a, b) => a.lun - b.lun);
-    return { list: () => list, get: (lun) => entries.get(lun) };
+    return total;
   }
 
   private openNexus(login: NexusIdentity): NexusPort {
@@ -262,10 +350,98 @@ export class SanmuxServer {
         if (counters) counters.commands++;
         return nexus.execute(cmd);
       },
+      abortTask: (cmd) => nexus.abortTask(cmd),
       lunReset: (lun) => nexus.lunReset(lun),
       targetReset: () => nexus.targetReset(),
       close: () => nexus.close(),
     };
+  }
+
+  /**
+   * Apply the config file again: new agents, volumes, mappings and limits take effect without
+   * dropping the sessions the change does not touch. Sessions of removed agents, or of agents
+   * whose initiators or CHAP secrets changed, end (they logged in under other rules); every
+   * session of an agent whose mappings changed gets REPORTED LUNS DATA HAS CHANGED. A bad file
+   * changes nothing (the error says why). Reloads run one at a time.
+   */
+  reload(): Promise<ReloadReport> {
+    const run = this.reloading.then(() => this.doReload());
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async doReload(): Promise<ReloadReport> {
+    const { configPath, logger, dataDir } = this.options;
+    if (configPath === undefined) throw new Error("this server was started without a config file");
+    const config = await loadConfig(configPath);
+    if (config.volumes.some((v) => v.backend === "pool") && this.pool === undefined) {
+      throw new Error("the new config has pool volumes but the pool is not open: restart sanmux");
+    }
+    const volumesOpened: string[] = [];
+    const volumesGrown: string[] = [];
+    for (const v of config.volumes) {
+      const current = this.volumes.get(v.name);
+      const { volume, grew } = await openConfiguredVolume(v, {
+        dataDir,
+        pool: this.pool,
+        logger,
+        current,
+      });
+      if (current === undefined) {
+        this.volumes.set(v.name, volume);
+        volumesOpened.push(v.name);
+        await this.scsi.loadReservations(volume.id).catch((err: unknown) => {
+          logger.error({ err, volume: v.name }, "cannot load persistent reservations");
+        });
+      } else if (grew) {
+        volumesGrown.push(v.name);
+        this.scsi.notifyVolumeChanged(volume.id, "capacity-changed");
+      }
+    }
+    const change = await this.access.applyConfig(config);
+    this.arbiter.configure(arbiterPolicy(config));
+    for (const b of change.bindingsRemoved) {
+      this.arbiter.dropChannel(b.channel);
+      this.entries.delete(b.channel);
+    }
+    // Sessions that logged in under rules that no longer hold.
+    const ended = new Set(
+      change.targetChanged
+        ? this.portal.sessions.list().map((s) => s.initiatorName.toLowerCase())
+        : [],
+    );
+    const gone = new Set([...change.agentsRemoved, ...change.agentsChanged]);
+    let sessionsEnded = 0;
+    for (const session of this.portal.sessions.list()) {
+      const name = session.initiatorName.toLowerCase();
+      const agent = this.access.agentForInitiator(session.initiatorName);
+      if (ended.has(name) || agent === undefined || gone.has(agent.name)) {
+        session.terminate("the configuration no longer allows this session");
+        sessionsEnded++;
+      }
+    }
+    const touched = new Set(
+      [...change.bindingsAdded, ...change.bindingsRemoved, ...change.bindingsChanged].map(
+        (b) => b.agent,
+      ),
+    );
+    for (const session of this.portal.sessions.list()) {
+      const agent = this.access.agentForInitiator(session.initiatorName);
+      if (agent && touched.has(agent.name)) this.scsi.notifyLunsChanged(session.initiatorName);
+    }
+    const report: ReloadReport = {
+      agentsAdded: change.agentsAdded,
+      agentsRemoved: change.agentsRemoved,
+      agentsChanged: change.agentsChanged,
+      mappingsAdded: change.bindingsAdded.length,
+      mappingsRemoved: change.bindingsRemoved.length,
+      mappingsChanged: change.bindingsChanged.length,
+      volumesOpened,
+      volumesGrown,
+      sessionsEnded,
+    };
+    logger.info({ config: configPath, ...report }, "configuration reloaded");
+    return report;
   }
 
   /** Per-channel counters, for status reports and the final log line. */
@@ -294,13 +470,16 @@ export class SanmuxServer {
         uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       },
       ...(this.pool ? { pool: this.pool.usage() } : {}),
+      arbiter: this.arbiter.statusJson(),
       channels: this.channelReport(),
     };
   }
 
   async stop(): Promise<void> {
     await this.control?.close();
+    await this.metricsServer?.close();
     await this.portal.close();
+    this.arbiter.close();
     this.options.logger.info({ channels: this.channelReport() }, "channel counters");
     for (const v of this.volumes.values()) {
       await v.flush();

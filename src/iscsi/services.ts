@@ -12,9 +12,11 @@ export interface NexusPort {
     cmd: import("../scsi/types.js").ScsiCommand,
   ): Promise<import("../scsi/types.js").ScsiResult>;
   /**
-   * Optional: this command, the object given to `execute`, was aborted (TMF or connection
-   * loss). Most commands still settle only when done; a few (SANITIZE with IMMED=0, whose work
-   * continues in the logical unit) settle at once (src/scsi/target.ts, ScsiNexus.abortTask).
+   * This command, the very object given to `execute`, was aborted (TMF or connection loss).
+   * Most commands still settle only when done; a few (SANITIZE with IMMED=0, whose work goes on
+   * in the logical unit) settle at once (src/scsi/target.ts, ScsiNexus.abortTask). A wrapper
+   * around a ScsiNexus must forward it, or ABORT TASK of such a command waits for its end
+   * (optional only so that the wrappers and fakes that predate it still compile).
    */
   abortTask?(cmd: import("../scsi/types.js").ScsiCommand): void;
   lunReset(lun: number): void;

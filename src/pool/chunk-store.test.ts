@@ -61,16 +61,17 @@ describe("ChunkStore", () => {
       expect(locs[i]!.offset).toBe(locs[i - 1]!.offset + 60 + locs[i - 1]!.storedLength);
       expect(locs[i]!.containerId).toBe(locs[0]!.containerId);
     }
-    const got = await chunks.readRun(
+    const got = await chunks.reads.readRun(
       locs[0]!.containerId,
       locs.map((l, i) => ({ ...l, fingerprint: items[i]!.fingerprint })),
     );
-    for (const [i, g] of got.entries()) expect(g).toEqual(items[i]!.grain);
+    expect(got.failures.size).toBe(0);
+    expect(got.grains).toEqual(Buffer.concat(items.map((x) => x.grain)));
     // A fingerprint that does not match the record is an integrity error, not data.
-    const wrong = await chunks.readRun(locs[0]!.containerId, [
+    const wrong = await chunks.reads.readRun(locs[0]!.containerId, [
       { ...locs[0]!, fingerprint: items[1]!.fingerprint },
     ]);
-    expect(wrong[0]).toBeInstanceOf(StorageError);
+    expect(wrong.failures.get(0)).toBeInstanceOf(StorageError);
     await chunks.close();
   });
 

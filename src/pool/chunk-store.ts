@@ -18,25 +18,21 @@
  * until its map update settled. GC deletes only sealed containers without holds, so a map update
  * can never name a deleted container.
  *
- * Read side. `readRun` reads records that lie back to back in one container with one pread and
- * opens each (FORMAT.md §3: CRC32C, fingerprint, GCM tag, codec). Open file handles are kept in an
- * LRU cache. A record that fails a check is a ContainerIntegrityError (StorageError MediumError):
- * no byte of it is returned.
+ * Read side: `reads` (chunk-reader.ts).
  */
 import type { KeyObject } from "node:crypto";
-import { type FileHandle, open, readdir, stat, unlink } from "node:fs/promises";
+import { readdir, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { type DomainKeys, domainKeys, newId } from "../crypto/index.js";
 import { fsyncDirectory, isErrnoException } from "../util/atomic-file.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
-import { GRAIN_BYTES, type JobRunner } from "./chunk-worker.js";
+import { ChunkReader } from "./chunk-reader.js";
+import type { JobRunner } from "./chunk-worker.js";
 import {
   CONTAINER_SUFFIX,
-  ContainerIntegrityError,
   ContainerWriter,
   containerFileName,
-  type DamageReason,
   FILE_HEADER_BYTES,
   RECORD_HEADER_BYTES,
 } from "./container/index.js";
@@ -80,20 +76,6 @@ interface DomainState {
   readonly pending: Map<string, { oc: OpenContainer; location: Promise<ChunkLocation> }>;
 }
 
-interface ReaderEntry {
-  readonly handle: FileHandle;
-  readonly path: string;
-  users: number;
-  evicted: boolean;
-}
-
-/** One record of a run to read (the index's ChunkEntry fields, plus the fingerprint). */
-export interface RunRecord {
-  readonly offset: number;
-  readonly storedLength: number;
-  readonly fingerprint: Uint8Array;
-}
-
 /** What `recover` did at open, for the log. */
 export interface RecoverySummary {
   readonly reopened: number;
@@ -111,14 +93,11 @@ const RECORD_BOUND = RECORD_HEADER_BYTES + 4096 + 16;
 
 export class ChunkStore {
   readonly sealBytes: number;
-  private readonly readerCacheSize: number;
-  private readonly verifyReads: boolean;
   private readonly domains = new Map<number, DomainState>();
   /** Every container with a writer: current, retired but not sealed yet. */
   private readonly open = new Map<number, OpenContainer>();
-  private readonly readers = new Map<number, Promise<ReaderEntry>>();
-  /** Damaged record ranges found by scrub, per container: reads of them fail at once. */
-  readonly damaged = new Map<number, { offset: number; length: number; reason: string }[]>();
+  /** The read side (chunk-reader.ts). */
+  readonly reads: ChunkReader;
 
   constructor(
     private readonly registry: Registry,
@@ -130,8 +109,10 @@ export class ChunkStore {
     options: ChunkStoreOptions = {},
   ) {
     this.sealBytes = options.sealBytes ?? 256 * MiB;
-    this.readerCacheSize = Math.max(1, options.readerCacheSize ?? 64);
-    this.verifyReads = options.verifyReads ?? false;
+    this.reads = new ChunkReader(registry, (rec) => this.containerPath(rec), jobs, {
+      cacheSize: options.readerCacheSize,
+      verify: options.verifyReads,
+    });
   }
 
   private domain(number: number): DomainState {
@@ -275,129 +256,6 @@ export class ChunkStore {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Read side
-
-  /** Whether scrub found the record at `offset` of container `number` damaged. */
-  isDamaged(number: number, offset: number): boolean {
-    const list = this.damaged.get(number);
-    return list?.some((k) => offset >= k.offset && offset < k.offset + k.length) ?? false;
-  }
-
-  /**
-   * Open the records of `records` (adjacent, in file order, in container `number`) with one
-   * pread. Each result is the plaintext grain or the integrity error of that record.
-   */
-  async readRun(number: number, records: readonly RunRecord[]): Promise<(Buffer | StorageError)[]> {
-    const first = records[0];
-    const last = records[records.length - 1];
-    if (first === undefined || last === undefined) return [];
-    const known = this.damaged.get(number);
-    const entry = await this.reader(number);
-    const start = first.offset;
-    const end = last.offset + RECORD_HEADER_BYTES + last.storedLength;
-    // Its own ArrayBuffer (never a pooled slab): it is transferred to a worker thread.
-    const buf = Buffer.allocUnsafeSlow(end - start);
-    let got = 0;
-    entry.users++;
-    try {
-      while (got < buf.length) {
-        const { bytesRead } = await entry.handle.read(buf, got, buf.length - got, start + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-    } finally {
-      entry.users--;
-      if (entry.evicted && entry.users === 0) void entry.handle.close().catch(() => undefined);
-    }
-    const rec = this.registry.container(number);
-    if (rec === undefined) throw new StorageError(StorageErrorCode.MediumError, "container gone");
-    const opened = await this.jobs.open({
-      op: "open",
-      domain: this.domain(rec.domain).rec.id,
-      container: rec.id,
-      base: start,
-      buf: buf.subarray(0, got),
-      records: records.map((r) => ({
-        offset: r.offset,
-        storedLength: r.storedLength,
-        fingerprint: r.fingerprint,
-      })),
-      verify: this.verifyReads,
-    });
-    const out: (Buffer | StorageError)[] = records.map((_, i) =>
-      Buffer.from(opened.grains.buffer, opened.grains.byteOffset + i * GRAIN_BYTES, GRAIN_BYTES),
-    );
-    for (const f of opened.failures) {
-      out[f.index] = new ContainerIntegrityError(
-        entry.path,
-        records[f.index]!.offset,
-        f.reason,
-        f.message,
-      );
-    }
-    records.forEach((r, i) => {
-      const length = RECORD_HEADER_BYTES + r.storedLength;
-      const bad = known?.find(
-        (k) => r.offset < k.offset + k.length && k.offset < r.offset + length,
-      );
-      if (bad !== undefined) {
-        out[i] = new ContainerIntegrityError(
-          entry.path,
-          r.offset,
-          bad.reason as DamageReason,
-          "record found damaged by scrub",
-        );
-      }
-    });
-    return out;
-  }
-
-  private reader(number: number): Promise<ReaderEntry> {
-    let p = this.readers.get(number);
-    if (p !== undefined) {
-      this.readers.delete(number); // LRU: most recently used last
-      this.readers.set(number, p);
-      return p;
-    }
-    p = this.openReader(number);
-    this.readers.set(number, p);
-    p.catch(() => this.readers.delete(number));
-    while (this.readers.size > this.readerCacheSize) {
-      const [oldest, q] = this.readers.entries().next().value as [number, Promise<ReaderEntry>];
-      this.readers.delete(oldest);
-      void q.then(evict, () => undefined);
-    }
-    return p;
-  }
-
-  private async openReader(number: number): Promise<ReaderEntry> {
-    const rec = this.registry.container(number);
-    if (rec === undefined || rec.state === "deleting") {
-      throw new StorageError(StorageErrorCode.MediumError, `container ${number} does not exist`);
-    }
-    const path = this.containerPath(rec);
-    let handle: FileHandle;
-    try {
-      handle = await open(path, "r");
-    } catch (error) {
-      throw new StorageError(
-        StorageErrorCode.MediumError,
-        `container ${path} cannot be opened: ${(error as Error).message}`,
-        undefined,
-        { cause: error },
-      );
-    }
-    return { handle, path, users: 0, evicted: false };
-  }
-
-  /** Close the cached reader of a container (before deleting its file). */
-  dropReader(number: number): void {
-    const p = this.readers.get(number);
-    this.readers.delete(number);
-    void p?.then(evict, () => undefined);
-  }
-
-  // -------------------------------------------------------------------------------------------
   // Lifecycle
 
   /**
@@ -533,7 +391,7 @@ export class ChunkStore {
     );
     rec.state = "deleting";
     await this.registry.save();
-    this.dropReader(number);
+    this.reads.drop(number);
     try {
       await unlink(path);
     } catch (error) {
@@ -542,7 +400,6 @@ export class ChunkStore {
     const device = this.registry.device(rec.device);
     if (device !== undefined) await fsyncDirectory(containerDir(device));
     this.registry.removeContainer(number);
-    this.damaged.delete(number);
     await this.registry.save();
     return size;
   }
@@ -568,7 +425,7 @@ export class ChunkStore {
       await oc.writer.close().catch(() => undefined);
     }
     this.open.clear();
-    for (const number of [...this.readers.keys()]) this.dropReader(number);
+    this.reads.close();
     await this.registry.save();
   }
 }
@@ -671,11 +528,6 @@ export class ChunkBatch {
     this.held.add(oc);
     oc.holds++;
   }
-}
-
-function evict(entry: ReaderEntry): void {
-  entry.evicted = true;
-  if (entry.users === 0) void entry.handle.close().catch(() => undefined);
 }
 
 function poolFull(): StorageError {

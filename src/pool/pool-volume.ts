@@ -31,7 +31,8 @@
 import type { Logger } from "../util/log.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
-import type { ChunkStore, RunRecord } from "./chunk-store.js";
+import type { RunRecord } from "./chunk-reader.js";
+import type { ChunkStore } from "./chunk-store.js";
 import { asStorageError } from "./chunk-store.js";
 import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
 import type { Registry, VolumeRecord } from "./registry.js";
@@ -161,8 +162,8 @@ export class PoolVolume implements Volume {
     fromLba = 0,
     retried = false,
   ): Promise<Buffer> {
-    const out = Buffer.allocUnsafe(count * GRAIN);
     const resolved = this.ctx.store.resolveGrains(this.number, first, count);
+    const holes: number[] = [];
     interface Run {
       container: number;
       end: number;
@@ -174,7 +175,7 @@ export class PoolVolume implements Volume {
     for (let i = 0; i < count; i++) {
       const r = resolved[i];
       if (r === undefined) {
-        out.fill(0, i * GRAIN, (i + 1) * GRAIN);
+        holes.push(i);
         continue;
       }
       const c = r.chunk;
@@ -205,23 +206,34 @@ export class PoolVolume implements Volume {
     }
     const results = await Promise.all(
       runs.map((r) =>
-        this.ctx.chunks
-          .readRun(r.container, r.records)
-          .catch((error: unknown): (Buffer | StorageError)[] =>
-            r.records.map(() => asMedium(error)),
-          ),
+        this.ctx.chunks.reads.readRun(r.container, r.records).catch((error: unknown) => {
+          const e = asMedium(error);
+          return { grains: undefined, failures: new Map(r.records.map((_, j) => [j, e])) };
+        }),
       ),
     );
     let failed: { index: number; error: StorageError } | undefined;
     for (let k = 0; k < runs.length; k++) {
       const r = runs[k]!;
       const res = results[k]!;
-      for (let j = 0; j < r.index.length; j++) {
+      for (const [j, error] of res.failures) {
         const i = r.index[j]!;
-        const got = res[j]!;
-        if (got instanceof StorageError) {
-          if (failed === undefined || i < failed.index) failed = { index: i, error: got };
-        } else got.copy(out, i * GRAIN);
+        if (failed === undefined || i < failed.index) failed = { index: i, error };
+      }
+    }
+    const only = runs.length === 1 ? results[0]?.grains : undefined;
+    if (failed === undefined && only !== undefined && only.length === count * GRAIN) {
+      return only; // one run covering the whole read (sequential data): no copy
+    }
+    const out = Buffer.allocUnsafe(count * GRAIN);
+    for (const i of holes) out.fill(0, i * GRAIN, (i + 1) * GRAIN);
+    if (failed === undefined) {
+      for (let k = 0; k < runs.length; k++) {
+        const r = runs[k]!;
+        const grains = results[k]!.grains!;
+        for (let j = 0; j < r.index.length; j++) {
+          grains.copy(out, r.index[j]! * GRAIN, j * GRAIN, (j + 1) * GRAIN);
+        }
       }
     }
     if (failed !== undefined) {
@@ -331,7 +343,7 @@ export class PoolVolume implements Volume {
       }
       const fingerprint = Buffer.from(fps.buffer, fps.byteOffset + i * 32, 32);
       const hit = store.lookupChunk(this.domain, fingerprint);
-      if (hit !== undefined && chunks.isDamaged(hit.containerId, hit.offset)) {
+      if (hit !== undefined && chunks.reads.isDamaged(hit.containerId, hit.offset)) {
         // Mapping this grain to a chunk scrub found damaged would acknowledge data that cannot
         // be read back; healing it needs the index to accept a new copy (see README, "Limits").
         throw this.mediumError(first + i, "the stored copy of this content is damaged", lbaFrom);

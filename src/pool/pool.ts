@@ -25,8 +25,8 @@ import { keyCheckValue, newId, verifyMasterKey } from "../crypto/index.js";
 import { isValidName, NAME_RULE } from "../util/names.js";
 import { ChunkStore } from "./chunk-store.js";
 import { JobRunner } from "./chunk-worker.js";
-import { readDirectory, scanContainer } from "./container/index.js";
 import { type DeviceStatus, Devices } from "./devices.js";
+import { collectGarbage, type GcReport } from "./gc.js";
 import {
   type AuditReport,
   type DomainUsage,
@@ -36,9 +36,10 @@ import {
   type VolumeUsage,
 } from "./meta/index.js";
 import { GRAIN, type PoolContext, PoolVolume } from "./pool-volume.js";
-import { type ContainerRecord, REGISTRY_FILE, Registry, type VolumeRecord } from "./registry.js";
+import { REGISTRY_FILE, Registry, type VolumeRecord } from "./registry.js";
 import { type ScrubProgress, type ScrubReport, scrubPool } from "./scrub.js";
 
+export type { GcReport } from "./gc.js";
 export { PoolVolume } from "./pool-volume.js";
 export type { ScrubProgress, ScrubReport } from "./scrub.js";
 
@@ -125,20 +126,6 @@ export interface CheckReport {
   readonly chunks: number;
   readonly missingContainers: string[];
   readonly audit: AuditReport;
-}
-
-export interface GcReport {
-  readonly journalRecords: number;
-  /** Dead chunks removed from the index (no longer deduplicated against). */
-  readonly chunksReclaimed: number;
-  readonly containersDeleted: number;
-  readonly bytesReclaimed: number;
-  /**
-   * Containers past the dead-space threshold that still hold live chunks: compacting them needs
-   * a relocation transaction in the metadata store (README.md, "Limits").
-   */
-  readonly notCompacted: { container: string; deadFraction: number; deadBytes: number }[];
-  readonly durationMs: number;
 }
 
 const DEFAULT_DOMAIN = "shared";
@@ -432,6 +419,27 @@ export class Pool {
     };
   }
 
+  /**
+   * What the arbiter's capacity rules need, cheaply (cached statfs figures, O(devices)): bytes
+   * the pool's containers hold, bytes it can still take (free space above each device's
+   * reserve), and their sum.
+   */
+  capacity(): { usedBytes: number; freeBytes: number; totalBytes: number } {
+    const p = this.store.poolUsage();
+    const usedBytes = p.physicalBytes + p.deadBytes;
+    let freeBytes = 0;
+    for (const d of this.devices.status()) {
+      if (d.online) freeBytes += Math.max(0, d.freeBytes - d.reserveBytes);
+    }
+    return { usedBytes, freeBytes, totalBytes: usedBytes + freeBytes };
+  }
+
+  /** Logical bytes a volume holds (mapped grains), 0 for an unknown volume. */
+  volumeLogicalBytes(name: string): number {
+    const v = this.registry.volumes.find((x) => x.name === name && x.deleting !== true);
+    return v === undefined ? 0 : (this.store.volumeUsage(v.number)?.logicalBytes ?? 0);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Maintenance
 
@@ -493,71 +501,19 @@ export class Pool {
    */
   gc(options: { minDeadFraction?: number } = {}): Promise<GcReport> {
     this.checkOpen();
-    return this.track(this.runGc(options.minDeadFraction ?? 0.3));
-  }
-
-  private async runGc(threshold: number): Promise<GcReport> {
-    const t0 = Date.now();
-    const journalRecords = await this.applyJournal();
-    let chunksReclaimed = 0;
-    let containersDeleted = 0;
-    let bytesReclaimed = 0;
-    const notCompacted: GcReport["notCompacted"] = [];
-    const live = async (c: ContainerRecord): Promise<number> => {
-      chunksReclaimed += (await this.store.reclaimDeadChunks(c.number)).length;
-      const u = this.store.containerUsage(c.number);
-      return u === undefined ? 0 : u.storedChunks - u.deadChunks;
-    };
-    for (const c of [...this.registry.containers]) {
-      await turn();
-      if (c.state === "deleting" || this.closing !== undefined) continue;
-      if ((await live(c)) > 0) {
-        const u = this.store.containerUsage(c.number);
-        const fraction = u && u.storedBytes > 0 ? u.deadBytes / u.storedBytes : 0;
-        if (u !== undefined && fraction >= threshold) {
-          notCompacted.push({ container: c.id, deadFraction: fraction, deadBytes: u.deadBytes });
-        }
-        continue;
-      }
-      const oc = this.chunks.openContainer(c.number);
-      if (oc !== undefined) {
-        if (oc.writer.recordCount === 0 || oc.holds > 0) continue; // fresh, or writes under way
-        await this.chunks.retireAndSeal(oc);
-        if ((await live(c)) > 0) continue; // writes landed before the seal
-      }
-      if (!(await this.unreferenced(c))) {
-        this.logger?.warn({ container: c.id }, "counters say dead but the index names a chunk");
-        continue;
-      }
-      await this.store.flush(); // the index forgets the chunks durably before the file goes
-      bytesReclaimed += await this.chunks.deleteContainer(c.number);
-      containersDeleted++;
-    }
-    const report = {
-      journalRecords,
-      chunksReclaimed,
-      containersDeleted,
-      bytesReclaimed,
-      notCompacted,
-      durationMs: Date.now() - t0,
-    };
-    this.logger?.info({ ...report, notCompacted: notCompacted.length }, "gc done");
-    return report;
-  }
-
-  /** No index entry names a record of container `c` (read from its directory, or a scan). */
-  private async unreferenced(c: ContainerRecord): Promise<boolean> {
-    const path = this.chunks.containerPath(c);
-    if (!(await fileExists(path))) return true;
-    const sealed = await readDirectory(path).catch(() => undefined);
-    const fps = sealed?.entries ?? (await scanContainer(path)).records;
-    let n = 0;
-    for (const e of fps) {
-      const hit = this.store.lookupChunk(c.domain, e.fingerprint);
-      if (hit !== undefined && hit.containerId === c.number) return false;
-      if (++n % 4096 === 0) await turn();
-    }
-    return true;
+    return this.track(
+      collectGarbage(
+        {
+          registry: this.registry,
+          store: this.store,
+          chunks: this.chunks,
+          logger: this.logger,
+          stopped: () => this.closing !== undefined,
+          applyJournal: () => this.applyJournal(),
+        },
+        options.minDeadFraction ?? 0.3,
+      ),
+    );
   }
 
   /**

@@ -104,19 +104,30 @@ export async function scrubPool(
     );
     if (size === undefined) {
       missing.push(path);
-      chunks.damaged.set(rec.number, [
+      chunks.reads.damaged.set(rec.number, [
         { offset: 0, length: Number.MAX_SAFE_INTEGER, reason: "missing" },
       ]);
       done++;
       continue;
     }
     const before = bytes;
-    const scan = await scanContainer(path, chunks.keys(rec.domain), {
-      onProgress: (scanned) => {
-        bytes = before + scanned;
-        onProgress?.({ containers: targets.length, done, bytes });
-      },
-    });
+    let scan: Awaited<ReturnType<typeof scanContainer>>;
+    try {
+      scan = await scanContainer(path, chunks.keys(rec.domain), {
+        onProgress: (scanned) => {
+          bytes = before + scanned;
+          onProgress?.({ containers: targets.length, done, bytes });
+        },
+      });
+    } catch (error) {
+      done++;
+      // GC may have deleted it meanwhile; otherwise the file went away under us.
+      if (registry.container(rec.number) === undefined) continue;
+      if (rec.state === "deleting") continue;
+      missing.push(path);
+      ctx.logger?.error({ err: error, path }, "scrub could not read a container");
+      continue;
+    }
     bytes = before + scan.fileSize;
     records += scan.records.length;
     const ranges: { offset: number; length: number; reason: string }[] = [];
@@ -157,8 +168,8 @@ export async function scrubPool(
         message: `${t.length} bytes at the end hold no intact record (${t.kind})`,
       });
     }
-    if (ranges.length > 0) chunks.damaged.set(rec.number, ranges);
-    else chunks.damaged.delete(rec.number);
+    if (ranges.length > 0) chunks.reads.damaged.set(rec.number, ranges);
+    else chunks.reads.damaged.delete(rec.number);
     done++;
     onProgress?.({ containers: targets.length, done, bytes });
   }

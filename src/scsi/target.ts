@@ -124,6 +124,23 @@ export class ScsiTarget {
   }
 
   /**
+   * Raise THIN PROVISIONING SOFT THRESHOLD REACHED (38h/07h, SBC-4 4.7.3.8) on every logical
+   * unit of every nexus whose initiator `which` selects: the pool or an agent's capacity limit
+   * crossed its soft threshold.
+   */
+  notifySoftThreshold(which: (initiatorName: string) => boolean): void {
+    for (const nexus of this.nexuses) {
+      if (!which(nexus.identity.initiatorName)) continue;
+      for (const entry of nexus.view.list()) {
+        this.unitOf(entry.volumeId).addUnitAttention(
+          nexus,
+          Asc.THIN_PROVISIONING_SOFT_THRESHOLD_REACHED,
+        );
+      }
+    }
+  }
+
+  /**
    * Shared state of a volume's logical unit (created on first use, kept for the process). Its
    * persistent reservations start loading from the store at once; commands to the unit wait
    * for them.

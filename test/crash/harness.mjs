@@ -21,7 +21,9 @@
  *      - its version is at least the newest one acknowledged before a SYNCHRONIZE CACHE that
  *        returned GOOD was issued, and at least that of any FUA write to it that returned GOOD:
  *        else a synced write was lost (zeros included).
- *      What was read becomes the baseline of the next iteration.
+ *      What was read becomes the baseline of the next iteration. A volume that cannot be read
+ *      is a violation; its grains are checked at the next read that succeeds, against all that
+ *      was issued and synced since the last one.
  *
  * Only durability and integrity break the promise, so only those count as violations; a server
  * that exits by itself or refuses to restart is one too. A write or sync that returns a SCSI
@@ -332,10 +334,14 @@ function startWriter({ bin, url, id, firstGrain, grains, volumeGrainBase, base, 
         w.syncs++;
         break;
       case "E":
-        w.errors.push(`writer ${id}: write of LBA ${f[1]} version ${f[2]}: status 0x${f[3]}`);
+        w.errors.push(
+          `writer ${id}: write of LBA ${f[1]} version ${f[2]}: status 0x${f[3]} sense key 0x${f[4]} ASC/ASCQ 0x${f[5]}`,
+        );
         break;
       case "X":
-        w.errors.push(`writer ${id}: SYNCHRONIZE CACHE ${f[1]}: status 0x${f[2]}`);
+        w.errors.push(
+          `writer ${id}: SYNCHRONIZE CACHE ${f[1]}: status 0x${f[2]} sense key 0x${f[3]} ASC/ASCQ 0x${f[4]}`,
+        );
         break;
       case "D":
         break;
@@ -459,6 +465,10 @@ export async function runCrash(options = {}) {
 
   // The content each grain held after the last restart (0 = zeros): the start of an iteration.
   const baseline = new Float64Array(o.volumes * grainsPerVolume);
+  // When a volume could not be read after a restart, what its grains may hold and must keep
+  // carries over to the next read: the versions issued meanwhile, and the synced floors.
+  const unverified = new Map(); // grain -> versions issued since the last read of it
+  const unverifiedFloor = new Map(); // grain -> newest synced version since then
   let starts = 0;
   const start = async (label) => {
     starts++;
@@ -488,6 +498,18 @@ export async function runCrash(options = {}) {
     return v * o.writersPerVolume + Math.min(Math.floor(k / per), o.writersPerVolume - 1);
   };
 
+  /** Remember what volume v's grains may hold and must keep until it can be read again. */
+  const carryOver = (v, issued, floors) => {
+    for (let g = v * grainsPerVolume; g < (v + 1) * grainsPerVolume; g++) {
+      const writes = issued.get(g);
+      if (writes !== undefined) unverified.set(g, [...(unverified.get(g) ?? []), ...writes]);
+      const floor = floors.get(g);
+      if (floor !== undefined && floor > (unverifiedFloor.get(g) ?? 0)) {
+        unverifiedFloor.set(g, floor);
+      }
+    }
+  };
+
   /** Read every volume and check every grain; update the baseline. */
   const verify = async (server, iteration, issued, floors, acked) => {
     let changed = 0;
@@ -497,26 +519,27 @@ export async function runCrash(options = {}) {
       const r = await run(bin, ["read", "-i", `${INITIATOR}-reader`, urlOf(server, v), out], {
         maxBuffer: 1 << 20,
       }).catch((e) => e);
-      if (r instanceof Error) {
-        violation({ iteration, kind: "unreadable", volume: v, message: r.stderr || r.message });
-        continue;
-      }
-      const data = await readFile(out);
-      if (data.length !== grainsPerVolume * GRAIN) {
+      const data = r instanceof Error ? undefined : await readFile(out);
+      if (data === undefined || data.length !== grainsPerVolume * GRAIN) {
         violation({
           iteration,
           kind: "unreadable",
           volume: v,
-          message: `read ${data.length} bytes`,
+          message: data === undefined ? r.stderr || r.message : `read ${data.length} bytes`,
         });
+        carryOver(v, issued, floors);
         continue;
       }
       for (let k = 0; k < grainsPerVolume; k++) {
         const g = v * grainsPerVolume + k;
         const lba = k * 8;
         const was = baseline[g];
-        const writes = issued.get(g);
-        const floor = floors.get(g);
+        const earlier = unverified.get(g);
+        const writes =
+          earlier === undefined ? issued.get(g) : [...earlier, ...(issued.get(g) ?? [])];
+        const floor = Math.max(floors.get(g) ?? 0, unverifiedFloor.get(g) ?? 0) || undefined;
+        unverified.delete(g);
+        unverifiedFloor.delete(g);
         const got = decodeGrain(data, k * GRAIN, lba, ownerOf(g));
         report.grainsChecked++;
         const where = { iteration, volume: v, grain: k, lba };

@@ -31,10 +31,11 @@
  *   I LBA VERSION     about to issue a write of the grain at LBA (printed before the command)
  *   A LBA VERSION     that write returned GOOD
  *   F LBA VERSION     that write, sent with FUA, returned GOOD (durable on its own)
- *   E LBA VERSION ST  that write returned SCSI status ST (hex) from the target
+ *   E LBA VERSION ST KEY ASC  that write returned SCSI status ST from the target, with the sense
+ *                     key and ASC/ASCQ (hex; 0 without sense data): its outcome is unknown
  *   Y N               about to issue SYNCHRONIZE CACHE number N: it covers every A line above it
  *   S N               SYNCHRONIZE CACHE number N returned GOOD
- *   X N ST            SYNCHRONIZE CACHE number N returned SCSI status ST (hex)
+ *   X N ST KEY ASC    SYNCHRONIZE CACHE number N returned SCSI status ST, sense as for E
  *   D                 SECONDS passed and all commands completed
  * Commands cut off by a dropped connection print nothing (their outcome is unknown).
  *
@@ -176,7 +177,8 @@ static void write_done(struct iscsi_context *iscsi, int status, void *command_da
       if (status == SCSI_STATUS_GOOD) {
         printf("%c %" PRIu64 " %" PRIu64 "\n", s->fua ? 'F' : 'A', lba, s->version);
       } else {
-        printf("E %" PRIu64 " %" PRIu64 " %x\n", lba, s->version, (unsigned)status);
+        printf("E %" PRIu64 " %" PRIu64 " %x %x %04x\n", lba, s->version, (unsigned)status,
+               task ? (unsigned)task->sense.key : 0u, task ? (unsigned)task->sense.ascq : 0u);
       }
     }
     if (status == SCSI_STATUS_GOOD) w->acks_until_sync--;
@@ -197,7 +199,9 @@ static void sync_done(struct iscsi_context *iscsi, int status, void *command_dat
   } else if (status == SCSI_STATUS_GOOD) {
     printf("S %d\n", n);
   } else {
-    printf("X %d %x\n", n, (unsigned)status);
+    struct scsi_task *task = command_data;
+    printf("X %d %x %x %04x\n", n, (unsigned)status, task ? (unsigned)task->sense.key : 0u,
+           task ? (unsigned)task->sense.ascq : 0u);
   }
   w->sync_inflight = 0;
   w->sync_alone = 0;

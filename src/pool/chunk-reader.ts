@@ -1,0 +1,218 @@
+/**
+ * The read side of the chunk store: records that lie back to back in one container are read with
+ * one pread (sequential writes put a write's grains back to back, chunk-store.ts), then opened —
+ * FORMAT.md §3: header, CRC32C, the fingerprint asked for, GCM tag, codec — on a worker thread
+ * when there is one (chunk-worker.ts). A record that fails any check is a ContainerIntegrityError
+ * (a StorageError with code MediumError): no byte of it is returned.
+ *
+ * Open file handles are kept in an LRU cache (64 by default). A handle evicted while a read uses
+ * it is closed when that read is done.
+ *
+ * `damaged` holds what scrub found (scrub.ts): reads of those records fail at once, and writes do
+ * not deduplicate against them (pool-volume.ts).
+ */
+import { read } from "node:fs";
+import { type FileHandle, open } from "node:fs/promises";
+import { StorageError, StorageErrorCode } from "../volume/errors.js";
+import type { JobRunner } from "./chunk-worker.js";
+import {
+  ContainerIntegrityError,
+  type DamageReason,
+  RECORD_HEADER_BYTES,
+} from "./container/index.js";
+import type { ContainerRecord, Registry } from "./registry.js";
+
+/** One record of a run to read (the index's ChunkEntry fields, plus the fingerprint). */
+export interface RunRecord {
+  readonly offset: number;
+  readonly storedLength: number;
+  readonly fingerprint: Uint8Array;
+}
+
+export interface RunResult {
+  /** 4096 bytes per record, in order. */
+  readonly grains: Buffer;
+  /** Records that failed a check, by index: their bytes in `grains` must not be used. */
+  readonly failures: Map<number, StorageError>;
+}
+
+export interface ChunkReaderOptions {
+  /** Container files kept open. Default 64. */
+  readonly cacheSize?: number | undefined;
+  /** Recompute HMAC(plaintext) = fingerprint on every read (see ChunkStoreOptions). */
+  readonly verify?: boolean | undefined;
+}
+
+interface ReaderEntry {
+  readonly handle: FileHandle;
+  readonly path: string;
+  users: number;
+  evicted: boolean;
+}
+
+export class ChunkReader {
+  private readonly readers = new Map<number, Promise<ReaderEntry>>();
+  private readonly cacheSize: number;
+  private readonly verify: boolean;
+  /** Damaged record ranges found by scrub, per container. */
+  readonly damaged = new Map<number, { offset: number; length: number; reason: string }[]>();
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly containerPath: (rec: ContainerRecord) => string,
+    private readonly jobs: JobRunner,
+    options: ChunkReaderOptions = {},
+  ) {
+    this.cacheSize = Math.max(1, options.cacheSize ?? 64);
+    this.verify = options.verify ?? false;
+  }
+
+  /** Whether scrub found the record at `offset` of container `number` damaged. */
+  isDamaged(number: number, offset: number): boolean {
+    const list = this.damaged.get(number);
+    return list?.some((k) => offset >= k.offset && offset < k.offset + k.length) ?? false;
+  }
+
+  /**
+   * Read the records of `records` (back to back, in file order, in container `number`) with one
+   * pread and open them. `grains` holds 4096 bytes per record, in order; a record that failed a
+   * check has an entry in `failures` (by index) and its 4096 bytes are meaningless.
+   */
+  async readRun(number: number, records: readonly RunRecord[]): Promise<RunResult> {
+    const first = records[0];
+    const last = records[records.length - 1];
+    if (first === undefined || last === undefined) {
+      return { grains: Buffer.alloc(0), failures: new Map() };
+    }
+    const rec = this.registry.container(number);
+    const domain = rec && this.registry.domain(rec.domain);
+    if (rec === undefined || domain === undefined) {
+      throw new StorageError(StorageErrorCode.MediumError, `container ${number} is gone`);
+    }
+    const entry = await this.reader(number);
+    const start = first.offset;
+    const end = last.offset + RECORD_HEADER_BYTES + last.storedLength;
+    // Its own ArrayBuffer (never a pooled slab): it may be transferred to a worker thread.
+    const buf = Buffer.allocUnsafeSlow(end - start);
+    let got = 0;
+    entry.users++;
+    try {
+      while (got < buf.length) {
+        const bytesRead = await preadFd(entry.handle.fd, buf, got, start + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+    } finally {
+      entry.users--;
+      if (entry.evicted && entry.users === 0) void entry.handle.close().catch(() => undefined);
+    }
+    const opened = await this.jobs.open({
+      op: "open",
+      domain: domain.id,
+      container: rec.id,
+      base: start,
+      buf: buf.subarray(0, got),
+      records: records.map((r) => ({
+        offset: r.offset,
+        storedLength: r.storedLength,
+        fingerprint: r.fingerprint,
+      })),
+      verify: this.verify,
+    });
+    const failures = new Map<number, StorageError>();
+    for (const f of opened.failures) {
+      const offset = records[f.index]!.offset;
+      failures.set(f.index, new ContainerIntegrityError(entry.path, offset, f.reason, f.message));
+    }
+    const known = this.damaged.get(number);
+    if (known !== undefined) {
+      records.forEach((r, i) => {
+        const length = RECORD_HEADER_BYTES + r.storedLength;
+        const bad = known.find(
+          (k) => r.offset < k.offset + k.length && k.offset < r.offset + length,
+        );
+        if (bad !== undefined) {
+          const why = "record found damaged by scrub";
+          const reason = bad.reason as DamageReason;
+          failures.set(i, new ContainerIntegrityError(entry.path, r.offset, reason, why));
+        }
+      });
+    }
+    const grains = Buffer.from(
+      opened.grains.buffer,
+      opened.grains.byteOffset,
+      opened.grains.length,
+    );
+    return { grains, failures };
+  }
+
+  private reader(number: number): Promise<ReaderEntry> {
+    let p = this.readers.get(number);
+    if (p !== undefined) {
+      this.readers.delete(number); // LRU: most recently used last
+      this.readers.set(number, p);
+      return p;
+    }
+    p = this.openReader(number);
+    this.readers.set(number, p);
+    p.catch(() => this.readers.delete(number));
+    while (this.readers.size > this.cacheSize) {
+      const [oldest, q] = this.readers.entries().next().value as [number, Promise<ReaderEntry>];
+      this.readers.delete(oldest);
+      void q.then(evict, () => undefined);
+    }
+    return p;
+  }
+
+  private async openReader(number: number): Promise<ReaderEntry> {
+    const rec = this.registry.container(number);
+    if (rec === undefined || rec.state === "deleting") {
+      throw new StorageError(StorageErrorCode.MediumError, `container ${number} does not exist`);
+    }
+    const path = this.containerPath(rec);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, "r");
+    } catch (error) {
+      throw new StorageError(
+        StorageErrorCode.MediumError,
+        `container ${path} cannot be opened: ${(error as Error).message}`,
+        undefined,
+        { cause: error },
+      );
+    }
+    return { handle, path, users: 0, evicted: false };
+  }
+
+  /** Close the cached reader of a container (before deleting its file) and forget its damage. */
+  drop(number: number): void {
+    this.damaged.delete(number);
+    const p = this.readers.get(number);
+    this.readers.delete(number);
+    void p?.then(evict, () => undefined);
+  }
+
+  /** Close every cached handle. */
+  close(): void {
+    for (const number of [...this.readers.keys()]) this.drop(number);
+  }
+}
+
+/**
+ * pread through the callback API on the handle's descriptor: measured here at 95k reads of 4 KiB
+ * per second against 57k for FileHandle.read, whose promise machinery costs the main thread
+ * about 10 µs per call. The FileHandle stays open while `users` > 0, so the descriptor is valid.
+ */
+function preadFd(fd: number, buf: Buffer, at: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    read(fd, buf, at, buf.length - at, position, (error, bytesRead) => {
+      if (error) reject(error);
+      else resolve(bytesRead);
+    });
+  });
+}
+
+function evict(entry: ReaderEntry): void {
+  entry.evicted = true;
+  if (entry.users === 0) void entry.handle.close().catch(() => undefined);
+}
