@@ -8,6 +8,7 @@ import { existsSync, watch } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
+import { pino } from "pino";
 import { ConfigError, DEMO_CONFIG_YAML, loadConfig } from "../access/config.js";
 import { callControl } from "../control/control-api.js";
 import { lockDataDir } from "../control/data-lock.js";
@@ -74,7 +75,11 @@ async function withStoppedPool<T>(
     const pool = await Pool.open({
       dir: poolDir(dataDir),
       masterKey: await requireKey(keyFile),
-      logger: createLogger({ level: "warn" }),
+      // stdout carries the report (JSON with --json): the pool's warnings go to stderr.
+      logger: createLogger({
+        level: "warn",
+        destination: pino.destination({ dest: 2, sync: true }),
+      }),
       devices: [...(config?.pool.devices ?? [])],
     });
     try {
