@@ -523,6 +523,40 @@ describe("parseConfig: every problem names file, line and path", () => {
   });
 });
 
+describe("parseConfig: snapshot mappings", () => {
+  const base = `agents:
+  - { name: a, initiators: [iqn.2000-01.com.x:a] }
+volumes:
+  - { name: v, size: 1MiB }
+  - { name: f, size: 1MiB, backend: file }
+mappings:
+`;
+  it("maps a snapshot read-only under the key volume@snapshot", () => {
+    const config = parseConfig(
+      `${base}  - { agent: a, lun: 0, volume: v }\n  - { agent: a, lun: 1, volume: v, snapshot: nightly }\n`,
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config.mappings[1]).toEqual({
+      agent: "a",
+      lun: 1,
+      volume: "v@nightly",
+      mode: "ro",
+      snapshot: { volume: "v", name: "nightly" },
+    });
+    expect(config.mappings[0]?.mode).toBe("rw");
+  });
+
+  it("refuses a writable snapshot mapping and snapshots of file volumes", () => {
+    expect(
+      errorOf(`${base}  - { agent: a, lun: 1, volume: v, snapshot: s1, mode: rw }\n`).message,
+    ).toMatch(/sanmux\.yaml:7: mappings\[0\]\.mode: a snapshot is read-only/);
+    expect(errorOf(`${base}  - { agent: a, lun: 1, volume: f, snapshot: s1 }\n`).message).toMatch(
+      /only pool volumes have snapshots/,
+    );
+  });
+});
+
 describe("parseConfig: dedup domains", () => {
   const agents = `agents:
   - { name: a, initiators: [iqn.2000-01.com.x:a] }

@@ -103,8 +103,19 @@ export interface VolumeConfig {
 export interface MappingConfig {
   readonly agent: string;
   readonly lun: number;
+  /**
+   * What the LUN shows: a volume's name, or for a snapshot `volume@snapshot` (names cannot
+   * contain "@"), so that every layer above keys LUNs by this one string.
+   */
   readonly volume: string;
   readonly mode: AccessMode;
+  /** Set for a snapshot mapping: the volume and the snapshot's name (always read-only). */
+  readonly snapshot?: { readonly volume: string; readonly name: string };
+}
+
+/** The LUN key of a snapshot mapping (see MappingConfig.volume). */
+export function snapshotKey(volume: string, snapshot: string): string {
+  return `${volume}@${snapshot}`;
 }
 
 /**
@@ -494,7 +505,9 @@ const mappingShape = {
   agent: nameSchema,
   lun: z.number().int().min(0).max(MAX_LUN),
   volume: nameSchema,
-  mode: z.enum(["rw", "ro"]).default("rw"),
+  /** Default rw, or ro for a snapshot. */
+  mode: z.enum(["rw", "ro"]).optional(),
+  snapshot: unset(nameSchema),
 };
 const dataLength = z.number().int().min(512).max(16_777_215);
 const iscsiShape = {
@@ -777,9 +790,24 @@ function crossCheck(file: ConfigFile): CrossProblem[] {
       });
       return;
     }
+    if (mapping.snapshot !== undefined && mapping.mode === "rw") {
+      problems.push({
+        path: ["mappings", i, "mode"],
+        message: () =>
+          "a snapshot is read-only: map it with mode: ro (or make a writable clone with `sanmux snapshot clone`)",
+      });
+    }
+    const target = file.volumes.find((v) => v.name === mapping.volume);
+    if (mapping.snapshot !== undefined && target !== undefined && target.backend !== "pool") {
+      problems.push({
+        path: ["mappings", i, "snapshot"],
+        message: () =>
+          `volume "${mapping.volume}" is a file volume: only pool volumes have snapshots`,
+      });
+    }
     // The same volume twice for one agent would show one logical unit (one VPD 0x83 identity)
     // at two LUNs of one target: multipath tools would take them for two paths. Refuse it.
-    const volumeKey = `${mapping.agent}\0${mapping.volume}`;
+    const volumeKey = `${mapping.agent}\0${mapping.volume}\0${mapping.snapshot ?? ""}`;
     const firstVolume = volumeLun.get(volumeKey);
     if (firstVolume === undefined) volumeLun.set(volumeKey, i);
     else {
@@ -796,7 +824,8 @@ function crossCheck(file: ConfigFile): CrossProblem[] {
   file.mappings.forEach((mapping, i) => {
     const volume = file.volumes.find((v) => v.name === mapping.volume);
     const agent = file.agents.find((a) => a.name === mapping.agent);
-    if (mapping.mode !== "rw" || volume === undefined || agent === undefined) return;
+    if (mapping.mode === "ro" || mapping.snapshot !== undefined) return;
+    if (volume === undefined || agent === undefined) return;
     if (volume.backend !== "pool") return;
     const agentDomain = agent.domain ?? SHARED_DOMAIN;
     const domain = volumeDomain(file, volume.name);
@@ -871,8 +900,14 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
     mappings: file.mappings.map((mapping) => ({
       agent: mapping.agent,
       lun: mapping.lun,
-      volume: mapping.volume,
-      mode: mapping.mode,
+      volume:
+        mapping.snapshot === undefined
+          ? mapping.volume
+          : snapshotKey(mapping.volume, mapping.snapshot),
+      mode: mapping.mode ?? (mapping.snapshot === undefined ? "rw" : "ro"),
+      ...(mapping.snapshot === undefined
+        ? {}
+        : { snapshot: { volume: mapping.volume, name: mapping.snapshot } }),
     })),
     pool: {
       devices: file.pool?.devices ?? [],
@@ -919,7 +954,7 @@ function volumeDomain(file: ConfigFile, name: string): string | undefined {
   if (own !== undefined) return own;
   const writers = new Set<string>();
   for (const m of file.mappings) {
-    if (m.volume !== name || m.mode !== "rw") continue;
+    if (m.volume !== name || m.mode === "ro" || m.snapshot !== undefined) continue;
     const agent = file.agents.find((a) => a.name === m.agent);
     if (agent !== undefined) writers.add(agent.domain ?? SHARED_DOMAIN);
   }

@@ -5,7 +5,9 @@
 //   2. the Sanitize suite of each family that has one, SANITIZE allowed (-S), on the same LUN
 //      without the second URL (see SANITIZE_FAMILIES); its results replace the skipped Sanitize
 //      entries of run 1;
-//   3. the ReadOnly suite against a read-only mapping of another volume.
+//   3. the ReadOnly suite of each family against a read-only mapping of another volume (its
+//      results replace the skipped ReadOnly entries of run 1), and ALL.ReadOnly once more as the
+//      read-only run's own summary.
 // Prints a summary (tests, passed, failed, skipped — skips counted per test from its [SKIPPED]
 // lines), writes the full output and a JSON summary to $SANMUX_TEST_ARTIFACTS (default
 // test-artifacts/), and exits 1 if any test failed.
@@ -47,6 +49,11 @@ const artifacts = path.resolve(
  * name) that logs out at the end of the test, which releases the reservation.
  */
 const SANITIZE_FAMILIES = ["ALL", "SCSI"];
+/**
+ * The families with a ReadOnly suite (iscsi-test-cu -l). Its tests skip on a writable LUN, so in
+ * the whole-suite run they are replaced by their runs on the read-only mapping (LUN 1).
+ */
+const READONLY_FAMILIES = ["ALL", "SCSI", "LINUX"];
 /** One run of the suite may take long, but must never hang CI. */
 const SUITE_TIMEOUT_MS = Number(process.env.CONFORMANCE_TIMEOUT_S ?? 1800) * 1000;
 
@@ -230,8 +237,20 @@ async function main() {
     } else {
       const all = await runSuiteOnce(["-d", url(0), url(0)]);
       writeFileSync(path.join(artifacts, `iscsi-test-cu-${blockSize}.log`), all.out);
-      // Without -S the Sanitize tests skip here; their own runs replace them.
-      results = parseResults(all.out).filter((r) => !r.name.startsWith("Sanitize."));
+      // Without -S the Sanitize tests skip here, and the ReadOnly tests skip on a writable LUN;
+      // their own runs (below) replace them.
+      results = parseResults(all.out).filter(
+        (r) => !r.name.startsWith("Sanitize.") && !r.name.startsWith("ReadOnly."),
+      );
+      for (const family of READONLY_FAMILIES) {
+        log(`running ${family}.ReadOnly (read-only mapping)`);
+        const run = await runSuiteOnce(["-d", "-t", `${family}.ReadOnly`, url(1)]);
+        writeFileSync(
+          path.join(artifacts, `iscsi-test-cu-readonly-${family}-${blockSize}.log`),
+          run.out,
+        );
+        results.push(...parseResults(run.out));
+      }
       for (const family of SANITIZE_FAMILIES) {
         log(`running ${family}.Sanitize (SANITIZE allowed, one URL)`);
         const run = await runSuiteOnce(["-d", "-S", "-t", `${family}.Sanitize`, url(0)]);

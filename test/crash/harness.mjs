@@ -584,6 +584,7 @@ export async function runCrash(options = {}) {
 
   for (let iteration = 1; iteration <= o.iterations && server !== undefined; iteration++) {
     const t0 = Date.now();
+    const violationsBefore = report.violations;
     const writers = [];
     for (let id = 0; id < writerCount; id++) {
       const v = Math.floor(id / o.writersPerVolume);
@@ -687,7 +688,6 @@ export async function runCrash(options = {}) {
       report.killPoints++;
       stats.restartKillListened = r.failed === undefined;
     }
-    const violationsBefore = report.violations;
     server = await start(`restart after iteration ${iteration}`);
     if (server !== undefined) {
       stats.restartMs = server.startMs;
