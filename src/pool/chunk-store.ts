@@ -15,8 +15,9 @@
  * of storing a second copy (the index's insert-if-absent handles any remaining race).
  *
  * Holds: every write holds the containers it appended to (or whose pending location it uses)
- * until its map update settled. GC deletes only sealed containers without holds, so a map update
- * can never name a deleted container.
+ * until its map update settled. GC (gc.ts) deletes only containers that are not open, or open
+ * ones it sealed once their holds were released, so a map update can never name a deleted
+ * container. A container is in `open` from the moment it enters the registry.
  *
  * Read side: `reads` (chunk-reader.ts).
  */
@@ -193,17 +194,20 @@ export class ChunkStore {
       throw asStorageError(error, "creating a container");
     }
     // The registry entry is durable before any index entry can name the number (registry.ts).
+    // The container counts as open from the moment it is in the registry: GC, which walks the
+    // registry, must never take a container being created for an unused one.
     const rec = this.registry.addContainer(id, device.number, d.rec.number);
+    const oc: OpenContainer = { rec, writer, holds: 0, retired: false, broken: false };
+    this.open.set(rec.number, oc);
     try {
       await this.registry.save();
     } catch (error) {
+      this.open.delete(rec.number);
       this.registry.removeContainer(rec.number);
       await writer.close().catch(() => undefined);
       await unlink(writer.path).catch(() => undefined);
       throw asStorageError(error, "recording a new container");
     }
-    const oc: OpenContainer = { rec, writer, holds: 0, retired: false, broken: false };
-    this.open.set(rec.number, oc);
     d.current = oc;
     this.logger?.debug({ container: id, number: rec.number, device: device.path }, "new container");
     return oc;

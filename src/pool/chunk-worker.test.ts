@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { chunkFingerprint, domainKeys, masterKeyFromBytes, newId } from "../crypto/index.js";
 import { JobRunner, Jobs } from "./chunk-worker.js";
@@ -16,6 +17,8 @@ afterEach(() => {
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   dir = undefined;
 });
+
+const DIST_WORKER = fileURLToPath(new URL("../../dist/pool/chunk-worker.js", import.meta.url));
 
 describe("chunk jobs", () => {
   it("fingerprints grains with the domain key and flags zero grains", async () => {
@@ -90,5 +93,30 @@ describe("chunk jobs", () => {
       verify: false,
     });
     expect(wrong.failures[0]?.reason).toBe("fingerprint");
+  });
+
+  // The compiled worker (npm run build): same jobs, through postMessage and transfers.
+  it.skipIf(!existsSync(DIST_WORKER))("runs the same jobs on worker threads", async () => {
+    const runner = new JobRunner(master, 2, DIST_WORKER);
+    try {
+      expect(runner.threads).toBe(2);
+      const grains = Array.from({ length: 16 }, (_, i) =>
+        i % 5 === 0 ? Buffer.alloc(4096) : pattern(`w${i}`, 4096),
+      );
+      const results = await Promise.all([0, 1, 2, 3].map(() => runner.fingerprint(domain, grains)));
+      for (const { fps, zero } of results) {
+        grains.forEach((g, i) => {
+          expect(zero[i]).toBe(i % 5 === 0 ? 1 : 0);
+          if (i % 5 !== 0) {
+            expect(Buffer.from(fps.subarray(i * 32, i * 32 + 32))).toEqual(
+              chunkFingerprint(keys.fingerprintKey, g),
+            );
+          }
+        });
+      }
+      expect(grains[1]).toEqual(pattern("w1", 4096)); // the caller's buffers are untouched
+    } finally {
+      await runner.close();
+    }
   });
 });

@@ -176,9 +176,13 @@ export class JobRunner {
   private readonly lanes: Lane[] = [];
   private nextId = 1;
 
-  constructor(master: KeyObject, workers?: number) {
+  /**
+   * `script`: the compiled worker module; default `chunk-worker.js` beside this module (tests of
+   * the TypeScript sources may point at dist/).
+   */
+  constructor(master: KeyObject, workers?: number, script?: string) {
     this.inline = new Jobs(master);
-    const script = fileURLToPath(new URL("./chunk-worker.js", import.meta.url));
+    script ??= fileURLToPath(new URL("./chunk-worker.js", import.meta.url));
     const n = workers ?? Math.min(4, cpus().length);
     if (n <= 0 || !existsSync(script)) return;
     for (let i = 0; i < n; i++) {

@@ -8,6 +8,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { masterKeyFromBytes } from "../crypto/index.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
@@ -389,6 +390,39 @@ describe("Pool: containers, damage and gc", () => {
     expect((await pool.volume("k")!.read(0, 32)).equals(pattern("keep", 32 * G))).toBe(true);
   });
 
+  it("gc running alongside writes, unmaps and container roll-over never loses data", async () => {
+    const tp = await setup({ sealBytes: 24 * 1024 });
+    const v = await tp.pool.ensureVolume({ name: "v", size: 4 * MiB, blockSize: 4096 });
+    const model = Buffer.alloc(256 * G);
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 40; round++) {
+      // GC runs while the writes go on (one at a time: overlapping writes land in any order).
+      const gcs = [tp.pool.gc({ minDeadFraction: 0.5 }), tp.pool.gc()];
+      for (let i = 0; i < 6; i++) {
+        const first = rand(250);
+        const n = 1 + rand(6);
+        if (rand(3) === 0) {
+          await v.unmap(first, n);
+          model.fill(0, first * G, (first + n) * G);
+        } else {
+          const data = pattern(`r${round}.${i}`, n * G);
+          await v.write(first, data);
+          data.copy(model, first * G);
+        }
+      }
+      await Promise.all(gcs);
+    }
+    expect((await v.read(0, 256)).equals(model)).toBe(true);
+    const pool = await tp.reopen();
+    expect((await pool.volume("v")!.read(0, 256)).equals(model)).toBe(true);
+    const check = await pool.check();
+    expect(check.clean).toBe(true);
+  });
+
   it("seals full containers and rolls over; reopens them all", async () => {
     const tp = await setup({ sealBytes: 128 * 1024 });
     const v = await tp.pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
@@ -424,5 +458,22 @@ describe("Pool: containers, damage and gc", () => {
     expect(e.code).toBe(StorageErrorCode.PoolFull);
     await v.write(0, Buffer.alloc(4 * G)); // zeros need no space
     await v.unmap(0, 4);
+  });
+
+  // The compiled worker (npm run build): fingerprints and record opening off the main thread.
+  const distWorker = fileURLToPath(new URL("../../dist/pool/chunk-worker.js", import.meta.url));
+  it.skipIf(!existsSync(distWorker))("serves writes and reads through worker threads", async () => {
+    const { pool } = await setup({ workers: 2, workerScript: distWorker });
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 512 });
+    const data = pattern("workers", MiB);
+    await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        v.write(i * 512, data.subarray(i * 256 * 1024, (i + 1) * 256 * 1024)),
+      ),
+    );
+    await v.write(5, pattern("rmw", 512));
+    pattern("rmw", 512).copy(data, 5 * 512);
+    expect((await v.read(0, 2048)).equals(data)).toBe(true);
+    expect((await v.read(3, 100)).equals(data.subarray(3 * 512, 103 * 512))).toBe(true);
   });
 });

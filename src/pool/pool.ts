@@ -61,6 +61,8 @@ export interface PoolOpenOptions {
    * CPU, at most 4; 0 runs them on the main thread.
    */
   readonly workers?: number | undefined;
+  /** The compiled worker module (tests of the sources point at dist/); default beside this one. */
+  readonly workerScript?: string | undefined;
 }
 
 export interface VolumeSpec {
@@ -136,6 +138,7 @@ export class Pool {
   private catalogTail: Promise<unknown> = Promise.resolve();
   /** Scrubs and GCs under way: close() lets them stop and waits for them. */
   private readonly maintenance = new Set<Promise<unknown>>();
+  private gcTail: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -198,7 +201,7 @@ export class Pool {
     const store = await MetaStore.open({ path: join(dir, "meta"), grainSize: GRAIN });
     try {
       const pending = store.pendingJournalRecords;
-      const jobs = new JobRunner(o.masterKey, o.workers);
+      const jobs = new JobRunner(o.masterKey, o.workers, o.workerScript);
       const chunks = new ChunkStore(registry, devices, o.masterKey, jobs, log, {
         sealBytes: o.sealBytes,
         verifyReads: o.verifyReads,
@@ -501,7 +504,9 @@ export class Pool {
    */
   gc(options: { minDeadFraction?: number } = {}): Promise<GcReport> {
     this.checkOpen();
-    return this.track(
+    // One GC at a time: a second call runs after the first (two would race for the same
+    // containers, harmlessly but for nothing).
+    const run = this.gcTail.then(() =>
       collectGarbage(
         {
           registry: this.registry,
@@ -514,6 +519,8 @@ export class Pool {
         options.minDeadFraction ?? 0.3,
       ),
     );
+    this.gcTail = run.catch(() => undefined);
+    return this.track(run);
   }
 
   /**

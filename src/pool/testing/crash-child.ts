@@ -9,7 +9,9 @@
  *
  * Usage: crash-child.ts <dir> <key hex> <seed>
  */
+import { pino } from "pino";
 import { masterKeyFromBytes } from "../../crypto/index.js";
+import { createLogger } from "../../util/log.js";
 import { Pool } from "../pool.js";
 import { MARKER_GRAIN, versioned } from "./helpers.js";
 
@@ -29,6 +31,11 @@ const pool = await Pool.open({
   dir,
   masterKey: masterKeyFromBytes(Buffer.from(keyHex, "hex")),
   sealBytes: 96 * 1024,
+  // SANMUX_CRASH_LOG=1: the pool's log on stderr, for debugging a failure.
+  logger:
+    process.env.SANMUX_CRASH_LOG === "1"
+      ? createLogger({ level: "debug", destination: pino.destination(2) })
+      : undefined,
 });
 const big = await pool.ensureVolume({ name: "big", size: 4 * 1024 * 1024, blockSize: 4096 });
 const small = await pool.ensureVolume({ name: "small", size: 4 * 1024 * 1024, blockSize: 512 });
