@@ -21,7 +21,7 @@ import {
   loadMasterKey,
   MASTER_KEY_ENV,
 } from "../crypto/index.js";
-import { Pool } from "../pool/pool.js";
+import { Pool, type SnapshotInfo } from "../pool/pool.js";
 import { createLogger } from "../util/log.js";
 
 // Volume I/O goes through libuv's thread pool; its default of 4 threads would cap the disk
@@ -316,6 +316,95 @@ pool
         return p.usage();
       }));
     print(report, false);
+  });
+
+const snapshot = program
+  .command("snapshot")
+  .description(
+    "snapshots of pool volumes: create, list, delete, clone (through the running server, else on the stopped data directory)",
+  );
+
+/** Run through the running server's control API, else on the stopped data directory. */
+async function viaServerOrPool(
+  opts: { data: string; keyFile?: string },
+  method: "GET" | "POST" | "DELETE",
+  route: string,
+  body: unknown,
+  local: (pool: Pool) => Promise<unknown>,
+): Promise<unknown> {
+  const dataDir = path.resolve(opts.data);
+  return (
+    (await callControl(dataDir, method, route, body)) ??
+    (await withStoppedPool(dataDir, opts.keyFile, local))
+  );
+}
+
+type SnapshotOpts = { data: string; keyFile?: string; json?: boolean };
+
+function snapshotCommand(name: string, description: string) {
+  return snapshot
+    .command(name)
+    .description(description)
+    .requiredOption("--data <dir>", "data directory")
+    .option("--key-file <file>", `${KEY_FILE_HELP} (only when no server runs)`)
+    .option("--json", "print JSON");
+}
+
+snapshotCommand("create", "take a snapshot of a pool volume (instant, read-only)")
+  .argument("<volume>", "pool volume")
+  .argument("<name>", "snapshot name, unique per volume")
+  .action(async (volume: string, name: string, opts: SnapshotOpts) => {
+    const report = await viaServerOrPool(opts, "POST", "/v1/snapshots", { volume, name }, (p) =>
+      p.createSnapshot(volume, name),
+    );
+    print(report, opts.json === true);
+  });
+
+snapshotCommand("list", "list the snapshots of a volume, or of every volume")
+  .argument("[volume]", "pool volume")
+  .action(async (volume: string | undefined, opts: SnapshotOpts) => {
+    const query = volume === undefined ? "" : `?volume=${encodeURIComponent(volume)}`;
+    const report = await viaServerOrPool(opts, "GET", `/v1/snapshots${query}`, undefined, (p) =>
+      Promise.resolve(p.listSnapshots(volume)),
+    );
+    if (opts.json === true) {
+      print(report, true);
+      return;
+    }
+    const rows = Array.isArray(report) ? (report as SnapshotInfo[]) : [];
+    if (rows.length === 0) console.log("no snapshots");
+    for (const r of rows) {
+      const held = r.heldBytes === undefined ? "" : `  holds ${r.heldBytes} bytes`;
+      console.log(`${r.volume}@${r.name}  ${r.createdAt}  ${r.sizeBytes} bytes${held}`);
+    }
+  });
+
+snapshotCommand("delete", "delete a snapshot (refused while the running config maps it)")
+  .argument("<volume>", "pool volume")
+  .argument("<name>", "snapshot name")
+  .action(async (volume: string, name: string, opts: SnapshotOpts) => {
+    const route = `/v1/snapshots/${encodeURIComponent(volume)}/${encodeURIComponent(name)}`;
+    const report = await viaServerOrPool(opts, "DELETE", route, undefined, async (p) => {
+      await p.deleteSnapshot(volume, name);
+      return { deleted: `${volume}@${name}` };
+    });
+    print(report, opts.json === true);
+  });
+
+snapshotCommand(
+  "clone",
+  "make a writable volume from a snapshot (same domain, size and block size; add it to the config to map it)",
+)
+  .argument("<volume>", "pool volume")
+  .argument("<name>", "snapshot name")
+  .argument("<new-volume>", "name of the new volume")
+  .action(async (volume: string, name: string, newVolume: string, opts: SnapshotOpts) => {
+    const route = `/v1/snapshots/${encodeURIComponent(volume)}/${encodeURIComponent(name)}/clone`;
+    const report = await viaServerOrPool(opts, "POST", route, { volume: newVolume }, async (p) => {
+      const c = await p.cloneSnapshot(volume, name, newVolume);
+      return { volume: c.name, sizeBytes: c.sizeBytes, blockSize: c.blockSize };
+    });
+    print(report, opts.json === true);
   });
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The control socket: a small HTTP/JSON API on a Unix socket in the data directory
  * (DATA/sanmux.sock, mode 0600), through which the `sanmux` command talks to a running server
- * (`sanmux status`, `sanmux pool scrub|check|gc|add-device`). File permissions are the access
+ * (`sanmux status`, `sanmux pool scrub|check|gc|add-device`, `sanmux snapshot ...`). File permissions are the access
  * control: only the user running sanmux (root) can connect. The REST API for remote management
  * will sit beside it on TCP with a token.
  */
@@ -22,6 +22,10 @@ export interface ControlHandlers {
   check(): Promise<unknown>;
   gc(): Promise<unknown>;
   addDevice(dir: string): Promise<unknown>;
+  createSnapshot(volume: string, name: string): Promise<unknown>;
+  listSnapshots(volume: string | undefined): Promise<unknown>;
+  deleteSnapshot(volume: string, name: string): Promise<unknown>;
+  cloneSnapshot(volume: string, name: string, newVolume: string): Promise<unknown>;
 }
 
 export function controlSocketPath(dataDir: string): string {
@@ -53,6 +57,34 @@ export class ControlApi {
       }
       return handlers.addDevice(path.resolve(dir));
     });
+    // Snapshots: POST /v1/snapshots { volume, name }, GET /v1/snapshots[?volume=V],
+    // DELETE /v1/snapshots/V/NAME, POST /v1/snapshots/V/NAME/clone { volume: NEW }.
+    app.post<{ Body: { volume?: unknown; name?: unknown } }>(
+      "/v1/snapshots",
+      async (req, reply) => {
+        const { volume, name } = req.body ?? {};
+        if (typeof volume !== "string" || typeof name !== "string") {
+          return reply.code(400).send({ error: "body must be { volume, name }" });
+        }
+        return handlers.createSnapshot(volume, name);
+      },
+    );
+    app.get<{ Querystring: { volume?: string } }>("/v1/snapshots", (req) =>
+      handlers.listSnapshots(req.query.volume),
+    );
+    app.delete<{ Params: { volume: string; name: string } }>("/v1/snapshots/:volume/:name", (req) =>
+      handlers.deleteSnapshot(req.params.volume, req.params.name),
+    );
+    app.post<{ Params: { volume: string; name: string }; Body: { volume?: unknown } }>(
+      "/v1/snapshots/:volume/:name/clone",
+      async (req, reply) => {
+        const newVolume = req.body?.volume;
+        if (typeof newVolume !== "string") {
+          return reply.code(400).send({ error: "body must be { volume: <new volume name> }" });
+        }
+        return handlers.cloneSnapshot(req.params.volume, req.params.name, newVolume);
+      },
+    );
     app.setErrorHandler((error, _req, reply) => {
       logger.warn({ err: error }, "control request failed");
       void reply.code(500).send({ error: error instanceof Error ? error.message : String(error) });
@@ -80,7 +112,7 @@ export class ControlApi {
  */
 export async function callControl(
   dataDir: string,
-  method: "GET" | "POST",
+  method: "GET" | "POST" | "DELETE",
   route: string,
   body?: unknown,
 ): Promise<unknown> {

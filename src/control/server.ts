@@ -22,9 +22,9 @@ import {
   type NexusPort,
   type TargetServices,
 } from "../iscsi/services.js";
-import { Pool } from "../pool/pool.js";
+import { Pool, PoolVolume } from "../pool/pool.js";
 import { ScsiTarget } from "../scsi/target.js";
-import type { LunEntry, LunView, NexusIdentity } from "../scsi/types.js";
+import type { LunEntry, LunView, NexusIdentity, ScsiCommand } from "../scsi/types.js";
 import type { Volume } from "../volume/volume.js";
 import { ControlApi } from "./control-api.js";
 import { type DataDirLock, lockDataDir } from "./data-lock.js";
@@ -73,6 +73,13 @@ interface CachedEntry {
 }
 
 export const PRODUCT = { vendor: "SANMUX", product: "sanmux volume", revision: "0001" } as const;
+
+/**
+ * `SANMUX_ARBITER=off`: channels bypass the arbiter (no speed limits, no shares, no demand
+ * figures; capacity rules still apply). A benchmarking switch, to measure what arbitration
+ * costs (bench/arbitration.sh), and nothing else.
+ */
+const ARBITER_OFF = process.env.SANMUX_ARBITER === "off";
 
 export class SanmuxServer {
   private readonly volumes = new Map<string, Volume>();
@@ -136,8 +143,10 @@ export class SanmuxServer {
       });
       this.volumes.set(v.name, volume);
     }
+    await this.openSnapshotVolumes(config, false); // reservations: loaded below with the others
     this.access = await AccessControl.create(config, catalog);
     this.arbiter = this.createArbiter(config);
+    this.pool?.setAllocationGuard((volume, bytes) => this.admitAllocation(volume, bytes));
     const hostName = this.options.hostName ?? os.hostname();
     this.scsi = new ScsiTarget(
       { ...PRODUCT, hostName, targetName: config.target },
@@ -163,6 +172,7 @@ export class SanmuxServer {
     const services: TargetServices = {
       loginPolicy: this.loginPolicy(),
       openNexus: (identity) => this.openNexus(identity),
+      queueDepthFor: (initiatorName) => this.access.agentForInitiator(initiatorName)?.queueDepth,
       hasLun: (initiatorName, lun) => {
         const agent = this.access.agentForInitiator(initiatorName);
         return (
@@ -194,6 +204,13 @@ export class SanmuxServer {
           await this.requirePool().addDevice(dir);
           return this.requirePool().usage();
         },
+        createSnapshot: async (volume, name) => this.requirePool().createSnapshot(volume, name),
+        listSnapshots: async (volume) => this.requirePool().listSnapshots(volume),
+        deleteSnapshot: async (volume, name) => this.deleteSnapshot(volume, name),
+        cloneSnapshot: async (volume, name, newVolume) => {
+          const clone = await this.requirePool().cloneSnapshot(volume, name, newVolume);
+          return { volume: clone.name, sizeBytes: clone.sizeBytes, blockSize: clone.blockSize };
+        },
       },
       logger.child({ layer: "control" }),
     );
@@ -207,6 +224,9 @@ export class SanmuxServer {
       logger.info({ metrics: `http://${formatHost(m.host)}:${m.port}/metrics` }, "serving metrics");
     }
     this.arbiter.startSampling(10_000);
+    if (ARBITER_OFF) {
+      logger.warn("SANMUX_ARBITER=off: no speed limits, no fair shares (for benchmarking only)");
+    }
     logger.info(
       {
         portal: `${this.address.host}:${this.address.port}`,
@@ -278,7 +298,7 @@ export class SanmuxServer {
     if (!base) return undefined;
     const cached = this.entries.get(b.channel);
     if (cached && cached.mode === b.mode && cached.volume === base) return cached.entry;
-    const arbitrated = this.arbiter.filter(base, b);
+    const arbitrated = ARBITER_OFF ? base : this.arbiter.filter(base, b);
     const guarded: Volume = b.mode === "ro" ? new ReadOnlyFilter(arbitrated) : arbitrated;
     const volume = new CountingFilter(guarded, this.access.countersFor(b.channel));
     const entry: LunEntry = {
@@ -326,6 +346,74 @@ export class SanmuxServer {
     });
   }
 
+  /**
+   * Open the snapshot views the config's snapshot mappings show, under their mapping key
+   * (`volume@snapshot`); returns the keys opened. A missing snapshot fails with the mapping named.
+   */
+  private async openSnapshotVolumes(
+    config: SanmuxConfig,
+    loadReservations: boolean,
+  ): Promise<string[]> {
+    const opened: string[] = [];
+    for (const m of config.mappings) {
+      if (m.snapshot === undefined) continue;
+      const current = this.volumes.get(m.volume);
+      if (current instanceof PoolVolume && !current.isClosed) continue;
+      const pool = this.pool;
+      if (pool === undefined) throw new Error(`mapping of "${m.volume}": the pool is not open`);
+      const { volume, name } = m.snapshot;
+      let view: PoolVolume;
+      try {
+        view = await pool.openSnapshot(volume, name);
+      } catch (error) {
+        throw new Error(
+          `mapping of agent "${m.agent}" at LUN ${m.lun} (volume ${volume}, snapshot ${name}): ` +
+            `${(error as Error).message} (create it with \`sanmux snapshot create ${volume} ${name}\`)`,
+          { cause: error },
+        );
+      }
+      this.volumes.set(m.volume, view);
+      opened.push(m.volume);
+      if (!loadReservations) continue;
+      await this.scsi.loadReservations(view.id).catch((err: unknown) => {
+        this.options.logger.error({ err, volume: m.volume }, "cannot load persistent reservations");
+      });
+    }
+    return opened;
+  }
+
+  /** Refuse to delete a snapshot the running config maps; else delete it and forget its view. */
+  private async deleteSnapshot(volume: string, name: string): Promise<{ deleted: string }> {
+    const key = `${volume}@${name}`;
+    const mapped = this.access.allBindings().find((b) => b.volume === key);
+    if (mapped !== undefined) {
+      throw new Error(
+        `snapshot ${key} is mapped to agent "${mapped.agent}" at LUN ${mapped.lun}: ` +
+          "remove the mapping from the config and reload first",
+      );
+    }
+    await this.requirePool().deleteSnapshot(volume, name);
+    this.volumes.delete(key);
+    return { deleted: key };
+  }
+
+  /**
+   * The pool's allocation guard: a write that maps `bytes` of new grains of `volume` is
+   * admitted by the capacity rules for every agent that maps the volume read-write (the volume
+   * counts in each one's logical bytes, agentLogicalBytes); a volume no agent writes is checked
+   * against the pool's free space only. Throws QuotaExceeded / PoolFull (27h/07h on the wire).
+   */
+  private admitAllocation(volume: string, bytes: number): void {
+    const capacity = this.arbiter.capacity;
+    if (capacity === undefined) return;
+    const agents = new Set<string>();
+    for (const b of this.access.allBindings()) {
+      if (b.volume === volume && b.mode === "rw") agents.add(b.agent);
+    }
+    if (agents.size === 0) capacity.admit("", bytes);
+    for (const agent of agents) capacity.admit(agent, bytes);
+  }
+
   /** Logical bytes held by the volumes an agent writes (its read-write mappings). */
   private agentLogicalBytes(agent: string): number {
     let total = 0;
@@ -342,18 +430,36 @@ export class SanmuxServer {
     const identity: NexusIdentity = keyBy ? { ...login, reservationKeyBy: keyBy } : login;
     const nexus = this.scsi.openNexus(identity, view);
     const access = this.access;
+    const scheduler = ARBITER_OFF ? undefined : this.arbiter.scheduler;
+    // Commands whose Data-In is being sent keep their share of the arbiter's budget until the
+    // connection says it left (src/arbiter/scheduler.ts, "Responses being sent").
+    const sending = new Map<ScsiCommand, () => void>();
     return {
       async execute(cmd) {
         const entry = view.get(cmd.lun);
         const counters = entry ? access.countersFor(entry.channel) : undefined;
         // Volume errors are counted by the channel's CountingFilter; here only commands.
         if (counters) counters.commands++;
-        return nexus.execute(cmd);
+        const result = await nexus.execute(cmd);
+        if (scheduler && entry && result.data !== undefined && result.data.length > 0) {
+          sending.set(cmd, scheduler.hold(entry.channel));
+        }
+        return result;
+      },
+      sent(cmd) {
+        const release = sending.get(cmd);
+        if (release === undefined) return;
+        sending.delete(cmd);
+        release();
       },
       abortTask: (cmd) => nexus.abortTask(cmd),
       lunReset: (lun) => nexus.lunReset(lun),
       targetReset: () => nexus.targetReset(),
-      close: () => nexus.close(),
+      close: () => {
+        for (const release of sending.values()) release();
+        sending.clear();
+        nexus.close();
+      },
     };
   }
 
@@ -398,11 +504,16 @@ export class SanmuxServer {
         this.scsi.notifyVolumeChanged(volume.id, "capacity-changed");
       }
     }
+    volumesOpened.push(...(await this.openSnapshotVolumes(config, true)));
     const change = await this.access.applyConfig(config);
     this.arbiter.configure(arbiterPolicy(config));
     for (const b of change.bindingsRemoved) {
       this.arbiter.dropChannel(b.channel);
       this.entries.delete(b.channel);
+    }
+    // Queue depths (MaxCmdSN) of the sessions that stay; the agent's, else the target's.
+    for (const session of this.portal.sessions.list()) {
+      session.setQueueDepth?.(this.access.agentForInitiator(session.initiatorName)?.queueDepth);
     }
     // Sessions that logged in under rules that no longer hold.
     const ended = new Set(

@@ -27,6 +27,15 @@
  *
  * Durability: `write` resolving means visible; `flush()` (MetaStore.flush) makes every resolved
  * write durable; FUA, or `writeCache: false`, flushes before resolving.
+ *
+ * Snapshot views (Pool.openSnapshot): the same class over `(volume, s)`: reads, block status and
+ * copies from it read the map as of snapshot `s` (MetaStore `{ snapshot }` reads); writes, unmaps
+ * and copies into it reject with WriteProtected. A view of a deleted snapshot is closed (NotReady).
+ *
+ * Capacity admission: before a write stores anything, the pool's allocation guard (if set) is
+ * called with the bytes of the grains the write turns from hole to mapped (overwrites of mapped
+ * grains and zero grains count nothing); if it throws, the write rejects with that error and
+ * nothing is stored.
  */
 import type { Logger } from "../util/log.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
@@ -41,12 +50,20 @@ export const GRAIN = 4096;
 /** Largest atomic write (one writeGrains transaction): 256 grains. */
 export const ATOMIC_WRITE_MAX_BYTES = 1 << 20;
 
+/**
+ * Asked before a write allocates: `newLogicalBytes` = grains the write maps that were holes ×
+ * 4096 (never 0). Throws (StorageError QuotaExceeded / PoolFull) to refuse the write.
+ */
+export type AllocationGuard = (volumeName: string, newLogicalBytes: number) => void;
+
 /** What a volume needs from its pool. One object per pool: `copyFrom` compares it. */
 export interface PoolContext {
   readonly store: MetaStore;
   readonly chunks: ChunkStore;
   readonly registry: Registry;
   readonly logger: Logger | undefined;
+  /** Pool.setAllocationGuard; read at every write. */
+  allocationGuard: AllocationGuard | undefined;
   /** Called when a volume closes, so the pool forgets it. */
   forget(volume: PoolVolume): void;
 }
@@ -64,9 +81,17 @@ export class PoolVolume implements Volume {
   constructor(
     /** @internal */ readonly ctx: PoolContext,
     private readonly rec: VolumeRecord,
+    /**
+     * A snapshot view: the MetaStore snapshot number this object reads (read-only). `rec` is
+     * then the view's own record: name `volume@snapshot`, the snapshot's id and size.
+     */
+    readonly snapshot?: number,
   ) {
     this.atomicWriteMaxBlocks = ATOMIC_WRITE_MAX_BYTES / rec.blockSize;
+    this.readOptions = snapshot === undefined ? {} : { snapshot };
   }
+
+  private readonly readOptions: { readonly snapshot?: number };
 
   get id(): string {
     return this.rec.id;
@@ -119,6 +144,7 @@ export class PoolVolume implements Volume {
       );
     }
     if (sizeBytes === this.rec.size) return;
+    if (this.snapshot !== undefined) throw this.writeProtected();
     const before = this.rec.size;
     this.rec.size = sizeBytes;
     try {
@@ -162,7 +188,7 @@ export class PoolVolume implements Volume {
     fromLba = 0,
     retried = false,
   ): Promise<Buffer> {
-    const resolved = this.ctx.store.resolveGrains(this.number, first, count);
+    const resolved = this.resolve(first, count);
     const holes: number[] = [];
     interface Run {
       container: number;
@@ -240,7 +266,7 @@ export class PoolVolume implements Volume {
       const { index, error } = failed;
       // The map may have moved on while we read (an overwrite, or GC deleting a container whose
       // chunks no map uses any more): look again once before calling it damage.
-      const now = this.ctx.store.resolveGrains(this.number, first + index, 1)[0];
+      const now = this.resolve(first + index, 1)[0];
       const then = resolved[index];
       if (!retried && !sameResolution(now, then)) {
         return this.readGrains(first, count, fromLba, true);
@@ -248,6 +274,15 @@ export class PoolVolume implements Volume {
       throw this.mediumError(first + index, error.message, fromLba, error);
     }
     return out;
+  }
+
+  /** The map as this object sees it (the head, or its snapshot). */
+  private resolve(first: number, count: number): ReturnType<MetaStore["resolveGrains"]> {
+    try {
+      return this.ctx.store.resolveGrains(this.number, first, count, this.readOptions);
+    } catch (error) {
+      throw metaFailure(error, this.name);
+    }
   }
 
   private mediumError(grain: number, why: string, fromLba = 0, cause?: unknown): StorageError {
@@ -268,6 +303,7 @@ export class PoolVolume implements Volume {
   // Writes
 
   async write(lba: number, data: Buffer, options?: WriteOptions): Promise<void> {
+    if (this.snapshot !== undefined) throw this.writeProtected();
     this.checkData(lba, data);
     if (data.length === 0) return;
     this.enter();
@@ -331,9 +367,22 @@ export class PoolVolume implements Volume {
   }
 
   /** The write protocol for whole grains `first ..` (module comment). */
-  private async storeGrains(first: number, grains: readonly Buffer[], lbaFrom = 0): Promise<void> {
+  private async storeGrains(
+    first: number,
+    grains: readonly Buffer[],
+    lbaFrom = 0,
+    admitted = false,
+  ): Promise<void> {
     const { store, chunks } = this.ctx;
     const { fps, zero } = await chunks.jobs.fingerprint(chunks.domainId(this.domain), grains);
+    if (!admitted && this.ctx.allocationGuard !== undefined) {
+      // Capacity admission before anything is stored: grains that are holes now and will hold
+      // data (zero grains stay holes; overwrites of mapped grains allocate nothing logical).
+      const mapped = this.mappedMask(this.number, first, grains.length, {});
+      let fresh = 0;
+      for (let i = 0; i < grains.length; i++) if (zero[i] !== 1 && mapped[i] === 0) fresh++;
+      if (fresh > 0) this.ctx.allocationGuard(this.name, fresh * GRAIN);
+    }
     const updates: GrainUpdate[] = new Array(grains.length);
     let misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
     for (let i = 0; i < grains.length; i++) {
@@ -405,6 +454,7 @@ export class PoolVolume implements Volume {
   }
 
   async unmap(lba: number, blocks: number): Promise<void> {
+    if (this.snapshot !== undefined) throw this.writeProtected();
     this.check(lba, blocks);
     if (blocks === 0) return;
     this.enter();
@@ -440,7 +490,17 @@ export class PoolVolume implements Volume {
     this.check(lba, 1);
     const grain = Math.floor((lba * this.blockSize) / GRAIN);
     const lastGrain = Math.ceil(this.rec.size / GRAIN);
-    const s = this.ctx.store.extentStatus(this.number, grain, Math.max(1, lastGrain - grain));
+    let s: ReturnType<MetaStore["extentStatus"]>;
+    try {
+      s = this.ctx.store.extentStatus(
+        this.number,
+        grain,
+        Math.max(1, lastGrain - grain),
+        this.readOptions,
+      );
+    } catch (error) {
+      throw metaFailure(error, this.name);
+    }
     const endLba = Math.floor(((grain + s.grains) * GRAIN) / this.blockSize);
     return { mapped: s.mapped, blocks: Math.max(1, Math.min(endLba, this.blockCount()) - lba) };
   }
@@ -464,6 +524,7 @@ export class PoolVolume implements Volume {
     blocks: number,
     options?: WriteOptions,
   ): Promise<boolean> {
+    if (this.snapshot !== undefined) throw this.writeProtected();
     if (!(source instanceof PoolVolume) || source.ctx !== this.ctx) return false;
     if (source.domain !== this.domain || source.blockSize !== this.blockSize) return false;
     const perGrain = GRAIN / this.blockSize;
@@ -480,8 +541,24 @@ export class PoolVolume implements Volume {
     try {
       const unlock = this.blockSize < GRAIN ? await this.lock(dst, dst + count) : undefined;
       try {
+        const guard = this.ctx.allocationGuard;
+        if (guard !== undefined) {
+          // Grains mapped in the source whose destination is a hole now (module comment).
+          const from = this.mappedMask(
+            source.number,
+            sourceLba / perGrain,
+            count,
+            source.readOptions,
+          );
+          const to = this.mappedMask(this.number, dst, count, {});
+          let fresh = 0;
+          for (let i = 0; i < count; i++) if (from[i] === 1 && to[i] === 0) fresh++;
+          if (fresh > 0) guard(this.name, fresh * GRAIN);
+        }
         await this.ctx.store.copyGrains(
-          { volume: source.number },
+          source.snapshot === undefined
+            ? { volume: source.number }
+            : { volume: source.number, snapshot: source.snapshot },
           sourceLba / perGrain,
           this.number,
           dst,
@@ -492,7 +569,7 @@ export class PoolVolume implements Volume {
           throw metaFailure(error, this.name);
         }
         const data = await source.readGrains(sourceLba / perGrain, count);
-        await this.storeGrains(dst, splitGrains(data));
+        await this.storeGrains(dst, splitGrains(data), 0, true);
       } finally {
         unlock?.();
       }
@@ -563,6 +640,36 @@ export class PoolVolume implements Volume {
     }
   }
 
+  /**
+   * 1 for each of `count` grains from `first` of `volume` that is mapped (as of
+   * `options.snapshot`), else 0: one extentStatus call per run of equal status.
+   */
+  private mappedMask(
+    volume: number,
+    first: number,
+    count: number,
+    options: { readonly snapshot?: number },
+  ): Uint8Array {
+    const mask = new Uint8Array(count);
+    try {
+      for (let at = 0; at < count; ) {
+        const s = this.ctx.store.extentStatus(volume, first + at, count - at, options);
+        if (s.mapped) mask.fill(1, at, at + s.grains);
+        at += s.grains;
+      }
+    } catch (error) {
+      throw metaFailure(error, this.name);
+    }
+    return mask;
+  }
+
+  private writeProtected(): StorageError {
+    return new StorageError(
+      StorageErrorCode.WriteProtected,
+      `"${this.name}" is a snapshot: it is read-only (clone it to get a writable volume)`,
+    );
+  }
+
   private notReady(): StorageError {
     return new StorageError(StorageErrorCode.NotReady, `volume "${this.name}" is closed`);
   }
@@ -610,7 +717,9 @@ function metaFailure(error: unknown, volume: string): StorageError {
   if (error instanceof StorageError) return error;
   if (error instanceof MetaError) {
     const code =
-      error.code === MetaErrorCode.Closed || error.code === MetaErrorCode.UnknownVolume
+      error.code === MetaErrorCode.Closed ||
+      error.code === MetaErrorCode.UnknownVolume ||
+      error.code === MetaErrorCode.UnknownSnapshot
         ? StorageErrorCode.NotReady
         : StorageErrorCode.WriteFault;
     return new StorageError(code, `volume "${volume}": ${error.message}`, undefined, {

@@ -35,12 +35,12 @@ import {
   RefcountApplier,
   type VolumeUsage,
 } from "./meta/index.js";
-import { GRAIN, type PoolContext, PoolVolume } from "./pool-volume.js";
-import { REGISTRY_FILE, Registry, type VolumeRecord } from "./registry.js";
+import { type AllocationGuard, GRAIN, type PoolContext, PoolVolume } from "./pool-volume.js";
+import { REGISTRY_FILE, Registry, type SnapshotRecord, type VolumeRecord } from "./registry.js";
 import { type ScrubProgress, type ScrubReport, scrubPool } from "./scrub.js";
 
 export type { GcReport } from "./gc.js";
-export { PoolVolume } from "./pool-volume.js";
+export { type AllocationGuard, PoolVolume } from "./pool-volume.js";
 export type { ScrubProgress, ScrubReport } from "./scrub.js";
 
 export interface PoolOpenOptions {
@@ -130,6 +130,32 @@ export interface CheckReport {
   readonly audit: AuditReport;
 }
 
+/** A named snapshot (Pool.listSnapshots). */
+export interface SnapshotInfo {
+  readonly volume: string;
+  readonly name: string;
+  /** Stable identity (the VPD 0x83 designator of a LUN mapping it). */
+  readonly id: string;
+  /** The metadata store's snapshot number (the volume's generation when it was taken). */
+  readonly generation: number;
+  readonly createdAt: string;
+  /** The volume's capacity when the snapshot was taken (the snapshot's capacity). */
+  readonly sizeBytes: number;
+  readonly blockSize: number;
+  /**
+   * Logical bytes of the old versions the volume's snapshots keep beyond its head (grains
+   * overwritten or unmapped since a snapshot that still sees them), for all the volume's
+   * snapshots together (MetaStore.snapshotUsage).
+   */
+  readonly volumeSnapshotsHeldBytes: number;
+  /**
+   * What this snapshot alone holds beyond the head, when cheaply known: exact when it is the
+   * volume's only snapshot (then it is volumeSnapshotsHeldBytes); undefined otherwise (per
+   * snapshot figures need a scan: src/pool/meta/README.md, "Capacity accounting").
+   */
+  readonly heldBytes: number | undefined;
+}
+
 const DEFAULT_DOMAIN = "shared";
 
 export class Pool {
@@ -155,6 +181,7 @@ export class Pool {
       chunks,
       registry,
       logger,
+      allocationGuard: undefined,
       forget: (v) => {
         if (this.volumes.get(v.name) === v) this.volumes.delete(v.name);
       },
@@ -218,6 +245,7 @@ export class Pool {
         }
       }
       await registry.save();
+      await recoverSnapshots(registry, store, log);
       const applier = new RefcountApplier(store, {
         onApplied: (r) => {
           if (r.anomalies.length > 0) {
@@ -355,6 +383,13 @@ export class Pool {
       this.checkOpen();
       const rec = this.registry.volumeByName(name);
       if (rec === undefined) throw new Error(`volume "${name}" does not exist`);
+      const snapshots = rec.snapshots ?? [];
+      if (snapshots.length > 0) {
+        throw new Error(
+          `volume "${name}" has snapshots (${snapshots.map((s) => s.name).join(", ")}): ` +
+            "delete them first (`sanmux snapshot delete`); clones are independent and stay",
+        );
+      }
       await this.volumes.get(name)?.close();
       rec.deleting = true;
       await this.registry.save(); // a crash from here on finishes the deletion at the next start
@@ -363,6 +398,213 @@ export class Pool {
       await this.registry.save();
       this.logger?.info({ volume: name }, "deleted volume");
     });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshots and clones (src/pool/meta/README.md, "Snapshots")
+
+  /**
+   * Take a snapshot of `volume` named `name` (unique per volume). O(1) whatever the volume size:
+   * one small metadata transaction, a flush, and a registry save. It holds every write that
+   * resolved before this call (writes running at the same time may or may not be in it), and it
+   * is durable when the promise resolves.
+   */
+  createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    return this.serial(async () => {
+      this.checkOpen();
+      const rec = this.liveVolume(volume);
+      if (!isValidName(name))
+        throw new Error(`snapshot name "${name}" is not valid: use ${NAME_RULE}`);
+      if ((rec.snapshots ?? []).some((s) => s.name === name)) {
+        throw new Error(`volume "${volume}" already has a snapshot "${name}"`);
+      }
+      const generation = await this.store.createSnapshot(rec.number);
+      // Durable in the store before the registry names it; a crash in between leaves a store
+      // snapshot the registry does not know, deleted at the next start (recoverSnapshots).
+      await this.store.flush();
+      const snap: SnapshotRecord = {
+        name,
+        generation,
+        id: newId(),
+        createdAt: new Date().toISOString(),
+        size: rec.size,
+      };
+      rec.snapshots = [...(rec.snapshots ?? []), snap];
+      try {
+        await this.registry.save();
+      } catch (error) {
+        rec.snapshots = rec.snapshots.filter((s) => s !== snap);
+        await this.store.deleteSnapshot(rec.number, generation).catch(() => undefined);
+        throw error;
+      }
+      this.logger?.info({ volume, snapshot: name, generation }, "created snapshot");
+      return this.snapshotInfo(rec, snap);
+    });
+  }
+
+  /** The snapshots of `volume` (every volume's when omitted), oldest first per volume. */
+  listSnapshots(volume?: string): SnapshotInfo[] {
+    this.checkOpen();
+    const recs = volume === undefined ? this.registry.volumes : [this.liveVolume(volume)];
+    const out: SnapshotInfo[] = [];
+    for (const rec of recs) {
+      if (rec.deleting === true) continue;
+      for (const s of rec.snapshots ?? []) {
+        if (s.deleting !== true) out.push(this.snapshotInfo(rec, s));
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Delete a snapshot: an open view of it is closed (its reads fail with NotReady), and the old
+   * versions no other snapshot sees are released (space comes back after the journal is applied
+   * and GC runs). Time proportional to what changed while it was the newest snapshot. A crash
+   * part way is finished at the next start.
+   */
+  deleteSnapshot(volume: string, name: string): Promise<void> {
+    return this.serial(async () => {
+      this.checkOpen();
+      const rec = this.liveVolume(volume);
+      const snap = this.liveSnapshot(rec, name);
+      await this.volumes.get(snapshotViewName(volume, name))?.close();
+      snap.deleting = true;
+      await this.registry.save(); // from here a crash finishes the deletion at the next start
+      await this.store.deleteSnapshot(rec.number, snap.generation);
+      rec.snapshots = (rec.snapshots ?? []).filter((s) => s !== snap);
+      await this.registry.save();
+      this.logger?.info({ volume, snapshot: name }, "deleted snapshot");
+    });
+  }
+
+  /**
+   * Make `newVolume`, a writable volume of the same domain, block size and size as the
+   * snapshot, holding the snapshot's data (MetaStore.cloneVolume: every mapped grain is copied
+   * by reference, no data moves; time proportional to the snapshot's mapped grains). The clone
+   * is independent from then on: the snapshot and its volume may be deleted. A crash part way
+   * is finished at the next start.
+   */
+  cloneSnapshot(
+    volume: string,
+    name: string,
+    newVolume: string,
+    options: { writeCache?: boolean } = {},
+  ): Promise<PoolVolume> {
+    return this.serial(async () => {
+      this.checkOpen();
+      const src = this.liveVolume(volume);
+      const snap = this.liveSnapshot(src, name);
+      if (!isValidName(newVolume)) {
+        throw new Error(`volume name "${newVolume}" is not valid: use ${NAME_RULE}`);
+      }
+      if (this.registry.volumeByName(newVolume) !== undefined) {
+        throw new Error(`volume "${newVolume}" already exists`);
+      }
+      const rec = this.registry.addVolume({
+        name: newVolume,
+        id: newId(),
+        domain: src.domain,
+        size: snap.size,
+        blockSize: src.blockSize,
+        writeCache: options.writeCache ?? true,
+        cloning: { volume: src.number, snapshot: snap.generation },
+      });
+      await this.registry.save(); // durable before the store names the number (registry.ts)
+      let r: { copied: number };
+      try {
+        r = await this.store.cloneVolume(
+          { volume: src.number, snapshot: snap.generation },
+          rec.number,
+          src.domain,
+        );
+        await this.store.flush();
+      } catch (error) {
+        // Undo the half-made clone (a crash instead is finished at the next start).
+        // If this fails too, the `deleting` mark makes the next start finish it.
+        rec.deleting = true;
+        try {
+          await this.registry.save();
+          await this.store.deleteVolume(rec.number);
+          this.registry.removeVolume(newVolume);
+          await this.registry.save();
+        } catch (undo) {
+          this.logger?.error({ err: undo, volume: newVolume }, "cannot undo a failed clone");
+        }
+        throw error;
+      }
+      rec.cloning = undefined;
+      await this.registry.save();
+      this.logger?.info(
+        { volume, snapshot: name, clone: newVolume, grains: r.copied },
+        "cloned snapshot",
+      );
+      return this.openVolume(rec);
+    });
+  }
+
+  /**
+   * A read-only volume showing the snapshot (the same object while it stays open): reads and
+   * block status as of the snapshot, writes and unmaps rejected with WriteProtected, its own
+   * stable `id`, the snapshot's capacity, the volume's block size. Named `volume@name`.
+   */
+  async openSnapshot(volume: string, name: string): Promise<PoolVolume> {
+    this.checkOpen();
+    const rec = this.liveVolume(volume);
+    const snap = this.liveSnapshot(rec, name);
+    const key = snapshotViewName(volume, name);
+    let v = this.volumes.get(key);
+    if (v === undefined || v.isClosed) {
+      const view: VolumeRecord = {
+        name: key,
+        number: rec.number,
+        id: snap.id,
+        domain: rec.domain,
+        size: snap.size,
+        blockSize: rec.blockSize,
+        writeCache: rec.writeCache,
+      };
+      v = new PoolVolume(this.ctx, view, snap.generation);
+      this.volumes.set(key, v);
+    }
+    return v;
+  }
+
+  /**
+   * Set (or clear, with undefined) the hook every pool volume calls before a write allocates:
+   * see AllocationGuard. The server points it at the arbiter's capacity rules.
+   */
+  setAllocationGuard(guard: AllocationGuard | undefined): void {
+    this.ctx.allocationGuard = guard;
+  }
+
+  private liveVolume(name: string): VolumeRecord {
+    const rec = this.registry.volumeByName(name);
+    if (rec === undefined || rec.deleting === true) {
+      throw new Error(`volume "${name}" does not exist`);
+    }
+    return rec;
+  }
+
+  private liveSnapshot(rec: VolumeRecord, name: string): SnapshotRecord {
+    const snap = rec.snapshots?.find((s) => s.name === name && s.deleting !== true);
+    if (snap === undefined) throw new Error(`volume "${rec.name}" has no snapshot "${name}"`);
+    return snap;
+  }
+
+  private snapshotInfo(rec: VolumeRecord, s: SnapshotRecord): SnapshotInfo {
+    const live = (rec.snapshots ?? []).filter((x) => x.deleting !== true).length;
+    const held = this.store.snapshotUsage(rec.number)?.logicalBytes ?? 0;
+    return {
+      volume: rec.name,
+      name: s.name,
+      id: s.id,
+      generation: s.generation,
+      createdAt: s.createdAt,
+      sizeBytes: s.size,
+      blockSize: rec.blockSize,
+      volumeSnapshotsHeldBytes: held,
+      heldBytes: live === 1 ? held : undefined,
+    };
   }
 
   /** Add a device directory (usable at once: new containers go where there is most room). */
@@ -560,6 +802,72 @@ export class Pool {
       this.logger?.info({ dir: this.dir }, "pool closed");
     })();
     return this.closing;
+  }
+}
+
+/** The name of a snapshot's read-only view (what a snapshot mapping's LUN shows). */
+export function snapshotViewName(volume: string, snapshot: string): string {
+  return `${volume}@${snapshot}`;
+}
+
+/**
+ * At open, bring snapshots and clones to a clean state after a crash: finish the store's
+ * interrupted snapshot deletions and the registry's (`deleting`), delete store snapshots the
+ * registry never named (a crash between the two in createSnapshot), and finish interrupted
+ * clones (or drop the clone when its source snapshot is gone).
+ */
+async function recoverSnapshots(
+  registry: Registry,
+  store: MetaStore,
+  log: Logger | undefined,
+): Promise<void> {
+  let changed = false;
+  for (const { volume, snapshot } of store.unfinishedSnapshotDeletions()) {
+    await store.deleteSnapshot(volume, snapshot);
+    log?.info({ volume, snapshot }, "finished an interrupted snapshot deletion");
+  }
+  for (const rec of registry.volumes) {
+    if (rec.cloning === undefined) continue;
+    const { volume, snapshot } = rec.cloning;
+    if (store.listSnapshots(volume).includes(snapshot)) {
+      await store.cloneVolume({ volume, snapshot }, rec.number, rec.domain);
+      log?.info({ volume: rec.name }, "finished an interrupted clone");
+      rec.cloning = undefined;
+    } else {
+      log?.warn({ volume: rec.name }, "dropping a clone whose source snapshot is gone");
+      await store.deleteVolume(rec.number);
+      registry.removeVolume(rec.name);
+    }
+    changed = true;
+  }
+  for (const rec of registry.volumes) {
+    const live = store.listSnapshots(rec.number);
+    const kept: SnapshotRecord[] = [];
+    for (const s of rec.snapshots ?? []) {
+      if (s.deleting !== true && live.includes(s.generation)) {
+        kept.push(s);
+        continue;
+      }
+      if (live.includes(s.generation)) await store.deleteSnapshot(rec.number, s.generation);
+      log?.info(
+        { volume: rec.name, snapshot: s.name },
+        "finished an interrupted snapshot deletion",
+      );
+      changed = true;
+    }
+    for (const g of store.listSnapshots(rec.number)) {
+      if (kept.some((s) => s.generation === g)) continue;
+      await store.deleteSnapshot(rec.number, g);
+      log?.info({ volume: rec.name, generation: g }, "deleted a snapshot the registry never named");
+      changed = true;
+    }
+    if (changed || kept.length !== (rec.snapshots?.length ?? 0)) {
+      rec.snapshots = kept.length > 0 ? kept : undefined;
+    }
+  }
+  if (changed) {
+    await store.flush();
+    await registry.save();
   }
 }
 

@@ -6,6 +6,7 @@
  * - domain:    name ↔ u32 number + 128-bit id (the id derives the domain's keys, src/crypto)
  * - container: u32 number ↔ container id (its file name, FORMAT.md §2) + device + domain + state
  * - volume:    name ↔ u32 number + stable id + domain + size + block size + write cache
+ * - snapshot:  (volume, name) ↔ the store's generation number + stable id + size at creation
  *
  * Persisted as one JSON file (`registry.json`) replaced atomically (src/util/atomic-file.ts).
  * Contract: a record is durable (`save()` resolved) before anything else refers to its number —
@@ -77,6 +78,30 @@ export interface VolumeRecord {
   readonly blockSize: 512 | 4096;
   writeCache: boolean;
   /** Set while deleteVolume runs; the next start finishes the deletion. */
+  deleting?: boolean | undefined;
+  /** Named snapshots (Pool.createSnapshot), oldest first. Absent: none. */
+  snapshots?: SnapshotRecord[] | undefined;
+  /**
+   * Set while Pool.cloneSnapshot copies the source snapshot's map into this volume; the next
+   * start finishes the copy (MetaStore.cloneVolume may be called again).
+   */
+  cloning?: { readonly volume: number; readonly snapshot: number } | undefined;
+}
+
+/**
+ * A named snapshot of a volume. Saved only after the metadata store's snapshot is durable; a
+ * store snapshot the registry does not name (a crash in between) is deleted at the next start.
+ */
+export interface SnapshotRecord {
+  readonly name: string;
+  /** The snapshot number `s` of MetaStore.createSnapshot (the volume's generation). */
+  readonly generation: number;
+  /** Stable identity (UUID text), for the VPD designators of a LUN that maps it. */
+  readonly id: string;
+  readonly createdAt: string;
+  /** The volume's capacity in bytes when the snapshot was taken. */
+  readonly size: number;
+  /** Set while Pool.deleteSnapshot runs; the next start finishes the deletion. */
   deleting?: boolean | undefined;
 }
 
