@@ -79,6 +79,11 @@ export interface AgentConfig {
   readonly capacity?: CapacityRules;
   /** Speed limits of the agent as a whole, across all its volumes and sessions. */
   readonly limits?: SpeedLimits;
+  /**
+   * Commands each session of the agent may have outstanding: the CmdSN window its initiators
+   * get (MaxCmdSN). Absent: `iscsi.queueDepth`, else the target's default (128).
+   */
+  readonly queueDepth?: number;
 }
 
 export type { BalanceMode, CapacityRules, SpeedLimits };
@@ -155,6 +160,13 @@ export interface PoolSettings {
   readonly softThreshold?: number;
   /** Lend unused weight to agents whose queues back up (absent: "off"). */
   readonly balance?: BalanceMode;
+  /**
+   * Commands in the volumes, or with their response being sent, at once, server-wide: the
+   * arbiter's budget; more queue and leave by weight (absent: 64).
+   */
+  readonly concurrency?: number;
+  /** The most bytes the pool may store (its size for quotas, reservations and thresholds). */
+  readonly maxSize?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,6 +503,7 @@ const agentShape = {
   weight: unset(weightSchema),
   capacity: unset(z.strictObject(capacityShape)),
   limits: unset(z.strictObject(limitsShape)),
+  queue_depth: unset(z.number().int().min(1).max(4096)),
 };
 const volumeShape = {
   name: nameSchema,
@@ -525,6 +538,8 @@ const poolShape = {
   devices: list(z.string().min(1)),
   soft_threshold: unset(percentSchema),
   balance: unset(z.enum(["auto", "off"])),
+  concurrency: unset(z.number().int().min(1).max(65536)),
+  max_size: unset(sizeSchema),
 };
 const fileShape = {
   target: unset(iscsiNameSchema),
@@ -887,6 +902,7 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
       ...(agent.weight === undefined ? {} : { weight: agent.weight }),
       ...(agent.capacity === undefined ? {} : { capacity: toCapacity(agent.capacity) }),
       ...(agent.limits === undefined ? {} : { limits: toLimits(agent.limits) }),
+      ...(agent.queue_depth === undefined ? {} : { queueDepth: agent.queue_depth }),
     })),
     volumes: file.volumes.map((volume) => ({
       name: volume.name,
@@ -915,6 +931,8 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
         ? {}
         : { softThreshold: file.pool.soft_threshold }),
       ...(file.pool?.balance === undefined ? {} : { balance: file.pool.balance }),
+      ...(file.pool?.concurrency === undefined ? {} : { concurrency: file.pool.concurrency }),
+      ...(file.pool?.max_size === undefined ? {} : { maxSize: file.pool.max_size }),
     },
   };
 }

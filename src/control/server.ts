@@ -126,6 +126,7 @@ export class SanmuxServer {
       masterKey,
       logger: logger.child({ layer: "pool" }),
       devices: [...config.pool.devices],
+      maxBytes: config.pool.maxSize,
     });
   }
 
@@ -505,6 +506,7 @@ export class SanmuxServer {
       }
     }
     volumesOpened.push(...(await this.openSnapshotVolumes(config, true)));
+    this.pool?.setMaxBytes(config.pool.maxSize);
     const change = await this.access.applyConfig(config);
     this.arbiter.configure(arbiterPolicy(config));
     for (const b of change.bindingsRemoved) {

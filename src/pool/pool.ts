@@ -54,6 +54,12 @@ export interface PoolOpenOptions {
   readonly sealBytes?: number | undefined;
   /** Bytes kept free on each device (devices.ts). */
   readonly reserveBytes?: number | undefined;
+  /**
+   * The most bytes the pool's containers may hold, whatever the devices' free space (config
+   * `pool.max_size`): capacity() reports it as the pool's size, so the arbiter's admission
+   * refuses new allocations beyond it. Unset: the devices' free space is the limit.
+   */
+  readonly maxBytes?: number | undefined;
   /** Check HMAC(plaintext) on every read (chunk-store.ts). Default false. */
   readonly verifyReads?: boolean | undefined;
   /**
@@ -166,6 +172,7 @@ export class Pool {
   private readonly maintenance = new Set<Promise<unknown>>();
   private gcTail: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
+  private maxBytes: number | undefined;
 
   private constructor(
     readonly dir: string,
@@ -270,7 +277,9 @@ export class Pool {
         },
         "pool open",
       );
-      return new Pool(dir, registry, store, devices, chunks, applier, log);
+      const pool = new Pool(dir, registry, store, devices, chunks, applier, log);
+      pool.maxBytes = o.maxBytes;
+      return pool;
     } catch (error) {
       devices.stop();
       await store.close();
@@ -676,7 +685,15 @@ export class Pool {
     for (const d of this.devices.status()) {
       if (d.online) freeBytes += Math.max(0, d.freeBytes - d.reserveBytes);
     }
+    if (this.maxBytes !== undefined) {
+      freeBytes = Math.max(0, Math.min(freeBytes, this.maxBytes - usedBytes));
+    }
     return { usedBytes, freeBytes, totalBytes: usedBytes + freeBytes };
+  }
+
+  /** Change `maxBytes` (config reload); undefined lifts the cap. */
+  setMaxBytes(maxBytes: number | undefined): void {
+    this.maxBytes = maxBytes;
   }
 
   /** Logical bytes a volume holds (mapped grains), 0 for an unknown volume. */

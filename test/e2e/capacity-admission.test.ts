@@ -6,12 +6,13 @@
  * (qemu-io discard) the space can be written again.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import { CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:capacity-e2e";
@@ -85,4 +86,75 @@ describe("capacity admission in the pool's write path", () => {
     expect(discard.code, discard.stderr).toBe(0);
     expect(await probeWrite(4096)).toMatch(/status=GOOD/);
   }, 120_000);
+});
+
+describe("a reservation when the pool is nearly full", () => {
+  // A 24 MiB pool (pool.max_size); agent r holds 12 MiB of it in reserve. Agent w, unlimited,
+  // can fill only what is not reserved: its 16 MiB write fails part way with 27h/07h, and r can
+  // still write 8 MiB of new data afterwards.
+  const RESERVED_CONFIG = `target: ${TARGET}
+agents:
+  - { name: r, initiators: [iqn.2026-11.test:r], capacity: { reserved: 12MiB } }
+  - { name: w, initiators: [iqn.2026-11.test:w] }
+volumes:
+  - { name: vr, size: 64MiB, block_size: 4096 }
+  - { name: vw, size: 64MiB, block_size: 4096 }
+mappings:
+  - { agent: r, lun: 0, volume: vr }
+  - { agent: w, lun: 0, volume: vw }
+pool: { max_size: 24MiB }
+`;
+  let small: RunningSanmux;
+  const opts = (agent: string) =>
+    `driver=iscsi,transport=tcp,portal=127.0.0.1:${small.port},target=${TARGET},lun=0,` +
+    `initiator-name=iqn.2026-11.test:${agent}`;
+
+  beforeAll(async () => {
+    small = await startSanmux({ config: RESERVED_CONFIG });
+  }, 60_000);
+  afterAll(async () => {
+    expect(await small?.stop()).toBe(0);
+    await small?.cleanup();
+  });
+
+  it("keeps the reserved space for its agent", async () => {
+    const image = path.join(work, "random16.img");
+    await writeFile(image, randomBytes(16 * 1024 * 1024));
+    const w = await tool(
+      "qemu-img",
+      ["convert", "-n", "-f", "raw", "--target-image-opts", image, opts("w")],
+      120_000,
+    );
+    // The write cannot complete: the pool's unreserved part is 12 MiB.
+    expect(w.code).not.toBe(0);
+    const { stdout } = await run(process.execPath, [
+      CLI,
+      "status",
+      "--data",
+      small.dataDir,
+      "--json",
+    ]);
+    const status = JSON.parse(stdout) as {
+      pool: { volumes: Array<{ name: string; logicalBytes: number }> };
+    };
+    const vw = status.pool.volumes.find((v) => v.name === "vw");
+    expect(vw?.logicalBytes ?? 0).toBeGreaterThan(4 * 1024 * 1024);
+    expect(vw?.logicalBytes ?? 0).toBeLessThan(16 * 1024 * 1024);
+
+    // r writes 8 MiB of new data into its reservation.
+    const r = await tool(
+      "qemu-img",
+      [
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "--target-image-opts",
+        `json:{"driver":"raw","offset":0,"size":8388608,"file":{"driver":"file","filename":"${image}"}}`,
+        opts("r"),
+      ],
+      120_000,
+    );
+    expect(r.code, r.stderr).toBe(0);
+  }, 180_000);
 });
