@@ -92,6 +92,7 @@ export class SanmuxServer {
   /** LUN entries by channel; views read through it, so a reload reaches live sessions. */
   private readonly entries = new Map<number, CachedEntry>();
   private reloading: Promise<unknown> = Promise.resolve();
+  private capacityCheck: NodeJS.Timeout | undefined;
   private access!: AccessControl;
   private scsi!: ScsiTarget;
   private portal!: Portal;
@@ -413,6 +414,21 @@ export class SanmuxServer {
     }
     if (agents.size === 0) capacity.admit("", bytes);
     for (const agent of agents) capacity.admit(agent, bytes);
+    this.scheduleCapacityCheck();
+  }
+
+  /**
+   * Look for soft-threshold crossings shortly after allocating writes (the periodic sampling
+   * runs every 10 s): one check at most every 300 ms, so the unit attention follows the write
+   * that crossed the threshold closely.
+   */
+  private scheduleCapacityCheck(): void {
+    if (this.capacityCheck !== undefined) return;
+    this.capacityCheck = setTimeout(() => {
+      this.capacityCheck = undefined;
+      this.arbiter.sampleCapacity();
+    }, 300);
+    this.capacityCheck.unref();
   }
 
   /** Logical bytes held by the volumes an agent writes (its read-write mappings). */

@@ -1,0 +1,112 @@
+/**
+ * End-to-end: THIN PROVISIONING SOFT THRESHOLD REACHED (38h/07h) arrives once per crossing. An
+ * agent with a 4 MiB limit and a 50% soft threshold writes 3 MiB: a session that was logged in
+ * gets the unit attention once (the next TEST UNIT READY is GOOD); writing more while still
+ * above raises nothing new; after an UNMAP brings it below the threshold, crossing it again
+ * raises it again.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+
+const run = promisify(execFile);
+const TARGET = "iqn.2026-11.io.sanmux:threshold-e2e";
+const INITIATOR = "iqn.2026-11.test:t";
+const CONFIG = `target: ${TARGET}
+agents:
+  - { name: t, initiators: [${INITIATOR}], capacity: { limit: 4MiB, soft_threshold: 50% } }
+volumes:
+  - { name: vt, size: 64MiB, block_size: 4096 }
+mappings:
+  - { agent: t, lun: 0, volume: vt }
+`;
+
+let server: RunningSanmux;
+let work: string;
+let probe: string;
+
+async function qemuIo(command: string): Promise<void> {
+  const r = await tool("qemu-io", [
+    "--image-opts",
+    "-c",
+    command,
+    `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=0,initiator-name=${INITIATOR}`,
+  ]);
+  expect(r.code, r.stderr + r.stdout).toBe(0);
+  expect(r.stdout).not.toMatch(/error/i);
+}
+
+/** A session logged in now that, when told, sends two TEST UNIT READY and returns their outcomes. */
+async function session(): Promise<() => Promise<string[]>> {
+  const child: ChildProcess = spawn(probe, ["-i", INITIATOR, server.url(0), "wait-tur"], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let out = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (out.startsWith("ready\n")) resolve();
+    });
+    void exited.then((code) => reject(new Error(`iscsi-probe exited with ${code}`)));
+  });
+  return async () => {
+    child.stdin?.end("go\n");
+    expect(await exited).toBe(0);
+    return out.trim().split("\n").slice(1);
+  };
+}
+
+/** The server checks thresholds 300 ms after allocating writes: give it time. */
+const settle = () => new Promise((r) => setTimeout(r, 1000));
+
+beforeAll(async () => {
+  work = await mkdtemp(path.join(os.tmpdir(), "sanmux-threshold-e2e-"));
+  probe = path.join(work, "iscsi-probe");
+  await run("gcc", [
+    "-O2",
+    "-o",
+    probe,
+    path.resolve(import.meta.dirname, "../tools/iscsi-probe.c"),
+    "-liscsi",
+  ]);
+  server = await startSanmux({ config: CONFIG });
+}, 60_000);
+
+afterAll(async () => {
+  expect(await server?.stop()).toBe(0);
+  await server?.cleanup();
+  await rm(work, { recursive: true, force: true });
+});
+
+describe("the capacity soft threshold", () => {
+  it("raises 38h/07h once per crossing, and again after usage fell below it", async () => {
+    const first = await session();
+    await qemuIo("write -P 0x21 0 1M");
+    await settle();
+    const below = await session();
+    await qemuIo("write -P 0x22 1M 2M"); // 3 MiB of 4: above 50%
+    await settle();
+    expect(await first()).toEqual(["tur1 CHECK_CONDITION/06/38/07", "tur2 GOOD"]);
+    expect(await below()).toEqual(["tur1 CHECK_CONDITION/06/38/07", "tur2 GOOD"]);
+
+    // Still above: no new crossing, no new unit attention.
+    const still = await session();
+    await qemuIo("write -P 0x23 3M 512k");
+    await settle();
+    expect(await still()).toEqual(["tur1 GOOD", "tur2 GOOD"]);
+
+    // Back below (1.5 of 4 MiB), then above again: a new crossing.
+    await qemuIo("discard 0 2M");
+    await qemuIo("write -P 0x24 8M 4k"); // an allocation, so the server looks again
+    await settle();
+    const again = await session();
+    await qemuIo("write -P 0x25 0 1M");
+    await settle();
+    expect(await again()).toEqual(["tur1 CHECK_CONDITION/06/38/07", "tur2 GOOD"]);
+  }, 120_000);
+});
