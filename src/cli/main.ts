@@ -301,6 +301,19 @@ poolCommand(
 poolCommand("gc", "reclaim dead chunks and compact containers", "/v1/pool/gc", (p) => p.gc());
 
 pool
+  .command("rebuild")
+  .description(
+    "rebuild the fingerprint indexes from the containers and recount every reference (stopped server only)",
+  )
+  .requiredOption("--data <dir>", "data directory")
+  .option("--key-file <file>", KEY_FILE_HELP)
+  .option("--json", "print JSON")
+  .action(async (opts: { data: string; keyFile?: string; json?: boolean }) => {
+    const report = await withStoppedPool(path.resolve(opts.data), opts.keyFile, (p) => p.rebuild());
+    print(report, opts.json === true);
+  });
+
+pool
   .command("add-device")
   .description("add a directory to the pool; new containers spread over devices by free space")
   .argument("<dir>", "directory on the new device")

@@ -36,6 +36,7 @@ import {
   type VolumeUsage,
 } from "./meta/index.js";
 import { type AllocationGuard, GRAIN, type PoolContext, PoolVolume } from "./pool-volume.js";
+import { type RebuildReport, rebuildPool } from "./rebuild.js";
 import { REGISTRY_FILE, Registry, type SnapshotRecord, type VolumeRecord } from "./registry.js";
 import { type ScrubProgress, type ScrubReport, scrubPool } from "./scrub.js";
 
@@ -719,6 +720,19 @@ export class Pool {
         },
         onProgress,
       ),
+    );
+  }
+
+  /** Rebuild the fingerprint indexes from the containers and recount references (rebuild.ts). */
+  rebuild(): Promise<RebuildReport> {
+    this.checkOpen();
+    return this.track(
+      rebuildPool({
+        registry: this.registry,
+        store: this.store,
+        containerPath: (rec) => this.chunks.containerPath(rec),
+        logger: this.logger,
+      }),
     );
   }
 
