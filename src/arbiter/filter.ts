@@ -99,6 +99,11 @@ export class ArbiterFilter implements Volume {
     }
   }
 
+  /** The volume below (Volume.unwrap): copies by reference look through this filter. */
+  unwrap(): Volume {
+    return this.inner;
+  }
+
   blockCount(): number {
     return this.inner.blockCount();
   }

@@ -525,6 +525,12 @@ export class PoolVolume implements Volume {
     options?: WriteOptions,
   ): Promise<boolean> {
     if (this.snapshot !== undefined) throw this.writeProtected();
+    // The source arrives wrapped in its channel's filters: look through them (Volume.unwrap).
+    let base = source;
+    for (let depth = 0; !(base instanceof PoolVolume) && base.unwrap && depth < 16; depth++) {
+      base = base.unwrap();
+    }
+    source = base;
     if (!(source instanceof PoolVolume) || source.ctx !== this.ctx) return false;
     if (source.domain !== this.domain || source.blockSize !== this.blockSize) return false;
     const perGrain = GRAIN / this.blockSize;

@@ -10,6 +10,9 @@ import {
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
+import { newChannelCounters } from "../access/counters.js";
+import { CountingFilter } from "../access/filters/counting.js";
+import { ReadOnlyFilter } from "../access/filters/read-only.js";
 import { masterKeyFromBytes } from "../crypto/index.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import { FILE_HEADER_BYTES, RECORD_HEADER_BYTES } from "./container/index.js";
@@ -249,6 +252,25 @@ describe("Pool volumes: thin provisioning and dedup", () => {
     // Unaligned, or another domain: not by reference.
     expect(await b.copyFrom(a, 1, 0, 8)).toBe(false);
     expect(await other.copyFrom(a, 0, 0, 8)).toBe(false);
+  });
+
+  it("copies by reference through the source channel's filters (EXTENDED COPY between LUNs)", async () => {
+    const { pool } = await setup();
+    const a = await pool.ensureVolume({ name: "a", size: 16 * MiB, blockSize: 4096 });
+    const b = await pool.ensureVolume({ name: "b", size: 16 * MiB, blockSize: 4096 });
+    const data = pattern("filtered", MiB);
+    await a.write(0, data);
+    await pool.applyJournal();
+    const before = pool.usage().pool.physicalBytes;
+    const counters = newChannelCounters();
+    const source = new CountingFilter(new ReadOnlyFilter(a), counters);
+    const destination = new CountingFilter(b, newChannelCounters());
+    expect(await destination.copyFrom?.(source, 0, 0, 256)).toBe(true);
+    expect((await b.read(0, 256)).equals(data)).toBe(true);
+    // No data moved: nothing was read from the source channel, nothing new was stored.
+    expect(counters.readBytes).toBe(0);
+    await pool.applyJournal();
+    expect(pool.usage().pool.physicalBytes).toBe(before);
   });
 });
 

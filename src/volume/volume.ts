@@ -63,6 +63,13 @@ export interface Volume {
     options?: WriteOptions,
   ): Promise<boolean>;
   /**
+   * Optional, filters only: the volume this filter forwards its reads to. A backend that copies
+   * by reference (`copyFrom`) looks through the source's filters with it: a copy by reference
+   * reads no data, so the source channel's read-side rules (counters, rate limits) have nothing
+   * to act on, while the destination's filters still account and guard the copy.
+   */
+  unwrap?(): Volume;
+  /**
    * Optional: the largest `writeAtomic` this volume accepts, in blocks. 0 or undefined: the
    * volume makes no atomicity promise beyond what `write` guarantees (nothing, for a multi-block
    * write: a crash may leave any mix of old and new blocks), and `writeAtomic` must not be called.

@@ -58,6 +58,11 @@ export class CountingFilter implements Volume {
     }
   }
 
+  /** The volume below (Volume.unwrap): copies by reference look through this filter. */
+  unwrap(): Volume {
+    return this.inner;
+  }
+
   blockCount(): number {
     return this.inner.blockCount();
   }

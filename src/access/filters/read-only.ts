@@ -51,6 +51,11 @@ export class ReadOnlyFilter implements Volume {
     }
   }
 
+  /** The volume below (Volume.unwrap): copies by reference look through this filter. */
+  unwrap(): Volume {
+    return this.inner;
+  }
+
   blockCount(): number {
     return this.inner.blockCount();
   }
