@@ -16,6 +16,19 @@
  *   iscsi-probe [-i INITIATOR] URL prin-reservation   READ RESERVATION
  *   iscsi-probe [-i INITIATOR] URL prin-caps          REPORT CAPABILITIES (hex)
  *
+ * Arbitration tests (one session, logged in through URL's LUN):
+ *   iscsi-probe [-i INITIATOR] URL lunscan L1,L2,...
+ *                                  for each LUN: READ(10) of LBA 0 and WRITE(10) of one 512-byte
+ *                                  block of 0x55 at LBA 0, each printed as
+ *                                  "lun=N read=OUTCOME" / "lun=N write=OUTCOME"
+ *   iscsi-probe [-i INITIATOR] URL wait-tur
+ *                                  prints "ready" once logged in (unit attentions of the login
+ *                                  consumed), waits for a line on stdin, then sends TEST UNIT
+ *                                  READY twice to URL's LUN, printing "tur1 OUTCOME" and
+ *                                  "tur2 OUTCOME"
+ * where OUTCOME is GOOD, CHECK_CONDITION/key/asc/ascq in hex (e.g. CHECK_CONDITION/05/25/00)
+ * or the status in hex.
+ *
  * Output: on GOOD, "status=GOOD" then the data as hex (for vpd/read); on CHECK CONDITION,
  * "status=CHECK_CONDITION key=0x.. asc=0x.. ascq=0x.."; other statuses as "status=0x.."
  * (RESERVATION CONFLICT is 0x18). After a GOOD prin-keys: "generation=N" and one "key=0x..."
@@ -35,7 +48,8 @@
   "usage: %s [-i INITIATOR] URL vpd|write|read ARG\n"                                      \
   "       %s [-i INITIATOR] URL prout-register KEY [aptpl] | prout-reserve KEY TYPE |\n"   \
   "                              prout-release KEY TYPE | prout-clear KEY |\n"            \
-  "                              prin-keys | prin-reservation | prin-caps\n"
+  "                              prin-keys | prin-reservation | prin-caps\n"                \
+  "       %s [-i INITIATOR] URL lunscan L1,L2,... | wait-tur\n"
 
 static uint64_t be64(const unsigned char *p) {
   uint64_t v = 0;
@@ -67,6 +81,61 @@ static void print_prin(struct scsi_task *task, int sa) {
   }
 }
 
+/* One line's worth of outcome: GOOD, CHECK_CONDITION/kk/aa/qq, or the status in hex. */
+static void outcome(char *buf, size_t size, struct scsi_task *task) {
+  if (task == NULL) {
+    snprintf(buf, size, "NO_TASK");
+  } else if (task->status == SCSI_STATUS_GOOD) {
+    snprintf(buf, size, "GOOD");
+  } else if (task->status == SCSI_STATUS_CHECK_CONDITION) {
+    snprintf(buf, size, "CHECK_CONDITION/%02x/%02x/%02x", task->sense.key,
+             (task->sense.ascq >> 8) & 0xff, task->sense.ascq & 0xff);
+  } else {
+    snprintf(buf, size, "0x%02x", task->status);
+  }
+}
+
+/* lunscan: read and write LBA 0 of each listed LUN on this one session. */
+static int lunscan(struct iscsi_context *iscsi, const char *list) {
+  unsigned char block[512];
+  char text[64];
+  memset(block, 0x55, sizeof(block));
+  for (const char *p = list; *p != '\0';) {
+    char *end;
+    long lun = strtol(p, &end, 0);
+    if (end == p) {
+      fprintf(stderr, "bad LUN list: %s\n", list);
+      return 2;
+    }
+    struct scsi_task *t = iscsi_read10_sync(iscsi, (int)lun, 0, 512, 512, 0, 0, 0, 0, 0);
+    outcome(text, sizeof(text), t);
+    printf("lun=%ld read=%s\n", lun, text);
+    if (t != NULL) scsi_free_scsi_task(t);
+    t = iscsi_write10_sync(iscsi, (int)lun, 0, block, 512, 512, 0, 0, 0, 0, 0);
+    outcome(text, sizeof(text), t);
+    printf("lun=%ld write=%s\n", lun, text);
+    if (t != NULL) scsi_free_scsi_task(t);
+    p = *end == ',' ? end + 1 : end;
+  }
+  return 0;
+}
+
+/* wait-tur: see the usage at the top. */
+static int wait_tur(struct iscsi_context *iscsi, int lun) {
+  char line[256];
+  char text[64];
+  printf("ready\n");
+  fflush(stdout);
+  if (fgets(line, sizeof(line), stdin) == NULL) return 1;
+  for (int i = 1; i <= 2; i++) {
+    struct scsi_task *t = iscsi_testunitready_sync(iscsi, lun);
+    outcome(text, sizeof(text), t);
+    printf("tur%d %s\n", i, text);
+    if (t != NULL) scsi_free_scsi_task(t);
+  }
+  return 0;
+}
+
 static void print_outcome(struct scsi_task *task, int with_data) {
   if (task->status == SCSI_STATUS_GOOD) {
     printf("status=GOOD\n");
@@ -89,20 +158,21 @@ int main(int argc, char **argv) {
     if (opt == 'i') {
       initiator = optarg;
     } else {
-      fprintf(stderr, USAGE, argv[0], argv[0]);
+      fprintf(stderr, USAGE, argv[0], argv[0], argv[0]);
       return 2;
     }
   }
   if (argc - optind < 2) {
-    fprintf(stderr, USAGE, argv[0], argv[0]);
+    fprintf(stderr, USAGE, argv[0], argv[0], argv[0]);
     return 2;
   }
   const char *op = argv[optind + 1];
   int nargs = argc - optind - 2;
   char **args = argv + optind + 2;
   int is_pr = strncmp(op, "prout-", 6) == 0 || strncmp(op, "prin-", 5) == 0;
-  if (!is_pr && nargs != 1) {
-    fprintf(stderr, USAGE, argv[0], argv[0]);
+  int is_wait = strcmp(op, "wait-tur") == 0;
+  if (!is_pr && nargs != (is_wait ? 0 : 1)) {
+    fprintf(stderr, USAGE, argv[0], argv[0], argv[0]);
     return 2;
   }
   long long arg = nargs > 0 ? strtoll(args[0], NULL, 0) : 0;
@@ -117,6 +187,13 @@ int main(int argc, char **argv) {
   if (iscsi_full_connect_sync(iscsi, url->portal, url->lun) != 0) {
     fprintf(stderr, "login failed: %s\n", iscsi_get_error(iscsi));
     return 1;
+  }
+  if (strcmp(op, "lunscan") == 0 || is_wait) {
+    int rc = is_wait ? wait_tur(iscsi, url->lun) : lunscan(iscsi, args[0]);
+    iscsi_logout_sync(iscsi);
+    iscsi_destroy_url(url);
+    iscsi_destroy_context(iscsi);
+    return rc;
   }
   struct scsi_task *task = NULL;
   int with_data = 0;
@@ -178,7 +255,7 @@ int main(int argc, char **argv) {
       sa = SCSI_PERSISTENT_RESERVE_CLEAR;
       params.reservation_key = key;
     } else {
-      fprintf(stderr, USAGE, argv[0], argv[0]);
+      fprintf(stderr, USAGE, argv[0], argv[0], argv[0]);
       return 2;
     }
     task = iscsi_persistent_reserve_out_sync(iscsi, url->lun, sa, SCSI_PERSISTENT_RESERVE_SCOPE_LU,
