@@ -1,23 +1,8 @@
-/**
- * End-to-end: persistent reservations through a real initiator (libiscsi, via
- * test/tools/iscsi-probe.c) against a real `sanmux serve`, across a restart on the same data
- * directory.
- *
- * Each probe run is a new iSCSI session with a new ISID, so the agent that takes the
- * reservation uses `reservations: { key_by: initiator }`: its registration belongs to its
- * initiator name, and a later session of it (a re-login, a fencing agent) still holds the
- * reservation. The other agent keeps the default (key_by: nexus).
- *
- * APTPL is per logical unit (SPC-4 5.13.5.1: the last APTPL bit received decides), so the
- * registration that must not survive lives on a second volume.
- */
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import { buildProbe, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
 
 const TARGET = "iqn.2026-11.io.sanmux:e2e-pr";
 const NODE1 = "iqn.2026-11.test:node1";
@@ -43,7 +28,6 @@ mappings:
   - { agent: node2, lun: 1, volume: scratch }
 `;
 
-const run = promisify(execFile);
 let work: string;
 let dataDir: string;
 let probe: string;
@@ -53,14 +37,7 @@ beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-e2e-pr-"));
   dataDir = path.join(work, "data");
   await mkdir(dataDir);
-  probe = path.join(work, "iscsi-probe");
-  await run("gcc", [
-    "-O2",
-    "-o",
-    probe,
-    path.resolve(import.meta.dirname, "../tools/iscsi-probe.c"),
-    "-liscsi",
-  ]);
+  probe = await buildProbe(work);
 });
 
 afterAll(async () => {

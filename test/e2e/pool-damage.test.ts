@@ -11,7 +11,14 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, type RunningSanmux, startSanmux, TEST_MASTER_KEY, tool } from "../helpers/sanmux.js";
+import {
+  buildProbe,
+  CLI,
+  type RunningSanmux,
+  startSanmux,
+  TEST_MASTER_KEY,
+  tool,
+} from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:damage-e2e";
@@ -73,14 +80,7 @@ beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-damage-"));
   dataDir = path.join(work, "data");
   await mkdir(dataDir);
-  probe = path.join(work, "iscsi-probe");
-  await run("gcc", [
-    "-O2",
-    "-o",
-    probe,
-    path.resolve(import.meta.dirname, "../tools/iscsi-probe.c"),
-    "-liscsi",
-  ]);
+  probe = await buildProbe(work);
   const image = path.join(work, "image.raw");
   await writeFile(image, data);
   server = await startSanmux({ config: CONFIG, dataDir });

@@ -1,15 +1,9 @@
-/**
- * End-to-end: a real `sanmux serve` process, real initiators (libiscsi's tools, qemu-img,
- * qemu-io, and a libiscsi-based raw VPD reader built from test/tools).
- */
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import { buildProbe, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
 
 const TARGET = "iqn.2026-11.io.sanmux:e2e";
 const ALPHA = "iqn.2026-11.test:alpha";
@@ -49,7 +43,6 @@ mappings:
   - { agent: delta, lun: 7, volume: archive, mode: rw }
 `;
 
-const run = promisify(execFile);
 let server: RunningSanmux;
 let work: string;
 let probe: string;
@@ -83,14 +76,7 @@ function qemuIo(
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-e2e-work-"));
-  probe = path.join(work, "iscsi-probe");
-  await run("gcc", [
-    "-O2",
-    "-o",
-    probe,
-    path.resolve(import.meta.dirname, "../tools/iscsi-probe.c"),
-    "-liscsi",
-  ]);
+  probe = await buildProbe(work);
   server = await startSanmux({ config: CONFIG });
 });
 

@@ -18,7 +18,14 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, type RunningSanmux, startSanmux, TEST_MASTER_KEY, tool } from "../helpers/sanmux.js";
+import {
+  buildProbe,
+  CLI,
+  type RunningSanmux,
+  startSanmux,
+  TEST_MASTER_KEY,
+  tool,
+} from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:snapshots-e2e";
@@ -102,14 +109,7 @@ async function reload(config: string): Promise<{ code: number; out: string }> {
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-snapshots-e2e-"));
-  probe = path.join(work, "iscsi-probe");
-  await run("gcc", [
-    "-O2",
-    "-o",
-    probe,
-    path.resolve(import.meta.dirname, "../tools/iscsi-probe.c"),
-    "-liscsi",
-  ]);
+  probe = await buildProbe(work);
   server = await startSanmux({ config: BASE, extraArgs: ["--no-watch"] });
 }, 60_000);
 

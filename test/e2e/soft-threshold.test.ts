@@ -5,15 +5,13 @@
  * above raises nothing new; after an UNMAP brings it below the threshold, crossing it again
  * raises it again.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import { buildProbe, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
 
-const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:threshold-e2e";
 const INITIATOR = "iqn.2026-11.test:t";
 const CONFIG = `target: ${TARGET}
@@ -66,14 +64,7 @@ const settle = () => new Promise((r) => setTimeout(r, 1000));
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-threshold-e2e-"));
-  probe = path.join(work, "iscsi-probe");
-  await run("gcc", [
-    "-O2",
-    "-o",
-    probe,
-    path.resolve(import.meta.dirname, "../tools/iscsi-probe.c"),
-    "-liscsi",
-  ]);
+  probe = await buildProbe(work);
   server = await startSanmux({ config: CONFIG });
 }, 60_000);
 

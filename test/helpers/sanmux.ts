@@ -125,6 +125,13 @@ export async function startSanmux(options: StartOptions): Promise<RunningSanmux>
   };
 }
 
+/** Build test/tools/iscsi-probe.c (a small libiscsi program) into `dir`; returns its path. */
+export async function buildProbe(dir: string): Promise<string> {
+  const out = path.join(dir, "iscsi-probe");
+  await run("gcc", ["-O2", "-o", out, path.join(ROOT, "test/tools/iscsi-probe.c"), "-liscsi"]);
+  return out;
+}
+
 export interface ToolResult {
   readonly code: number;
   readonly stdout: string;
