@@ -456,52 +456,76 @@ export class ChunkBatch {
     items: readonly { fingerprint: Buffer; grain: Buffer }[],
   ): Promise<ChunkLocation[]> {
     const out: Promise<ChunkLocation>[] = new Array(items.length);
-    let fresh = 0;
+    let absent = 0;
     for (const item of items) {
-      if (!this.d.pending.has(item.fingerprint.toString("latin1"))) fresh++;
+      if (!this.d.pending.has(item.fingerprint.toString("latin1"))) absent++;
     }
     let oc: OpenContainer | undefined;
-    if (fresh > 0) {
+    if (absent > 0) {
       // Held in the same turn as the check: a container with a hold is never sealed under us.
-      do oc = await this.store.writable(this.d, fresh * RECORD_BOUND);
+      do oc = await this.store.writable(this.d, absent * RECORD_BOUND);
       while (oc.retired);
       this.hold(oc);
     }
     let bytes = 0;
+    // New grains of this write, once each (a repeat within the write maps to the first).
+    const fresh: { key: string; items: number[] }[] = [];
+    const byKey = new Map<string, number[]>();
     for (let i = 0; i < items.length; i++) {
-      const item = items[i]!;
-      const key = item.fingerprint.toString("latin1");
+      const key = items[i]!.fingerprint.toString("latin1");
       const p = this.d.pending.get(key);
       if (p !== undefined) {
         this.hold(p.oc);
         out[i] = p.location;
         continue;
       }
+      const same = byKey.get(key);
+      if (same !== undefined) {
+        same.push(i);
+        continue;
+      }
+      const list = [i];
+      byKey.set(key, list);
+      fresh.push({ key, items: list });
+    }
+    if (fresh.length > 0) {
       if (oc === undefined) throw new Error("no container for a new grain"); // cannot happen
       const target = oc;
-      // Appended in one synchronous loop: adjacent records, one pread to read them back.
-      const location = target.writer.append(item.fingerprint, item.grain).then(
-        (r) => {
+      // One batch, appended in call order: adjacent records (one pread reads them back), sealed
+      // on a worker thread while other work goes on here.
+      const fps = fresh.map((f) => items[f.items[0]!]!.fingerprint);
+      const grains = fresh.map((f) => items[f.items[0]!]!.grain);
+      const domain = this.d.rec.id;
+      const container = target.writer.containerId;
+      const appended = target.writer
+        .appendBatch(fps, grains, (base) =>
+          this.store.jobs.seal(domain, container, base, fps, grains),
+        )
+        .catch((error: unknown) => {
+          this.store.markBroken(target, error);
+          throw asStorageError(error, "appending to a container");
+        });
+      fresh.forEach((f, k) => {
+        const location = appended.then((rs) => {
+          const r = rs[k]!;
           bytes += r.recordLength;
           return {
             containerId: target.rec.number,
             offset: r.offset,
             storedLength: r.storedLength,
-            logicalLength: item.grain.length,
+            logicalLength: grains[k]!.length,
           };
-        },
-        (error: unknown) => {
-          this.store.markBroken(target, error);
-          throw asStorageError(error, "appending to a container");
-        },
-      );
-      location.catch(() => undefined); // observed through `out` (or by another write)
-      this.d.pending.set(key, { oc: target, location });
-      this.registered.push(key);
-      out[i] = location;
+        });
+        location.catch(() => undefined); // observed through `out` (or by another write)
+        this.d.pending.set(f.key, { oc: target, location });
+        this.registered.push(f.key);
+        for (const i of f.items) out[i] = location;
+      });
     }
     if (oc !== undefined && oc.writer.size >= this.store.sealBytes) this.store.retire(oc);
     const all = await Promise.all(out);
+    // The batch took its offsets (appendBatch) after the check above: check again.
+    if (oc !== undefined && oc.writer.size >= this.store.sealBytes) this.store.retire(oc);
     if (oc !== undefined) this.store.devices.charge(oc.rec.device, bytes);
     return all;
   }

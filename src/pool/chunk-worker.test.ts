@@ -119,4 +119,49 @@ describe("chunk jobs", () => {
       await runner.close();
     }
   });
+
+  // Sealing: split over the threads, each part sealed for the offset it would have if no earlier
+  // grain compressed; a part after compressible grains is sealed again for its real offset.
+  const sealScript = process.env.SANMUX_CHUNK_WORKER ?? DIST_WORKER;
+  const sealBuilt =
+    existsSync(sealScript) && readFileSync(sealScript, "utf8").includes('op === "seal"');
+  it.skipIf(!sealBuilt)(
+    "seals a large batch on worker threads into contiguous records",
+    async () => {
+      const runner = new JobRunner(master, 2, sealScript);
+      const inline = new Jobs(master);
+      const container = newId();
+      try {
+        for (const compressible of [false, true]) {
+          const grains = Array.from({ length: 48 }, (_, i) =>
+            compressible && i < 20 ? Buffer.alloc(4096, i + 1) : randomBytes(4096),
+          );
+          const fps = grains.map((g) => chunkFingerprint(keys.fingerprintKey, g));
+          const base = FILE_HEADER_BYTES;
+          const sealed = await runner.seal(domain, container, base, fps, grains);
+          let at = base;
+          const records = grains.map((_, i) => {
+            const r = { offset: at, storedLength: sealed.storedLengths[i]!, fingerprint: fps[i]! };
+            at += 60 + r.storedLength;
+            return r;
+          });
+          expect(at - base).toBe(sealed.bytes.length);
+          expect(sealed.codecs[0]).toBe(compressible ? 1 : 0);
+          const opened = inline.open({
+            op: "open",
+            domain,
+            container,
+            base,
+            buf: Buffer.from(sealed.bytes),
+            records,
+            verify: true,
+          });
+          expect(opened.failures).toEqual([]);
+          expect(Buffer.from(opened.grains)).toEqual(Buffer.concat(grains));
+        }
+      } finally {
+        await runner.close();
+      }
+    },
+  );
 });

@@ -25,7 +25,7 @@ import {
   recordCrc,
 } from "./format.js";
 import { ContainerReader, readContainerHeader, readDirectory } from "./reader.js";
-import { zstdPays } from "./record.js";
+import { containerKeys, newRecordCompressor, sealRecords, zstdPays } from "./record.js";
 import { type AppendResult, ContainerWriter, containerFileName } from "./writer.js";
 
 let dir: string;
@@ -304,6 +304,64 @@ describe("ContainerWriter + ContainerReader", () => {
     await expect(w.append(fp(g), g)).rejects.toBe(error);
     await expect(w.sync()).rejects.toBe(error);
     await expect(w.seal()).rejects.toBe(error);
+  });
+});
+
+describe("ContainerWriter.appendBatch (records sealed elsewhere)", () => {
+  it("keeps call order with appends made while a batch is being sealed; seals and reopens", async () => {
+    const w = await create();
+    const ck = containerKeys(keys, w.containerId);
+    const compressor = newRecordCompressor();
+    const batch = (n: number, seed: number) =>
+      Array.from({ length: n }, (_, i) =>
+        i % 2 === 0 ? compressible(4096, seed + i) : randomBytes(4096),
+      );
+    const g1 = batch(5, 1);
+    const g2 = batch(3, 9);
+    const single = compressible(4096, 42);
+    // Batch 1 is sealed "on another thread" (after a delay); the single append and batch 2,
+    // called meanwhile, must go after it, in call order.
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const p1 = w.appendBatch(
+      g1.map((g) => fp(g)),
+      g1,
+      async (base) => {
+        await gate;
+        return sealRecords(
+          ck,
+          base,
+          g1.map((g) => fp(g)),
+          g1,
+          compressor,
+        );
+      },
+    );
+    const p2 = w.append(fp(single), single);
+    const p3 = w.appendBatch(
+      g2.map((g) => fp(g)),
+      g2,
+    ); // sealed by the writer
+    expect(w.size).toBeGreaterThanOrEqual(64 + 9 * (60 + 4096 + TAG_BYTES) - 2 * 4096);
+    release();
+    const [r1, r2, r3] = await Promise.all([p1, p2, p3]);
+    const all = [...r1, r2, ...r3];
+    const grains = [...g1, single, ...g2];
+    for (let i = 1; i < all.length; i++) {
+      expect(all[i]!.offset).toBe(all[i - 1]!.offset + all[i - 1]!.recordLength);
+    }
+    expect(all[0]!.offset).toBe(64);
+    expect(r1[0]!.codec).toBe(1);
+    expect(r1[1]!.codec).toBe(0);
+    await w.sync();
+    const sealed = await w.seal();
+    expect(sealed.recordCount).toBe(grains.length);
+    const r = await reader(w.path);
+    for (let i = 0; i < all.length; i++) {
+      expect((await r.read(all[i]!.offset, fp(grains[i]!))).equals(grains[i]!)).toBe(true);
+    }
   });
 });
 

@@ -3,7 +3,7 @@
  * the data pipeline can run it in a worker thread.
  */
 import type { KeyObject } from "node:crypto";
-import type { Compressor, Decompressor } from "zstd-napi";
+import { Compressor, type Decompressor } from "zstd-napi";
 import {
   chunkFingerprint,
   containerDataKey,
@@ -55,6 +55,16 @@ export function zstdPays(logicalLength: number, compressedLength: number): boole
   return compressedLength <= logicalLength - Math.ceil(logicalLength / 32);
 }
 
+/** zstd level of record payloads (FORMAT.md §3). */
+export const ZSTD_LEVEL = 1;
+
+/** A zstd compressor at the level FORMAT.md §3 names (the library's default is 3). */
+export function newRecordCompressor(): Compressor {
+  const c = new Compressor();
+  c.setParameters({ compressionLevel: ZSTD_LEVEL });
+  return c;
+}
+
 export interface EncodedRecord {
   /** The whole record: header and payload, ready to be written at `offset`. */
   readonly bytes: Buffer;
@@ -74,6 +84,25 @@ export function encodeRecord(
   grain: Uint8Array,
   compressor: Compressor,
 ): EncodedRecord {
+  const bytes = Buffer.allocUnsafe(RECORD_HEADER_BYTES + grain.length + TAG_BYTES);
+  const r = sealRecordInto(bytes, 0, keys, offset, fingerprint, grain, compressor);
+  const length = RECORD_HEADER_BYTES + r.storedLength;
+  return { ...r, bytes: length === bytes.length ? bytes : bytes.subarray(0, length) };
+}
+
+/**
+ * `encodeRecord` into `out` at `at` (room for header + grain + tag needed); returns the codec and
+ * the stored length (the record takes 60 + storedLength bytes).
+ */
+function sealRecordInto(
+  out: Buffer,
+  at: number,
+  keys: ContainerKeys,
+  offset: number,
+  fingerprint: Uint8Array,
+  grain: Uint8Array,
+  compressor: Compressor,
+): { codec: Codec; storedLength: number } {
   const logicalLength = grain.length;
   if (logicalLength === 0 || logicalLength > MAX_LOGICAL_BYTES) {
     throw new RangeError(`a grain has 1 to ${MAX_LOGICAL_BYTES} bytes, got ${logicalLength}`);
@@ -92,11 +121,48 @@ export function encodeRecord(
   const nonce = randomNonce();
   const aad = recordAad(keys.containerIdBytes, offset, fingerprint, codec, flags, logicalLength);
   const storedLength = body.length + TAG_BYTES;
-  const bytes = Buffer.allocUnsafe(RECORD_HEADER_BYTES + storedLength);
-  sealInto(bytes, RECORD_HEADER_BYTES, keys.key, nonce, body, aad);
-  writeRecordHeader(bytes, 0, { codec, flags, logicalLength, storedLength, fingerprint, nonce });
-  bytes.writeUInt32LE(recordCrc(bytes), 56);
-  return { bytes, codec, storedLength };
+  const end = at + RECORD_HEADER_BYTES + storedLength;
+  sealInto(out, at + RECORD_HEADER_BYTES, keys.key, nonce, body, aad);
+  writeRecordHeader(out, at, { codec, flags, logicalLength, storedLength, fingerprint, nonce });
+  out.writeUInt32LE(recordCrc(out.subarray(at, end)), at + 56);
+  return { codec, storedLength };
+}
+
+/** Records sealed back to back (`sealRecords`). */
+export interface SealedRecords {
+  /** The records, contiguous, the first one for `base`: one write. */
+  readonly bytes: Uint8Array;
+  /** Stored length (payload + tag) of each record, in order. */
+  readonly storedLengths: Uint32Array;
+  /** Codec of each record, in order. */
+  readonly codecs: Uint8Array;
+}
+
+/**
+ * Seal `grains` (each with the fingerprint at the same index) as contiguous records starting at
+ * container offset `base`, into one buffer: what `encodeRecord` does per grain, with the offsets
+ * following one another (FORMAT.md §1). Pure; runs on a worker thread (chunk-worker.ts).
+ */
+export function sealRecords(
+  keys: ContainerKeys,
+  base: number,
+  fingerprints: readonly Uint8Array[],
+  grains: readonly Uint8Array[],
+  compressor: Compressor,
+): SealedRecords {
+  let bound = 0;
+  for (const g of grains) bound += RECORD_HEADER_BYTES + g.length + TAG_BYTES;
+  const out = Buffer.allocUnsafeSlow(bound); // own ArrayBuffer: transferable
+  const storedLengths = new Uint32Array(grains.length);
+  const codecs = new Uint8Array(grains.length);
+  let at = 0;
+  for (let i = 0; i < grains.length; i++) {
+    const r = sealRecordInto(out, at, keys, base + at, fingerprints[i]!, grains[i]!, compressor);
+    at += RECORD_HEADER_BYTES + r.storedLength;
+    storedLengths[i] = r.storedLength;
+    codecs[i] = r.codec;
+  }
+  return { bytes: out.subarray(0, at), storedLengths, codecs };
 }
 
 /**

@@ -7,6 +7,11 @@
  *   follow call order. Appends made in the same turn of the event loop, or while a write is in
  *   flight, are written together in one write. The promise resolves once the record has been
  *   written to the file (readable by any ContainerReader), not once it is durable.
+ * - `appendBatch(fingerprints, grains, seal)` appends several grains as contiguous records whose
+ *   sealing happens elsewhere (a worker thread, chunk-worker.ts): it takes its place in call
+ *   order with every other append, and the batches of one container are sealed one at a time
+ *   (each needs the end of the one before as its base offset, FORMAT.md §3 AAD). An `append`
+ *   made while a batch is being sealed waits its turn the same way.
  * - `sync()` resolves once every record appended before the call is durable (fdatasync). Calls
  *   that overlap share one fdatasync when they can.
  * - `seal()` writes the directory and footer (FORMAT.md §4, §5) after making every record durable,
@@ -18,8 +23,7 @@
  */
 import { type FileHandle, open, truncate, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { Compressor } from "zstd-napi";
-import { type DomainKeys, newId } from "../../crypto/index.js";
+import { type DomainKeys, newId, TAG_BYTES } from "../../crypto/index.js";
 import { fsyncDirectory } from "../../util/atomic-file.js";
 import { StorageError } from "../../volume/errors.js";
 import { ContainerIntegrityError, writeFailure } from "./errors.js";
@@ -34,7 +38,14 @@ import {
   FORMAT_VERSION,
   RECORD_HEADER_BYTES,
 } from "./format.js";
-import { type ContainerKeys, containerKeys, encodeRecord } from "./record.js";
+import {
+  type ContainerKeys,
+  containerKeys,
+  encodeRecord,
+  newRecordCompressor,
+  type SealedRecords,
+  sealRecords,
+} from "./record.js";
 import { scanContainer } from "./scan.js";
 
 /** Container files are named after their id. */
@@ -108,7 +119,7 @@ async function writeFully(handle: FileHandle, buf: Buffer, position: number): Pr
 }
 
 export class ContainerWriter {
-  private readonly compressor = new Compressor();
+  private readonly compressor = newRecordCompressor();
   private readonly batchBytes: number;
   private readonly maxWriteBytes: number;
   private readonly now: () => number;
@@ -126,6 +137,16 @@ export class ContainerWriter {
   private state: "open" | "sealing" | "sealed" | "closed" = "open";
   private failure: StorageError | undefined;
   private sealResult: SealResult | undefined;
+  /**
+   * Batches sealed elsewhere (`appendBatch`) take their offsets one after another: the tail of
+   * that chain, and whether a batch is between taking its base offset and appending.
+   */
+  private chain: Promise<void> = Promise.resolve();
+  private chained = 0;
+  /** Records of batches in the chain, not yet in `entries` (MAX_RECORDS counts them). */
+  private chainedRecords = 0;
+  /** Upper bound of the bytes of those batches. */
+  private chainedBytes = 0;
 
   private constructor(
     readonly path: string,
@@ -245,9 +266,12 @@ export class ContainerWriter {
     return this.header.containerId;
   }
 
-  /** Bytes in the container, counting appends not yet written. */
+  /**
+   * Bytes in the container, counting appends not yet written, and batches not sealed yet at
+   * their largest (header + grain + tag per record: what they take without compression).
+   */
   get size(): number {
-    return this.appendEnd;
+    return this.appendEnd + this.chainedBytes;
   }
 
   /** Records in the container, counting appends not yet written. */
@@ -272,7 +296,12 @@ export class ContainerWriter {
   /** Append one grain (see the contract at the top of this file). */
   async append(fingerprint: Uint8Array, grain: Uint8Array): Promise<AppendResult> {
     this.checkWritable();
-    if (this.entries.length >= MAX_RECORDS) {
+    if (this.chained > 0) {
+      // A batch is being sealed for the next offset: go after it (with our own copy of the grain).
+      const [r] = await this.appendBatch([Buffer.from(fingerprint)], [Buffer.from(grain)]);
+      return r!;
+    }
+    if (this.entries.length + this.chainedRecords >= MAX_RECORDS) {
       throw new RangeError(`container ${this.path} holds ${MAX_RECORDS} records: seal it`);
     }
     const offset = this.appendEnd;
@@ -295,6 +324,81 @@ export class ContainerWriter {
       recordLength: RECORD_HEADER_BYTES + record.storedLength,
       codec: record.codec,
     };
+  }
+
+  /**
+   * Append `grains` (with the fingerprints at the same indexes) as contiguous records, in call
+   * order with every other append. `seal(base)` builds the records for container offset `base`
+   * (`sealRecords`, typically on a worker thread; default: here, synchronously); no other append
+   * takes an offset until it returns. The grains must stay unchanged until the promise settles.
+   * Resolves, like `append`, once the records are written to the file.
+   */
+  async appendBatch(
+    fingerprints: readonly Uint8Array[],
+    grains: readonly Uint8Array[],
+    seal?: (base: number) => Promise<SealedRecords> | SealedRecords,
+  ): Promise<AppendResult[]> {
+    this.checkWritable();
+    const n = grains.length;
+    if (n === 0) return [];
+    if (this.entries.length + this.chainedRecords + n > MAX_RECORDS) {
+      throw new RangeError(`container ${this.path} holds ${MAX_RECORDS} records: seal it`);
+    }
+    let bound = 0;
+    for (const g of grains) bound += RECORD_HEADER_BYTES + g.length + TAG_BYTES;
+    this.chained++;
+    this.chainedRecords += n;
+    this.chainedBytes += bound;
+    const sealer =
+      seal ??
+      ((base: number) => sealRecords(this.keys, base, fingerprints, grains, this.compressor));
+    const turn = this.chain.then(async () => {
+      try {
+        this.checkWritable();
+        const base = this.appendEnd;
+        const sealed = await sealer(base);
+        this.checkWritable();
+        if (this.appendEnd !== base) throw new Error("an append took an offset during a batch");
+        const bytes = Buffer.from(
+          sealed.bytes.buffer,
+          sealed.bytes.byteOffset,
+          sealed.bytes.length,
+        );
+        const results: AppendResult[] = new Array(n);
+        let at = base;
+        for (let i = 0; i < n; i++) {
+          const storedLength = sealed.storedLengths[i]!;
+          const recordLength = RECORD_HEADER_BYTES + storedLength;
+          results[i] = { offset: at, storedLength, recordLength, codec: sealed.codecs[i] as Codec };
+          this.entries.push({
+            fingerprint: Buffer.from(fingerprints[i]!),
+            offset: at,
+            logicalLength: grains[i]!.length,
+            storedLength,
+          });
+          at += recordLength;
+        }
+        if (at - base !== bytes.length) throw new Error("sealed records do not add up");
+        this.appendEnd = at;
+        const written = new Promise<void>((resolve, reject) => {
+          this.pending.push({ bytes, resolve, reject });
+          this.pendingBytes += bytes.length;
+          this.schedule();
+        });
+        return { results, written };
+      } finally {
+        this.chained--;
+        this.chainedRecords -= n;
+        this.chainedBytes -= bound;
+      }
+    });
+    this.chain = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    const { results, written } = await turn;
+    await written;
+    return results;
   }
 
   private schedule(): void {
@@ -357,6 +461,7 @@ export class ContainerWriter {
 
   /** Resolves once every record appended so far has been written to the file (not synced). */
   async flush(): Promise<void> {
+    while (this.chained > 0) await this.chain;
     while (this.pending.length > 0 || this.writing !== undefined) {
       this.kick();
       await this.writing;
@@ -366,6 +471,7 @@ export class ContainerWriter {
 
   /** Resolves once every record appended before this call is durable. */
   async sync(): Promise<void> {
+    if (this.chained > 0) await this.chain; // batches appended before this call
     const target = this.appendEnd;
     await this.flush();
     while (this.syncedEnd < target) {
@@ -393,6 +499,8 @@ export class ContainerWriter {
    */
   async seal(): Promise<SealResult> {
     if (this.sealResult !== undefined) return this.sealResult;
+    this.checkWritable();
+    while (this.chained > 0) await this.chain;
     this.checkWritable();
     this.state = "sealing";
     try {
@@ -429,6 +537,8 @@ export class ContainerWriter {
   async close(): Promise<void> {
     if (this.state === "closed" || this.state === "sealed") return;
     if (this.state === "sealing") throw new Error(`container ${this.path} is being sealed`);
+    while (this.chained > 0) await this.chain;
+    if ((this.state as string) !== "open") return;
     this.state = "closed";
     try {
       await this.flush();
