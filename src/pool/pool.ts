@@ -801,11 +801,14 @@ export class Pool {
    * physical, live and dead figures are exact afterwards. Resolves with the records applied.
    */
   async applyJournal(): Promise<number> {
+    // At least one call, even with nothing pending: the background applier's batch may have
+    // counted its records off before it committed, and a transaction queued after it resolves
+    // only once that commit is visible.
     let n = 0;
-    while (this.store.pendingJournalRecords > 0) {
+    for (;;) {
       const r = await this.store.applyJournal({ maxRecords: 16384 });
-      if (r.records === 0) break;
       n += r.records;
+      if (r.records === 0 || this.store.pendingJournalRecords === 0) break;
       await turn();
     }
     return n;
