@@ -745,6 +745,16 @@ pool: { soft_threshold: 85%, balance: auto }
     expect(config.pool).toEqual({ devices: [], softThreshold: 0.85, balance: "auto" });
   });
 
+  it("reads an agent's queue depth and the arbiter's budget", () => {
+    const config = parseConfig(
+      `${agentWith("    queue_depth: 16\n")}pool: { concurrency: 32 }\n`,
+      "x.yaml",
+      { hostName: "h" },
+    );
+    expect(config.agents[0]?.queueDepth).toBe(16);
+    expect(config.pool.concurrency).toBe(32);
+  });
+
   it("leaves every key absent when unset, so older files mean what they meant", () => {
     const config = parseConfig(`${agentWith("    limits:\n    capacity:\n")}`, "x.yaml", {
       hostName: "h",
@@ -787,6 +797,16 @@ pool: { soft_threshold: 85%, balance: auto }
       "reservation over the limit",
       agentWith("    capacity:\n      limit: 1TiB\n      reserved: 2TiB\n"),
       "sanmux.yaml:6: agents[0].capacity.reserved: 2 TiB is more than the agent's limit of 1 TiB",
+    ],
+    [
+      "queue depth zero",
+      agentWith("    queue_depth: 0\n"),
+      "sanmux.yaml:4: agents[0].queue_depth: must be at least 1, got 0",
+    ],
+    [
+      "budget as text",
+      "pool:\n  concurrency: lots\n",
+      'sanmux.yaml:2: pool.concurrency: expected a number, got "lots"',
     ],
     [
       "unknown capacity key",

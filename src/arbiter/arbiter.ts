@@ -33,7 +33,7 @@ export interface ArbiterOptions {
   readonly pool?: PoolCapacity;
   /** Called for each soft-threshold crossing found by `evaluate`/sampling. */
   readonly onThreshold?: (event: ThresholdEvent) => void;
-  /** Commands in the volumes at once, server-wide. Default 64. */
+  /** Commands in the volumes or being sent at once, server-wide (`pool.concurrency`). Default 64. */
   readonly concurrency?: number;
   /** Registry to register the metrics in (default: a new one). */
   readonly registry?: Registry;

@@ -104,6 +104,7 @@ describe("ArbiterMetrics", () => {
     expect(status.scheduler).toEqual({
       concurrency: 64,
       inFlight: 0,
+      sending: 0,
       queued: 0,
       throttled: 0,
       balance: "auto",

@@ -23,7 +23,8 @@
  * - the pool, with capacity rules: `sanmux_pool_total_bytes`, `_free_bytes`, `_reserved_bytes`,
  *   `_unused_reserved_bytes`, `_soft_threshold_reached`, `_growth_bytes_per_day`,
  *   `_seconds_until_full`;
- * - the scheduler: `sanmux_scheduler_concurrency`, `_in_flight`, `_queued`, `_throttled`.
+ * - the scheduler: `sanmux_scheduler_concurrency`, `_in_flight`, `_sending`, `_queued`,
+ *   `_throttled`.
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -92,6 +93,8 @@ export interface ArbiterStatus {
   readonly scheduler: {
     readonly concurrency: number;
     readonly inFlight: number;
+    /** Commands whose response is being sent: they count in `concurrency` too. */
+    readonly sending: number;
     readonly queued: number;
     readonly throttled: number;
     readonly balance: "auto" | "off";
@@ -150,6 +153,7 @@ export class ArbiterMetrics {
       scheduler: {
         concurrency: s.budget,
         inFlight: s.inFlight,
+        sending: s.sending,
         queued: s.waiting,
         throttled: s.throttledCount,
         balance: s.balancing ? "auto" : "off",
@@ -499,11 +503,17 @@ export class ArbiterMetrics {
 
     // The scheduler.
     const scheduler = this.sources.scheduler;
-    gauge("sanmux_scheduler_concurrency", "Commands allowed in the volumes at once", [], (emit) =>
-      emit({}, scheduler.budget),
+    gauge(
+      "sanmux_scheduler_concurrency",
+      "Commands allowed in the volumes or being sent at once",
+      [],
+      (emit) => emit({}, scheduler.budget),
     );
     gauge("sanmux_scheduler_in_flight", "Commands in the volumes now", [], (emit) =>
       emit({}, scheduler.inFlight),
+    );
+    gauge("sanmux_scheduler_sending", "Commands whose response is being sent now", [], (emit) =>
+      emit({}, scheduler.sending),
     );
     gauge("sanmux_scheduler_queued", "Commands waiting for a share now", [], (emit) =>
       emit({}, scheduler.waiting),

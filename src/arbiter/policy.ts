@@ -59,6 +59,11 @@ export interface ArbiterPolicy {
   /** Fraction of the pool at which the pool soft-threshold warning fires. */
   readonly poolSoftThreshold: number;
   readonly balance: BalanceMode;
+  /**
+   * Commands in the volumes, or with their response being sent, at once, server-wide
+   * (`pool.concurrency`). Absent: the scheduler's own default (64, or what it was built with).
+   */
+  readonly concurrency?: number;
 }
 
 /**
@@ -73,7 +78,11 @@ export interface ArbiterConfigSource {
     readonly capacity?: CapacityRules;
   }[];
   readonly volumes: readonly { readonly name: string; readonly limits?: SpeedLimits }[];
-  readonly pool?: { readonly softThreshold?: number; readonly balance?: BalanceMode };
+  readonly pool?: {
+    readonly softThreshold?: number;
+    readonly balance?: BalanceMode;
+    readonly concurrency?: number;
+  };
 }
 
 /** The policy a validated config describes, with every default applied. */
@@ -91,6 +100,7 @@ export function arbiterPolicy(config: ArbiterConfigSource): ArbiterPolicy {
     })),
     poolSoftThreshold: config.pool?.softThreshold ?? DEFAULT_POOL_SOFT_THRESHOLD,
     balance: config.pool?.balance ?? "off",
+    ...(config.pool?.concurrency === undefined ? {} : { concurrency: config.pool.concurrency }),
   };
 }
 

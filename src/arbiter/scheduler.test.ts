@@ -347,6 +347,100 @@ describe("IoScheduler: fair shares", () => {
     await runUntil(clock, 10_010, 1);
   });
 
+  it("counts responses being sent in the budget, so that weights hold when sending is the work", async () => {
+    // The volume answers in 0.1 ms, then sending the response takes 1 ms, and only then does
+    // the initiator send its next command (a fast volume, a busy socket). Budget 4. Without
+    // `hold`, the volume part alone never fills the budget (at most 32 × 0.1 / 1.1 ≈ 3 in the
+    // volume), nothing queues, and both agents get what they ask: 1:1. With it, commands being
+    // sent count, the budget fills and the slots go 3:1.
+    const { clock, s } = await twoAgents([3, 1]);
+    let stop = 3000;
+    const sender = (handle: ChannelHandle) => {
+      const stats = { ops: 0 };
+      const loop = async () => {
+        while (clock.now() < stop) {
+          await handle.run("read", 65536, service(clock, 0.1));
+          // What the transport does once the volume answered: hold until the response is out.
+          const release = handle.hold();
+          await new Promise<void>((resolve) => clock.set(resolve, 1));
+          release();
+          if (clock.now() <= stop) stats.ops++;
+        }
+      };
+      for (let i = 0; i < 16; i++) void loop();
+      return stats;
+    };
+    const heavy = sender(s.channel("heavy", 1, "v1"));
+    const light = sender(s.channel("light", 2, "v2"));
+    let peak = 0;
+    for (let t = 0.25; t <= 3000; t += 0.25) {
+      clock.advance(0.25);
+      await settle();
+      peak = Math.max(peak, s.inFlight + s.sending);
+    }
+    stop = 0;
+    // The budget, plus the commands whose volume part ended in the same step: between the
+    // volume's answer and the hold their slot is free for an instant (in the server, each
+    // completion's promise chain runs before the next completion, so that is one command).
+    expect(peak).toBeLessThanOrEqual(4 + 4);
+    expect(Math.abs(heavy.ops / light.ops - 3) / 3).toBeLessThan(0.05);
+    // The server stays busy: 4 slots of 1.1 ms each, ~3600 commands/s.
+    expect((heavy.ops + light.ops) / 3).toBeGreaterThan(0.9 * 3636);
+    await runUntil(clock, 3010, 1);
+    expect(s.sending).toBe(0);
+  });
+
+  it("hold never waits, counts in `sending`, and its release (once) lets a queued command go", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock, concurrency: 1 });
+    const h = s.channel("a", 1, "v");
+    const release = h.hold();
+    expect(s.sending).toBe(1);
+    let ran = false;
+    const p = h.run("read", 512, async () => {
+      ran = true;
+    });
+    expect(ran).toBe(false);
+    expect(s.waiting).toBe(1);
+    release();
+    release();
+    expect(s.sending).toBe(0);
+    expect(ran).toBe(true);
+    await p;
+    expect(s.inFlight).toBe(0);
+    expect(s.hold(99)).toBeTypeOf("function"); // an unknown channel: counts nowhere
+    expect(s.sending).toBe(0);
+  });
+
+  it("counts an agent's held responses only up to its weighted share while others queue", async () => {
+    // A slow reader must not fill the budget with responses that only wait for its initiator.
+    const { clock, s } = await twoAgents([3, 1]);
+    const heavy = s.channel("heavy", 1, "v1");
+    const light = s.channel("light", 2, "v2");
+    // Nobody queues: holds count up to the whole budget (4).
+    const releases = [light.hold(), light.hold(), light.hold(), light.hold()];
+    expect(s.sending).toBe(4);
+    const ran: string[] = [];
+    const cmd = (who: string) => () => {
+      ran.push(who);
+      return new Promise<void>((resolve) => clock.set(resolve, 1));
+    };
+    const queued = [1, 2, 3, 4].map(() => heavy.run("read", 4096, cmd("heavy")));
+    expect(s.waiting).toBe(4);
+    // "heavy" queues: "light" (weight 1 of 4) counts at most 4 × 1/4 = 1 response from now on.
+    const extra = light.hold();
+    expect(s.sending).toBe(4);
+    for (const r of releases) r();
+    extra();
+    expect(s.sending).toBe(0);
+    expect(ran).toEqual(["heavy", "heavy", "heavy", "heavy"]);
+    const again = [light.hold(), light.hold()];
+    expect(s.sending).toBe(2); // nobody queues any more
+    for (const r of again) r();
+    clock.advance(1);
+    await Promise.all(queued);
+  });
+
   it("keeps weights as configured with balance off", async () => {
     const { clock, s } = await twoAgents([3, 1]);
     let stop = 3000;
@@ -490,5 +584,27 @@ describe("IoScheduler: handles and status", () => {
     s.dropChannel(7);
     expect([...s.demand.channels()]).toEqual([]);
     expect(() => new IoScheduler({ concurrency: 0 })).toThrow(RangeError);
+  });
+
+  it("takes its budget from the policy (pool.concurrency), and back when the policy drops it", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock, concurrency: 3 });
+    s.configure(policy({ pool: { concurrency: 1 } }));
+    expect(s.budget).toBe(1);
+    const h = s.channel("a", 1, "v");
+    const started: number[] = [];
+    const done = [1, 2, 3].map((i) =>
+      h.run("read", 512, () => {
+        started.push(i);
+        return new Promise<void>((resolve) => clock.set(resolve, 1));
+      }),
+    );
+    expect(started).toEqual([1]);
+    // A reload without the key: the constructor's budget again, and the queued commands go.
+    s.configure(policy({}));
+    expect(s.budget).toBe(3);
+    expect(started).toEqual([1, 2, 3]);
+    clock.advance(1);
+    await Promise.all(done);
   });
 });

@@ -9,13 +9,14 @@
  *    being rate-limited. Flush, unmap and block status ("other") pass no limit: they move no
  *    data, and a SYNCHRONIZE CACHE held behind throttled writes would only cover the writes that
  *    already completed anyway.
- * 2. Fair shares. At most `concurrency` commands are in the volumes at once, server-wide. When
- *    more want to go, they queue per agent and the free slots are handed out by start-time fair
- *    queueing over the commands' costs (bytes + `opCostBytes`), weighted by the agents' weights:
- *    SFQ(D) of Jin, Chase and Kaur, "Interposed proportional sharing for a storage service
- *    utility" (SIGMETRICS 2004). It is work-conserving: only agents with queued commands take
- *    part, so an idle agent's share goes to the busy ones, and one busy agent gets everything.
- *    Under contention, each backlogged agent's dispatched cost follows its weight.
+ * 2. Fair shares. At most `concurrency` commands are in the volumes, or have their response
+ *    being sent (5. below), at once, server-wide. When more want to go, they queue per agent
+ *    and the free slots are handed out by start-time fair queueing over the commands' costs
+ *    (bytes + `opCostBytes`), weighted by the agents' weights: SFQ(D) of Jin, Chase and Kaur,
+ *    "Interposed proportional sharing for a storage service utility" (SIGMETRICS 2004). It is
+ *    work-conserving: only agents with queued commands take part, so an idle agent's share
+ *    goes to the busy ones, and one busy agent gets everything. Under contention, each
+ *    backlogged agent's dispatched cost follows its weight.
  * 3. Aborts. `run` takes an AbortSignal; a command still waiting (for tokens or for a share) when
  *    it aborts is removed, its tokens are given back, and it rejects with `ArbiterAbortError`
  *    without `fn` ever running. `abortQueued({ channel | agent | volume | tag })` does the same
@@ -26,7 +27,19 @@
  *    proportion to weight × average queue length, at most `balanceMaxBoost` times an agent's own
  *    weight; it is smoothed over intervals and returns when the queues drain. It changes only
  *    shares under contention: an agent's speed limits always apply.
- * 5. Fast path. A command of an unlimited agent on an unlimited volume, while fewer than
+ * 5. Responses being sent. A read is not over when the volume returns its data: its Data-In
+ *    still has to leave through the agent's connection, and that (the copy into the socket,
+ *    and waiting for the initiator to take it) is most of the work of a read on a fast volume.
+ *    The transport says so through `hold(channel)`: from the volume's answer until the response
+ *    has been written out, the command keeps its place in the budget (`sending`), without
+ *    waiting for one. Without it, when the server is busy sending (CPU), commands would pile
+ *    up as unsent responses outside the scheduler, the budget would never fill and weights
+ *    would not apply; with it, they wait here, in their agent's queue, and leave by weight.
+ *    An agent whose initiator reads slowly must not fill the budget with responses that only
+ *    wait for it: while other agents queue, an agent's held responses count only up to its
+ *    weighted share of the budget (concurrency × weight / the weights of it and the agents
+ *    queued); the rest are sent as before, uncounted.
+ * 6. Fast path. A command of an unlimited agent on an unlimited volume, while fewer than
  *    `concurrency` commands are in flight and nobody queues, starts at once: no queue, no timer,
  *    no allocation but one `then` on fn's promise (to count it in flight and record its
  *    latency). With limits, the buckets are debited first and the fast path still applies when
@@ -68,7 +81,7 @@ export class ArbiterAbortError extends Error {
 export interface SchedulerOptions {
   readonly clock?: Clock;
   readonly timers?: Timers;
-  /** Commands in the volumes at once, server-wide (>= 1). Default 64. */
+  /** Commands in the volumes or being sent at once, server-wide (>= 1). Default 64. */
   readonly concurrency?: number;
   /** Fair-queue cost of a command on top of its bytes. Default 32 KiB. */
   readonly opCostBytes?: number;
@@ -200,6 +213,8 @@ class AgentState {
   readonly queue: Op[] = [];
   /** SFQ finish tag of the last command queued. */
   lastFinish = 0;
+  /** Responses being sent that count in the budget (IoScheduler.holdFor). */
+  sending = 0;
   /** Integral of the queue length over time since the last balance (commands × ms). */
   queueArea = 0;
   areaSince = 0;
@@ -258,6 +273,21 @@ export class ChannelHandle {
     return this.sched.submit(this, kind, bytes, fn, signal, tag);
   }
 
+  /**
+   * A command of this channel left the volume and its response is now being sent: count it in
+   * the server-wide budget, as if it were still in the volume, until the returned function is
+   * called (when the response has been written out, or will never be). Never waits; calling the
+   * release again does nothing. See "Responses being sent" at the top of this file.
+   *
+   * Between the volume's answer and this call the command's slot is free, and a queued command
+   * may take it: the budget can be exceeded by the commands that are in that gap at once. In
+   * the server that is one (each completion's promise chain, up to the hold, runs before the
+   * next completion is handled).
+   */
+  hold(): () => void {
+    return this.sched.holdFor(this.agent);
+  }
+
   /** Abort this channel's waiting commands (those with `tag`, when given). Returns how many. */
   abortQueued(tag?: unknown, reason?: unknown): number {
     return this.sched.abortQueued(
@@ -275,6 +305,8 @@ export class IoScheduler {
   private readonly clock: Clock;
   private readonly timers: Timers;
   private concurrency: number;
+  /** The budget when the policy sets none (the constructor's). */
+  private readonly defaultConcurrency: number;
   private readonly opCost: number;
   private readonly balanceIntervalMs: number;
   private readonly balanceMaxBoost: number;
@@ -297,6 +329,8 @@ export class IoScheduler {
 
   /** Commands in the volumes now. */
   inFlight = 0;
+  /** Commands whose response is being sent (`ChannelHandle.hold`): they count in the budget. */
+  sending = 0;
   /** Commands waiting for a share now. */
   waiting = 0;
   /** Commands waiting for tokens now. */
@@ -306,6 +340,7 @@ export class IoScheduler {
     this.clock = options.clock ?? systemClock;
     this.timers = options.timers ?? systemTimers;
     this.concurrency = checkConcurrency(options.concurrency ?? DEFAULT_CONCURRENCY);
+    this.defaultConcurrency = this.concurrency;
     this.opCost = options.opCostBytes ?? DEFAULT_OP_COST_BYTES;
     this.balanceIntervalMs = options.balanceIntervalMs ?? DEFAULT_BALANCE_INTERVAL_MS;
     this.balanceMaxBoost = options.balanceMaxBoost ?? DEFAULT_BALANCE_MAX_BOOST;
@@ -331,11 +366,13 @@ export class IoScheduler {
   }
 
   /**
-   * Apply a policy: weights, agents' and volumes' speed limits, balance mode. Agents and volumes
-   * no longer listed fall back to weight 1 and no limit (their sessions are being dropped).
+   * Apply a policy: weights, agents' and volumes' speed limits, balance mode, budget. Agents and
+   * volumes no longer listed fall back to weight 1 and no limit (their sessions are being
+   * dropped); without a budget in the policy, the constructor's applies.
    */
   configure(policy: ArbiterPolicy): void {
     const now = this.clock.now();
+    const budget = checkConcurrency(policy.concurrency ?? this.defaultConcurrency);
     const balance = policy.balance === "auto";
     if (balance !== this.balance) {
       this.balance = balance;
@@ -375,6 +412,7 @@ export class IoScheduler {
       v.limits = updateLimits(v.limits, p.limits, this.clock);
     }
     for (const v of this.volumes.values()) if (!seenVolumes.has(v.name)) v.limits = null;
+    if (budget !== this.concurrency) this.setConcurrency(budget);
   }
 
   /**
@@ -490,7 +528,7 @@ export class IoScheduler {
       const w = volumeLimits.take(kind, bytes, now);
       if (w > wait) wait = w;
     }
-    if (wait === 0 && this.waiting === 0 && this.inFlight < this.concurrency) {
+    if (wait === 0 && this.waiting === 0 && this.inFlight + this.sending < this.concurrency) {
       // Fast path.
       return this.start(h, kind, bytes, fn, 0, now);
     }
@@ -536,6 +574,35 @@ export class IoScheduler {
       this.admit(op, now);
     }
     return promise;
+  }
+
+  /**
+   * `ChannelHandle.hold` of the channel with this id (a command's response is being sent); for
+   * a channel the scheduler does not know, a release that does nothing.
+   */
+  hold(channel: number): () => void {
+    const h = this.handles.get(channel);
+    return h === undefined ? noop : this.holdFor(h.agent);
+  }
+
+  /** @internal */
+  holdFor(a: AgentState): () => void {
+    if (this.backlogged.length > 0) {
+      // Contention: count at most the agent's weighted share of the budget.
+      let weights = a.effectiveWeight;
+      for (const other of this.backlogged) if (other !== a) weights += other.effectiveWeight;
+      if (a.sending >= (this.concurrency * a.effectiveWeight) / weights) return noop;
+    }
+    this.sending++;
+    a.sending++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.sending--;
+      a.sending--;
+      if (this.waiting > 0) this.pump(this.clock.now());
+    };
   }
 
   /** Run `fn` now, counting it in flight until it settles. */
@@ -595,7 +662,7 @@ export class IoScheduler {
 
   /** A command whose tokens are due: start it, or queue it for a share. */
   private admit(op: Op, now: number): void {
-    if (this.waiting === 0 && this.inFlight < this.concurrency) {
+    if (this.waiting === 0 && this.inFlight + this.sending < this.concurrency) {
       this.dispatch(op, now);
       return;
     }
@@ -626,7 +693,7 @@ export class IoScheduler {
   /** Hand free slots to queued commands, smallest start tag first. */
   private pump(now: number): void {
     if (this.balance && this.waiting > 0) this.maybeRebalance(now);
-    while (this.waiting > 0 && this.inFlight < this.concurrency) {
+    while (this.waiting > 0 && this.inFlight + this.sending < this.concurrency) {
       let best: AgentState | undefined;
       let bestIndex = -1;
       let bestTag = Number.POSITIVE_INFINITY;
@@ -803,6 +870,8 @@ function checkConcurrency(n: number): number {
   }
   return n;
 }
+
+function noop(): void {}
 
 function closedError(): StorageError {
   return new StorageError(StorageErrorCode.NotReady, "the I/O scheduler is closed");

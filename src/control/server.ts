@@ -76,10 +76,15 @@ export const PRODUCT = { vendor: "SANMUX", product: "sanmux volume", revision: "
 
 /**
  * `SANMUX_ARBITER=off`: channels bypass the arbiter (no speed limits, no shares, no demand
- * figures; capacity rules still apply). A benchmarking switch, to measure what arbitration
- * costs (bench/arbitration.sh), and nothing else.
+ * figures; capacity rules still apply); `off:AGENT,AGENT`: only those agents' channels, so that
+ * one server can be measured with and without it side by side. A benchmarking switch, to
+ * measure what arbitration costs (bench/arbitration.mjs), and nothing else.
  */
-const ARBITER_OFF = process.env.SANMUX_ARBITER === "off";
+const ARBITER_SWITCH = process.env.SANMUX_ARBITER ?? "";
+const ARBITER_OFF = ARBITER_SWITCH === "off";
+const ARBITER_OFF_FOR = new Set(
+  ARBITER_SWITCH.startsWith("off:") ? ARBITER_SWITCH.slice(4).split(",") : [],
+);
 
 export class SanmuxServer {
   private readonly volumes = new Map<string, Volume>();
@@ -226,8 +231,11 @@ export class SanmuxServer {
       logger.info({ metrics: `http://${formatHost(m.host)}:${m.port}/metrics` }, "serving metrics");
     }
     this.arbiter.startSampling(10_000);
-    if (ARBITER_OFF) {
-      logger.warn("SANMUX_ARBITER=off: no speed limits, no fair shares (for benchmarking only)");
+    if (ARBITER_OFF || ARBITER_OFF_FOR.size > 0) {
+      logger.warn(
+        { agents: ARBITER_OFF ? "all" : [...ARBITER_OFF_FOR] },
+        `SANMUX_ARBITER=${ARBITER_SWITCH}: no speed limits, no fair shares (for benchmarking only)`,
+      );
     }
     logger.info(
       {
@@ -300,7 +308,8 @@ export class SanmuxServer {
     if (!base) return undefined;
     const cached = this.entries.get(b.channel);
     if (cached && cached.mode === b.mode && cached.volume === base) return cached.entry;
-    const arbitrated = ARBITER_OFF ? base : this.arbiter.filter(base, b);
+    const bypass = ARBITER_OFF || ARBITER_OFF_FOR.has(b.agent);
+    const arbitrated = bypass ? base : this.arbiter.filter(base, b);
     const guarded: Volume = b.mode === "ro" ? new ReadOnlyFilter(arbitrated) : arbitrated;
     const volume = new CountingFilter(guarded, this.access.countersFor(b.channel));
     const entry: LunEntry = {

@@ -44,6 +44,9 @@ class RecordingNexus implements NexusPort {
   readonly aborted: ScsiCommand[] = [];
   /** Called by `abortTask`: a test can settle the held command there, as SANITIZE does. */
   onAbort: (() => void) | undefined;
+  /** Commands reported by `sent`, and what the connection had written at that moment. */
+  readonly sentLog: Array<{ cmd: ScsiCommand; written: number }> = [];
+  written = 0;
   abortTask(cmd: ScsiCommand): void {
     this.aborted.push(cmd);
     this.onAbort?.();
@@ -67,8 +70,25 @@ class RecordingNexus implements NexusPort {
   close(): void {}
 }
 
-function harness(options: { maxRecv?: number; initialR2T?: boolean; nopInterval?: number } = {}) {
-  const nexus = new RecordingNexus();
+/** A RecordingNexus that also reports when responses have left (NexusPort.sent). */
+class SentNexus extends RecordingNexus {
+  sent(cmd: ScsiCommand): void {
+    this.sentLog.push({ cmd, written: this.written });
+  }
+}
+
+function harness(
+  options: {
+    maxRecv?: number;
+    initialR2T?: boolean;
+    nopInterval?: number;
+    queueDepthFor?: (initiatorName: string) => number | undefined;
+    /** Use a nexus with `sent`, and hold the write callbacks until `flushWrites()`. */
+    reportSent?: boolean;
+  } = {},
+) {
+  const nexus = options.reportSent ? new SentNexus() : new RecordingNexus();
+  const pendingFlushes: Array<() => void> = [];
   const out: RawPdu[] = [];
   let ended = false;
   const reader = new PduReader({
@@ -81,8 +101,13 @@ function harness(options: { maxRecv?: number; initialR2T?: boolean; nopInterval?
   const io: ConnectionIo = {
     remoteAddress: "127.0.0.1:5000",
     localAddress: "127.0.0.1",
-    write(buffers) {
+    write(buffers, onFlushed) {
       reader.push(Buffer.concat(buffers));
+      nexus.written++;
+      if (onFlushed) {
+        if (options.reportSent) pendingFlushes.push(onFlushed);
+        else onFlushed();
+      }
       return true;
     },
     end() {
@@ -100,6 +125,7 @@ function harness(options: { maxRecv?: number; initialR2T?: boolean; nopInterval?
       lookupInitiator: (name: string) => (name === INITIATOR ? {} : undefined),
     },
     openNexus: () => nexus,
+    ...(options.queueDepthFor ? { queueDepthFor: options.queueDepthFor } : {}),
     hasLun: (_i, lun) => lun === 0,
     sendTargets: () => [{ name: TARGET, addresses: ["127.0.0.1:3260,1"] }],
     logger: pino({ level: "silent" }),
@@ -143,7 +169,10 @@ function harness(options: { maxRecv?: number; initialR2T?: boolean; nopInterval?
     return r;
   };
   const flush = () => new Promise((resolve) => setImmediate(resolve));
-  return { conn, nexus, out, send, login, flush, ended: () => ended };
+  const flushWrites = () => {
+    for (const f of pendingFlushes.splice(0)) f();
+  };
+  return { conn, nexus, out, send, login, flush, flushWrites, ended: () => ended };
 }
 
 const read10 = (blocks: number) => {
@@ -191,6 +220,116 @@ describe("IscsiConnection", () => {
     const r = h.login();
     expect(r.expCmdSN).toBe(10);
     expect(r.maxCmdSN).toBe(13); // queue depth 4: CmdSN 10..13
+  });
+
+  it("opens the CmdSN window of the initiator's agent at the end of login, and changes it live", async () => {
+    const asked: string[] = [];
+    const h = harness({
+      queueDepthFor: (name) => {
+        asked.push(name);
+        return 2;
+      },
+    });
+    const r = h.login();
+    expect(asked).toEqual([INITIATOR]);
+    expect(r.maxCmdSN).toBe(11); // queue depth 2 instead of the target's 4: CmdSN 10..11
+    let release!: () => void;
+    h.nexus.hold = new Promise((resolve) => {
+      release = resolve;
+    });
+    const nop = (cmdSN: number) =>
+      h.send(encodeNopOut({ itt: 100 + cmdSN, ttt: RESERVED_TAG, cmdSN, expStatSN: 1 }));
+    const read = (cmdSN: number) =>
+      h.send(
+        encodeScsiCommand({
+          read: true,
+          itt: cmdSN,
+          edtl: 512,
+          cmdSN,
+          expStatSN: 1,
+          cdb: read10(1),
+        }),
+      );
+    // Two commands fill the window: the NOP-In answering a third shows it closed (MaxCmdSN 11
+    // while ExpCmdSN is 12). CmdSN 12 itself is outside the window: dropped.
+    read(10);
+    read(11);
+    nop(12);
+    await h.flush();
+    expect(h.nexus.commands).toHaveLength(2);
+    expect(h.out).toHaveLength(0); // the NOP-Out, outside the window, was dropped too
+    // A reload gives the agent a depth of 6: the window opens at the next PDU we send.
+    h.conn.setQueueDepth(6);
+    release();
+    await h.flush();
+    const answers = h.out.splice(0).map(decodeDataIn);
+    expect(answers.map((a) => a.itt)).toEqual([10, 11]);
+    // ExpCmdSN 12, nothing in flight: MaxCmdSN 12 + 6 - 1.
+    expect(answers[1]?.maxCmdSN).toBe(17);
+    // Back to 1: MaxCmdSN never moves backwards, so the window closes as CmdSNs are used.
+    h.conn.setQueueDepth(1);
+    nop(12);
+    await h.flush();
+    expect(decodeNopIn(h.out.shift()!).maxCmdSN).toBe(17);
+    h.conn.setQueueDepth(0); // ignored: not a queue depth
+    for (let sn = 13; sn <= 17; sn++) nop(sn);
+    await h.flush();
+    const last = h.out.splice(0).map(decodeNopIn).at(-1);
+    expect(last?.expCmdSN).toBe(18);
+    expect(last?.maxCmdSN).toBe(18); // depth 1: one command at a time from now on
+  });
+
+  it("uses the target's queue depth when the agent has none", () => {
+    const h = harness({ queueDepthFor: () => undefined });
+    expect(h.login().maxCmdSN).toBe(13);
+  });
+
+  it("tells the nexus when a response has left, after its last PDU was written", async () => {
+    const h = harness({ reportSent: true, maxRecv: 1024 });
+    h.login();
+    h.send(
+      encodeScsiCommand({
+        read: true,
+        itt: 7,
+        edtl: 4096,
+        cmdSN: 10,
+        expStatSN: 1,
+        cdb: read10(8),
+      }),
+    );
+    h.send(encodeScsiCommand({ itt: 8, edtl: 0, cmdSN: 11, expStatSN: 1, cdb: read10(0) }));
+    await h.flush();
+    expect(h.out).toHaveLength(5); // 4 Data-In for the read, 1 SCSI Response
+    const nexus = h.nexus as SentNexus;
+    expect(nexus.sentLog).toEqual([]); // written, not yet flushed
+    h.flushWrites();
+    expect(nexus.sentLog.map((s) => s.cmd)).toEqual(nexus.commands);
+    // A command aborted while it runs: no response, reported at once when it settles.
+    let release!: () => void;
+    h.nexus.hold = new Promise((resolve) => {
+      release = resolve;
+    });
+    h.send(
+      encodeScsiCommand({ read: true, itt: 9, edtl: 512, cmdSN: 12, expStatSN: 1, cdb: read10(1) }),
+    );
+    h.send(
+      encodeTaskMgmtRequest({
+        immediate: true,
+        function: TmfFunction.AbortTask,
+        itt: 60,
+        rtt: 9,
+        cmdSN: 13,
+        expStatSN: 1,
+        refCmdSN: 12,
+        expDataSN: 0,
+      }),
+    );
+    await h.flush();
+    release();
+    await h.flush();
+    await h.flush();
+    expect(nexus.sentLog.map((s) => s.cmd)).toEqual(nexus.commands);
+    expect(h.out.slice(5).map((p) => opcodeOf(p.bhs))).toEqual([Opcode.TaskMgmtResponse]);
   });
 
   it("splits Data-In at the initiator's MaxRecvDataSegmentLength with status in the last PDU", async () => {

@@ -46,8 +46,12 @@ import type { LiveSession, SessionRegistry } from "./sessions.js";
 import { WriteCollector } from "./write-collector.js";
 
 export interface ConnectionIo {
-  /** Queue buffers for the peer, in order. Returns false when the peer is slow (backpressure). */
-  write(buffers: Buffer[]): boolean;
+  /**
+   * Queue buffers for the peer, in order. Returns false when the peer is slow (backpressure).
+   * `onFlushed`, when given, is called once the last buffer has been handed to the network (or
+   * could not be: the socket closed).
+   */
+  write(buffers: Buffer[], onFlushed?: () => void): boolean;
   /** Close the connection after what was written has been flushed. */
   end(): void;
   /** Close at once. */
@@ -103,6 +107,12 @@ export class IscsiConnection implements LiveSession {
   private statSN = 1;
   private expCmdSN = 0;
   private maxCmdSNAdvertised = 0;
+  /**
+   * The CmdSN window: 1 during login (only immediate login PDUs flow, and MaxCmdSN may never
+   * move backwards, so the window must not open before we know whose session it is), then the
+   * agent's queue depth (`TargetServices.queueDepthFor`) or the target's.
+   */
+  private queueDepth = 1;
   /** Non-immediate commands currently being served: they hold a slot of the CmdSN window. */
   private inFlight = 0;
   /** Commands that arrived ahead of ExpCmdSN, held until the gap fills. */
@@ -157,6 +167,13 @@ export class IscsiConnection implements LiveSession {
     this.log.info({ reason }, "terminating session");
     this.shutdown(reason);
     this.io.end();
+  }
+
+  /** LiveSession: the agent's queue depth changed (reload). See LiveSession.setQueueDepth. */
+  setQueueDepth(depth: number | undefined): void {
+    if (this.phase !== Phase.FullFeature) return;
+    const next = depth ?? this.services.tuning.queueDepth;
+    if (Number.isInteger(next) && next >= 1) this.queueDepth = next;
   }
 
   /** Ask the initiator to log out (RFC 7143 11.9.1, AsyncEvent 1), e.g. before shutdown. */
@@ -223,7 +240,7 @@ export class IscsiConnection implements LiveSession {
       // The login request carries the initial CmdSN, which the first command reuses
       // (RFC 7143 11.12.8: login requests are immediate).
       this.expCmdSN = req.cmdSN;
-      this.maxCmdSNAdvertised = snAdd(req.cmdSN, this.services.tuning.queueDepth - 1);
+      this.maxCmdSNAdvertised = snAdd(req.cmdSN, this.queueDepth - 1);
     }
     const step = this.login.step(req);
     let tsih = req.tsih;
@@ -231,6 +248,13 @@ export class IscsiConnection implements LiveSession {
       this.params = step.done.params;
       this.initiatorName = step.done.params.initiatorName;
       tsih = this.sessions.allocateTsih();
+      // The final login response opens the window (RFC 7143 4.2.2.1): the queue depth of the
+      // initiator's agent, which is how per-agent queue depth is enforced.
+      const own =
+        step.done.params.sessionType === "Normal"
+          ? this.services.queueDepthFor?.(this.initiatorName)
+          : undefined;
+      this.queueDepth = own ?? this.services.tuning.queueDepth;
     }
     const r = step.response;
     this.send(
@@ -337,7 +361,9 @@ export class IscsiConnection implements LiveSession {
 
   /**
    * CmdSN ordering (RFC 7143 4.2.2.1 and 3.2.2.1): immediate commands go at once; others are
-   * delivered in CmdSN order; a CmdSN outside [ExpCmdSN, MaxCmdSN] is silently dropped.
+   * delivered in CmdSN order; a CmdSN outside [ExpCmdSN, MaxCmdSN] is silently dropped, also
+   * CmdSN = ExpCmdSN while the window is closed (MaxCmdSN = ExpCmdSN - 1: the queue depth is
+   * used up), which is what makes the queue depth a limit and not a hint.
    */
   private orderCommand(pdu: RawPdu): void {
     const cmdSN = pdu.bhs.readUInt32BE(24);
@@ -345,7 +371,7 @@ export class IscsiConnection implements LiveSession {
       this.dispatchCommand(pdu, true);
       return;
     }
-    if (cmdSN === this.expCmdSN) {
+    if (cmdSN === this.expCmdSN && !snGreaterThan(cmdSN, this.maxCmdSNAdvertised)) {
       this.expCmdSN = snAdd(this.expCmdSN, 1);
       this.dispatchCommand(pdu, false);
       // Deliver what was waiting for this gap.
@@ -552,7 +578,16 @@ export class IscsiConnection implements LiveSession {
   /** Send a command's Data-In and status (RFC 7143 11.4, 11.7), with residuals (11.4.5). */
   private complete(task: Task, result: ScsiResult): void {
     this.forget(task);
-    if (task.aborted || this.phase !== Phase.FullFeature) return;
+    // Tell the nexus when the response has left (NexusPort.sent): the arbiter counts the time
+    // spent sending Data-In as work of the command.
+    const nexus = this.nexus;
+    const command = task.command;
+    const sent =
+      nexus?.sent !== undefined && command !== undefined ? () => nexus.sent!(command) : undefined;
+    if (task.aborted || this.phase !== Phase.FullFeature) {
+      sent?.();
+      return;
+    }
     const edtl = task.edtl;
     let residualCount = 0;
     let overflow = false;
@@ -610,6 +645,7 @@ export class IscsiConnection implements LiveSession {
             residualCount: withStatus ? residualCount : 0,
             data: data.subarray(offset, end),
           }),
+          withStatus ? sent : undefined,
         );
       }
       if (good) return;
@@ -632,6 +668,7 @@ export class IscsiConnection implements LiveSession {
         residualCount,
         data: result.sense ? senseDataSegment(result.sense) : EMPTY,
       }),
+      sent,
     );
   }
 
@@ -872,7 +909,7 @@ export class IscsiConnection implements LiveSession {
    * (flow control, RFC 7143 4.2.2.1). It never moves backwards.
    */
   private maxCmdSN(): number {
-    const proposed = snAdd(this.expCmdSN, this.services.tuning.queueDepth - 1 - this.inFlight);
+    const proposed = snAdd(this.expCmdSN, this.queueDepth - 1 - this.inFlight);
     if (snGreaterThan(proposed, this.maxCmdSNAdvertised)) this.maxCmdSNAdvertised = proposed;
     return this.maxCmdSNAdvertised;
   }
@@ -892,13 +929,17 @@ export class IscsiConnection implements LiveSession {
     );
   }
 
-  private send(pdu: OutPdu): void {
-    if (this.phase === Phase.Closed && opcodeOf(pdu.bhs) !== Opcode.LoginResponse) return;
+  /** Write a PDU; `onFlushed` once it has left (or at once when it will never be sent). */
+  private send(pdu: OutPdu, onFlushed?: () => void): void {
+    if (this.phase === Phase.Closed && opcodeOf(pdu.bhs) !== Opcode.LoginResponse) {
+      onFlushed?.();
+      return;
+    }
     const digests =
       this.phase === Phase.FullFeature && this.params
         ? { header: this.params.headerDigest, data: this.params.dataDigest }
         : NO_DIGESTS;
-    this.io.write(serializePdu(pdu, digests));
+    this.io.write(serializePdu(pdu, digests), onFlushed);
   }
 
   /** Protocol failure: log why and drop the connection (ERL 0 recovery is at session level). */

@@ -58,11 +58,17 @@ export class Portal {
     const io: ConnectionIo = {
       remoteAddress: `${socket.remoteAddress}:${socket.remotePort}`,
       localAddress: socket.localAddress ?? "",
-      write(buffers) {
+      write(buffers, onFlushed) {
         // Cork so that header, data and digests of a PDU leave in as few segments as possible.
         socket.cork();
         let ok = true;
-        for (const b of buffers) ok = socket.write(b);
+        const last = buffers.length - 1;
+        for (let i = 0; i < last; i++) ok = socket.write(buffers[i]!);
+        // The callback of the last write: called once everything before it left too, or with an
+        // error when the socket is destroyed first (Writable calls every pending callback then).
+        if (last >= 0)
+          ok = onFlushed ? socket.write(buffers[last]!, onFlushed) : socket.write(buffers[last]!);
+        else onFlushed?.();
         process.nextTick(uncork, socket);
         return ok;
       },

@@ -19,6 +19,14 @@ export interface NexusPort {
    * (optional only so that the wrappers and fakes that predate it still compile).
    */
   abortTask?(cmd: import("../scsi/types.js").ScsiCommand): void;
+  /**
+   * The response of this command (the very object given to `execute`, whose promise settled)
+   * has left: its last PDU was written to the socket, or it will never be sent (the task was
+   * aborted, the connection closed). Called at most once per command, for every command whose
+   * `execute` settled while the connection was up. The server's arbiter counts a response
+   * being sent as work in progress (src/arbiter/scheduler.ts, "Responses being sent").
+   */
+  sent?(cmd: import("../scsi/types.js").ScsiCommand): void;
   lunReset(lun: number): void;
   targetReset(): void;
   close(): void;
@@ -29,6 +37,12 @@ export interface TargetServices {
   readonly loginPolicy: LoginPolicy;
   /** Open the SCSI nexus of a new normal session. */
   openNexus(identity: NexusIdentity): NexusPort;
+  /**
+   * The CmdSN window of this initiator's sessions (its agent's `queue_depth`); undefined: the
+   * target's `tuning.queueDepth`. Asked when a normal session's login completes; a reload
+   * changes live sessions through `LiveSession.setQueueDepth`.
+   */
+  queueDepthFor?(initiatorName: string): number | undefined;
   /** Does this LUN exist for this initiator (for TMF "LUN does not exist")? */
   hasLun(initiatorName: string, lun: number): boolean;
   /**
@@ -44,7 +58,10 @@ export interface TargetServices {
 }
 
 export interface IscsiTuning {
-  /** Commands an initiator may have outstanding (the CmdSN window, RFC 7143 4.2.2.1). */
+  /**
+   * Commands a session may have outstanding (the CmdSN window, RFC 7143 4.2.2.1), unless
+   * `queueDepthFor` says otherwise for its initiator.
+   */
   readonly queueDepth: number;
   /** Seconds of silence before the target pings with a NOP-In; 0 disables keepalive. */
   readonly nopInterval: number;

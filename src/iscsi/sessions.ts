@@ -10,6 +10,12 @@ export interface LiveSession {
   readonly tsih: number;
   /** Terminate the session (its connection closes, its tasks are aborted). */
   terminate(reason: string): void;
+  /**
+   * Change the session's CmdSN window (its agent's queue depth changed on reload; undefined:
+   * the target's). A larger window opens at the next PDU the target sends; a smaller one closes
+   * as commands complete (MaxCmdSN never moves backwards, RFC 7143 4.2.2.1).
+   */
+  setQueueDepth?(depth: number | undefined): void;
 }
 
 export class SessionRegistry {
