@@ -479,14 +479,28 @@ export class SanmuxServer {
         release();
       },
       abortTask: (cmd) => nexus.abortTask(cmd),
-      lunReset: (lun) => nexus.lunReset(lun),
-      targetReset: () => nexus.targetReset(),
+      // A reset reaches the commands still waiting in the arbiter's queues too: they end
+      // without touching the volume (SAM-5: a LUN reset aborts every task of the logical unit).
+      lunReset: (lun) => {
+        this.abortQueuedFor(view.get(lun));
+        nexus.lunReset(lun);
+      },
+      targetReset: () => {
+        for (const entry of view.list()) this.abortQueuedFor(entry);
+        nexus.targetReset();
+      },
       close: () => {
         for (const release of sending.values()) release();
         sending.clear();
         nexus.close();
       },
     };
+  }
+
+  /** Abort the commands waiting in the arbiter for the volume behind `entry` (every channel). */
+  private abortQueuedFor(entry: LunEntry | undefined): void {
+    const volume = entry ? this.access.binding(entry.channel)?.volume : undefined;
+    if (volume !== undefined) this.arbiter.scheduler.abortQueued({ volume });
   }
 
   /**
