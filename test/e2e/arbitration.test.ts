@@ -14,16 +14,14 @@
  * iSCSI path and the arbiter. Rates come from iscsi-perf's per-second samples ("iops current"):
  * sample k covers the k-th second of the run.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import { buildProbe, CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
 
-const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:arbitration";
 const iqn = (agent: string) => `iqn.2026-11.test:${agent}`;
 
@@ -32,14 +30,7 @@ let probe: string;
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-e2e-arb-"));
-  probe = path.join(work, "iscsi-probe");
-  await run("gcc", [
-    "-O2",
-    "-o",
-    probe,
-    path.resolve(import.meta.dirname, "../tools/iscsi-probe.c"),
-    "-liscsi",
-  ]);
+  probe = await buildProbe(work);
 });
 
 afterAll(async () => {
