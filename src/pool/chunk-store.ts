@@ -142,6 +142,22 @@ export class ChunkStore {
     return this.domain(domain).rec.id;
   }
 
+  /**
+   * Bytes the pool's container files hold right now: sealed containers by their recorded size,
+   * open ones by their writer's end (appends included as soon as they are made). What
+   * `pool.max_size` is compared with: unlike the metadata's physical figures, it does not wait
+   * for the refcount journal.
+   */
+  containerBytes(): number {
+    let total = 0;
+    for (const rec of this.registry.containers) {
+      if (rec.state === "deleting") continue;
+      const oc = this.open.get(rec.number);
+      total += oc !== undefined ? oc.writer.size : (rec.size ?? 0);
+    }
+    return total;
+  }
+
   containerPath(rec: ContainerRecord): string {
     const device = this.registry.device(rec.device);
     if (device === undefined) throw new Error(`container ${rec.id}: device ${rec.device} unknown`);

@@ -687,7 +687,11 @@ export class Pool {
       if (d.online) freeBytes += Math.max(0, d.freeBytes - d.reserveBytes);
     }
     if (this.maxBytes !== undefined) {
-      freeBytes = Math.max(0, Math.min(freeBytes, this.maxBytes - usedBytes));
+      // The cap is on what the container files hold now, appends not yet in the journal's
+      // figures included: a burst of writes cannot run past it.
+      const onDisk = Math.max(usedBytes, this.chunks.containerBytes());
+      freeBytes = Math.max(0, Math.min(freeBytes, this.maxBytes - onDisk));
+      return { usedBytes: onDisk, freeBytes, totalBytes: onDisk + freeBytes };
     }
     return { usedBytes, freeBytes, totalBytes: usedBytes + freeBytes };
   }
