@@ -278,9 +278,16 @@ export class SanmuxServer {
    * a reload that adds or removes a mapping reaches sessions already logged in.
    */
   private lunView(initiatorName: string): LunView {
+    // Resolved once per config in force (a reload swaps the config object), not per command.
+    let resolvedFor: SanmuxConfig | undefined;
+    let resolved: readonly ChannelBinding[] = [];
     const bindings = () => {
-      const agent = this.access.agentForInitiator(initiatorName);
-      return agent ? this.access.bindingsFor(agent.name) : [];
+      if (resolvedFor !== this.access.config) {
+        resolvedFor = this.access.config;
+        const agent = this.access.agentForInitiator(initiatorName);
+        resolved = agent ? this.access.bindingsFor(agent.name) : [];
+      }
+      return resolved;
     };
     return {
       list: () => {
