@@ -3,11 +3,13 @@
  * (Pool.setAllocationGuard → CapacityRules.admit). An agent with a 1 MiB limit writes 1 MiB;
  * a write into a hole beyond it fails with DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT
  * (07h/27h/07h) and stores nothing; overwrites of what it holds still succeed; after an unmap
- * (qemu-io discard) the space can be written again.
+ * (qemu-io discard) the space can be written again. Reservations are shown twice: in a pool capped
+ * by pool.max_size, and in a pool on a real 64 MiB tmpfs (its free space from statfs) where the
+ * unreserved agent is stopped with 27h/07h before the file system runs out.
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -149,5 +151,87 @@ pool: { max_size: 24MiB }
       120_000,
     );
     expect(r.code, r.stderr).toBe(0);
+  }, 180_000);
+});
+
+describe("a reservation on a size-limited file system (tmpfs)", () => {
+  // The same rule with no pool.max_size: the data directory is a 64 MiB tmpfs, so the pool's
+  // size is what statfs says is free (minus the device reserve, 16 MiB at this size; the
+  // metadata store lives there too). Agent r holds 16 MiB in reserve; unlimited agent w tries to
+  // write 48 MiB and must stop with 27h/07h before r's reservation, and the file system must
+  // never run out of space (ENOSPC would be a write fault, not the thin-provisioning sense).
+  const TMPFS_CONFIG = `target: ${TARGET}
+agents:
+  - { name: r, initiators: [iqn.2026-11.test:r], capacity: { reserved: 16MiB } }
+  - { name: w, initiators: [iqn.2026-11.test:w] }
+volumes:
+  - { name: vr, size: 64MiB, block_size: 4096 }
+  - { name: vw, size: 64MiB, block_size: 4096 }
+mappings:
+  - { agent: r, lun: 0, volume: vr }
+  - { agent: w, lun: 0, volume: vw }
+`;
+  let mountPoint = "";
+  let mounted = false;
+  let small: RunningSanmux | undefined;
+  const opts = (agent: string) =>
+    `driver=iscsi,transport=tcp,portal=127.0.0.1:${small?.port},target=${TARGET},lun=0,` +
+    `initiator-name=iqn.2026-11.test:${agent}`;
+
+  beforeAll(async () => {
+    mountPoint = await mkdtemp(path.join(os.tmpdir(), "sanmux-tmpfs-"));
+    // Mounting needs root (CI runs as root); elsewhere the test reports itself skipped.
+    const m = await tool("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", mountPoint]);
+    mounted = m.code === 0;
+    if (mounted) small = await startSanmux({ config: TMPFS_CONFIG, dataDir: mountPoint });
+  }, 60_000);
+  afterAll(async () => {
+    if (small !== undefined) expect(await small.stop()).toBe(0);
+    if (mounted) await tool("umount", [mountPoint]);
+    await rm(mountPoint, { recursive: true, force: true });
+  });
+
+  it("stops the unreserved agent before the reservation, with room left on the device", async (ctx) => {
+    if (!mounted) ctx.skip();
+    const image = path.join(work, "random48.img");
+    await writeFile(image, randomBytes(48 * 1024 * 1024));
+    const w = await tool(
+      "qemu-img",
+      ["convert", "-n", "-f", "raw", "--target-image-opts", image, opts("w")],
+      120_000,
+    );
+    expect(w.code).not.toBe(0);
+    // qemu-img names the sense: DATA PROTECTION with ASC/ASCQ 27h/07h.
+    expect(w.stderr).toMatch(/DATA PROTECTION.*0x2707/);
+    const { stdout } = await run(process.execPath, [CLI, "status", "--data", mountPoint, "--json"]);
+    const status = JSON.parse(stdout) as {
+      pool: { volumes: Array<{ name: string; logicalBytes: number }> };
+    };
+    const vw = status.pool.volumes.find((v) => v.name === "vw");
+    // 64 MiB − 16 MiB device reserve − 16 MiB reservation − the metadata store ≈ 30 MiB.
+    expect(vw?.logicalBytes ?? 0).toBeGreaterThan(16 * 1024 * 1024);
+    expect(vw?.logicalBytes ?? 0).toBeLessThan(33 * 1024 * 1024);
+    // The refusals were the thin-provisioning sense, logged as such; never a write fault.
+    const logs = JSON.stringify(small?.logs ?? []);
+    expect(logs).not.toMatch(/ENOSPC|WriteFault/);
+
+    // r writes 12 MiB of new data into its reservation, and reads it back.
+    const slice = `json:{"driver":"raw","offset":0,"size":12582912,"file":{"driver":"file","filename":"${image}"}}`;
+    const r = await tool(
+      "qemu-img",
+      ["convert", "-n", "-f", "raw", "--target-image-opts", slice, opts("r")],
+      120_000,
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const back = path.join(work, "r-back.img");
+    const read = await tool(
+      "qemu-img",
+      ["convert", "--image-opts", opts("r"), "-O", "raw", back],
+      120_000,
+    );
+    expect(read.code, read.stderr).toBe(0);
+    const written = (await readFile(image)).subarray(0, 12 * 1024 * 1024);
+    const got = (await readFile(back)).subarray(0, 12 * 1024 * 1024);
+    expect(got.equals(written)).toBe(true);
   }, 180_000);
 });
