@@ -347,29 +347,40 @@ const chapSecretSchema = z.string().superRefine((value, ctx) => {
   }
 });
 
-const sizeSchema = z.unknown().transform((value, ctx): number => {
-  if (typeof value === "number") {
-    if (Number.isSafeInteger(value) && value > 0) return value;
-    ctx.addIssue({ code: "custom", message: `${value} is not a positive whole number of bytes` });
-    return z.NEVER;
-  }
-  if (typeof value === "string") {
-    try {
-      const bytes = parseSize(value);
-      if (bytes > 0) return bytes;
-      ctx.addIssue({ code: "custom", message: `"${value}" is not positive` });
-    } catch (error) {
-      ctx.addIssue({ code: "custom", message: (error as Error).message });
+/**
+ * A positive byte count, as a number or as a string parseSize understands. Rates (bytes per
+ * second) also take a trailing "/s" ("20MB/s") and fractional numbers; sizes are whole bytes.
+ */
+function byteCountSchema(kind: "size" | "rate") {
+  const rate = kind === "rate";
+  return z.unknown().transform((value, ctx): number => {
+    if (typeof value === "number") {
+      const ok = rate ? Number.isFinite(value) : Number.isSafeInteger(value);
+      if (ok && value > 0) return value;
+      const what = rate ? "number of bytes per second" : "whole number of bytes";
+      ctx.addIssue({ code: "custom", message: `${value} is not a positive ${what}` });
+      return z.NEVER;
     }
+    if (typeof value === "string") {
+      try {
+        const bytes = parseSize(rate ? value.replace(/\s*\/\s*s$/i, "") : value);
+        if (bytes > 0) return bytes;
+        ctx.addIssue({ code: "custom", message: `"${value}" is not positive` });
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+      }
+      return z.NEVER;
+    }
+    const expected = rate ? "a rate like 20MB (bytes per second)" : "a size like 10GiB";
+    ctx.addIssue({
+      code: "custom",
+      message: value === undefined ? "required" : `expected ${expected}, got ${describe(value)}`,
+    });
     return z.NEVER;
-  }
-  ctx.addIssue({
-    code: "custom",
-    message:
-      value === undefined ? "required" : `expected a size like 10GiB, got ${describe(value)}`,
   });
-  return z.NEVER;
-});
+}
+
+const sizeSchema = byteCountSchema("size");
 
 /** A byte count that may be 0 (a reservation). */
 const sizeOrZeroSchema = z.unknown().transform((value, ctx): number => {
@@ -381,31 +392,7 @@ const sizeOrZeroSchema = z.unknown().transform((value, ctx): number => {
 });
 
 /** Bytes per second: a size ("20MB", "20MiB", "20MB/s") or a plain number of bytes. */
-const rateSchema = z.unknown().transform((value, ctx): number => {
-  if (typeof value === "number") {
-    if (Number.isFinite(value) && value > 0) return value;
-    ctx.addIssue({
-      code: "custom",
-      message: `${value} is not a positive number of bytes per second`,
-    });
-    return z.NEVER;
-  }
-  if (typeof value === "string") {
-    try {
-      const bytes = parseSize(value.replace(/\s*\/\s*s$/i, ""));
-      if (bytes > 0) return bytes;
-      ctx.addIssue({ code: "custom", message: `"${value}" is not positive` });
-    } catch (error) {
-      ctx.addIssue({ code: "custom", message: (error as Error).message });
-    }
-    return z.NEVER;
-  }
-  ctx.addIssue({
-    code: "custom",
-    message: `expected a rate like 20MB (bytes per second), got ${describe(value)}`,
-  });
-  return z.NEVER;
-});
+const rateSchema = byteCountSchema("rate");
 
 /** Commands per second: a positive number. */
 const iopsSchema = z.unknown().transform((value, ctx): number => {
