@@ -3,6 +3,7 @@
  * filters over volumes → SCSI target → iSCSI portal. Nothing below this file knows about the
  * others beyond its own contracts.
  */
+
 import type { KeyObject } from "node:crypto";
 import { existsSync } from "node:fs";
 import os from "node:os";
@@ -26,6 +27,7 @@ import { Pool, PoolVolume } from "../pool/pool.js";
 import { ScsiTarget } from "../scsi/target.js";
 import type { LunEntry, LunView, NexusIdentity, ScsiCommand } from "../scsi/types.js";
 import type { Volume } from "../volume/volume.js";
+import { type AgentUsage, usageByAgent } from "./agent-usage.js";
 import { ControlApi } from "./control-api.js";
 import { type DataDirLock, lockDataDir } from "./data-lock.js";
 import { FileReservationStore } from "./pr-store.js";
@@ -628,10 +630,17 @@ export class SanmuxServer {
         target: this.options.config.target,
         uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       },
-      ...(this.pool ? { pool: this.pool.usage() } : {}),
+      ...(this.pool ? { pool: this.poolUsage(this.pool) } : {}),
       arbiter: this.arbiter.statusJson(),
       channels: this.channelReport(),
     };
+  }
+
+  /** The pool's figures, plus the same figures per agent (agent-usage.ts). */
+  private poolUsage(pool: Pool): ReturnType<Pool["usage"]> & { agents: AgentUsage[] } {
+    const usage = pool.usage();
+    const agents = this.access.allAgents().map((a) => a.name);
+    return { ...usage, agents: usageByAgent(usage, agents, this.access.allBindings()) };
   }
 
   async stop(): Promise<void> {

@@ -130,11 +130,19 @@ pool: { max_size: 24MiB }
       "--json",
     ]);
     const status = JSON.parse(stdout) as {
-      pool: { volumes: Array<{ name: string; logicalBytes: number }> };
+      pool: {
+        volumes: Array<{ name: string; logicalBytes: number }>;
+        agents: Array<{ agent: string; logicalBytes: number; volumes: Array<{ name: string }> }>;
+      };
     };
     const vw = status.pool.volumes.find((v) => v.name === "vw");
     expect(vw?.logicalBytes ?? 0).toBeGreaterThan(4 * 1024 * 1024);
     expect(vw?.logicalBytes ?? 0).toBeLessThan(16 * 1024 * 1024);
+    // Accounting per agent: w's figures are those of its one volume; r has written nothing yet.
+    const agentW = status.pool.agents.find((a) => a.agent === "w");
+    expect(agentW?.volumes.map((v) => v.name)).toEqual(["vw"]);
+    expect(agentW?.logicalBytes).toBe(vw?.logicalBytes);
+    expect(status.pool.agents.find((a) => a.agent === "r")?.logicalBytes).toBe(0);
 
     // r writes 8 MiB of new data into its reservation.
     const r = await tool(
