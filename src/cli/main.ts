@@ -1,8 +1,4 @@
 #!/usr/bin/env node
-/**
- * The `sanmux` command. `serve` runs the target in the foreground; the other subcommands work on
- * a data directory or a config file.
- */
 import type { KeyObject } from "node:crypto";
 import { existsSync, watch } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -12,6 +8,11 @@ import { pino } from "pino";
 import { ConfigError, DEMO_CONFIG_YAML, loadConfig } from "../access/config.js";
 import { callControl } from "../control/control-api.js";
 import { lockDataDir } from "../control/data-lock.js";
+/**
+ * The `sanmux` command. `serve` runs the target in the foreground; the other subcommands work on
+ * a data directory or a config file.
+ */
+import type { ServerEvent } from "../control/events.js";
 import { poolDir, SanmuxServer } from "../control/server.js";
 import {
   createKeyFile,
@@ -254,6 +255,30 @@ program
     }
     const usage = await withStoppedPool(dataDir, opts.keyFile, async (pool) => pool.usage());
     print({ server: null, pool: usage }, opts.json === true);
+  });
+
+program
+  .command("events")
+  .description("what the running server has to report: soft thresholds, reloads, damage, GC")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--since <id>", "only events after this id", "0")
+  .option("--json", "print JSON")
+  .action(async (opts: { data: string; since: string; json?: boolean }) => {
+    const since = Number.parseInt(opts.since, 10) || 0;
+    const events = await callControl(path.resolve(opts.data), "GET", `/v1/events?since=${since}`);
+    if (events === undefined) {
+      // Events live in the server's memory: a stopped server has none to tell.
+      console.error(`sanmux events: no server is running on ${opts.data}`);
+      process.exitCode = 1;
+      return;
+    }
+    if (opts.json === true) {
+      console.log(JSON.stringify(events, null, 2));
+      return;
+    }
+    for (const e of events as ServerEvent[]) {
+      console.log(`${e.id}\t${e.time}\t${e.severity}\t${e.kind}\t${e.message}`);
+    }
   });
 
 const pool = program.command("pool").description("pool maintenance: scrub, check, gc, devices");

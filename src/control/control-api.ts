@@ -1,7 +1,7 @@
 /**
  * The control socket: a small HTTP/JSON API on a Unix socket in the data directory
  * (DATA/sanmux.sock, mode 0600), through which the `sanmux` command talks to a running server
- * (`sanmux status`, `sanmux pool scrub|check|gc|add-device`, `sanmux snapshot ...`). File permissions are the access
+ * (`sanmux status`, `sanmux events`, `sanmux pool scrub|check|gc|add-device`, `sanmux snapshot ...`). File permissions are the access
  * control: only the user running sanmux (root) can connect. The REST API for remote management
  * will sit beside it on TCP with a token.
  */
@@ -17,6 +17,8 @@ export const CONTROL_SOCKET = "sanmux.sock";
 /** What the control API serves; the server implements it. */
 export interface ControlHandlers {
   status(): Promise<unknown>;
+  /** Events with an id above `since` (events.ts). */
+  events(since: number): Promise<unknown>;
   reload(): Promise<unknown>;
   scrub(): Promise<unknown>;
   check(): Promise<unknown>;
@@ -46,6 +48,9 @@ export class ControlApi {
     const socketPath = controlSocketPath(dataDir);
     const app = Fastify({ logger: false });
     app.get("/v1/status", () => handlers.status());
+    app.get<{ Querystring: { since?: string } }>("/v1/events", (req) =>
+      handlers.events(Number.parseInt(req.query.since ?? "0", 10) || 0),
+    );
     app.post("/v1/reload", () => handlers.reload());
     app.post("/v1/pool/scrub", () => handlers.scrub());
     app.post("/v1/pool/check", () => handlers.check());

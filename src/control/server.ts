@@ -30,6 +30,7 @@ import type { Volume } from "../volume/volume.js";
 import { type AgentUsage, usageByAgent } from "./agent-usage.js";
 import { ControlApi } from "./control-api.js";
 import { type DataDirLock, lockDataDir } from "./data-lock.js";
+import { EventLog } from "./events.js";
 import { FileReservationStore } from "./pr-store.js";
 import { openConfiguredVolume } from "./volumes.js";
 
@@ -94,6 +95,8 @@ export class SanmuxServer {
   private lock: DataDirLock | undefined;
   private control: ControlApi | undefined;
   private readonly startedAt = Date.now();
+  /** What `sanmux events` shows (events.ts). */
+  readonly events = new EventLog();
   private metricsServer: MetricsServer | undefined;
   private arbiter!: Arbiter;
   /** LUN entries by channel; views read through it, so a reload reaches live sessions. */
@@ -205,10 +208,11 @@ export class SanmuxServer {
       dataDir,
       {
         status: async () => this.status(),
+        events: async (since) => this.events.list(since),
         reload: async () => this.reload(),
-        scrub: async () => this.requirePool().scrub(),
+        scrub: async () => this.scrubPool(),
         check: async () => this.requirePool().check(),
-        gc: async () => this.requirePool().gc(),
+        gc: async () => this.gcPool(),
         addDevice: async (dir) => {
           await this.requirePool().addDevice(dir);
           return this.requirePool().usage();
@@ -347,12 +351,12 @@ export class SanmuxServer {
           }
         : {}),
       onThreshold: (event) => {
-        logger.warn(
-          { ...event },
+        const message =
           event.scope === "agent"
             ? `agent ${event.agent} crossed its soft capacity threshold`
-            : "the pool crossed its soft capacity threshold",
-        );
+            : "the pool crossed its soft capacity threshold";
+        logger.warn({ ...event }, message);
+        this.events.record("capacity.soft-threshold", "warning", message, { ...event });
         const initiators =
           event.scope === "agent"
             ? new Set(
@@ -488,6 +492,8 @@ export class SanmuxServer {
         release();
       },
       abortTask: (cmd) => nexus.abortTask(cmd),
+      // A write's turn in the arbiter, taken before its data is solicited (R2T).
+      admitWrite: (lun, bytes, signal) => nexus.admitWrite(lun, bytes, signal),
       // A reset reaches the commands still waiting in the arbiter's queues too: they end
       // without touching the volume (SAM-5: a LUN reset aborts every task of the logical unit).
       lunReset: (lun) => {
@@ -521,7 +527,13 @@ export class SanmuxServer {
    */
   reload(): Promise<ReloadReport> {
     const run = this.reloading.then(() => this.doReload());
-    this.reloading = run.catch(() => undefined);
+    this.reloading = run.catch((error: unknown) => {
+      this.events.record(
+        "config.rejected",
+        "error",
+        `configuration not reloaded: ${(error as Error).message}`,
+      );
+    });
     return run;
   }
 
@@ -602,6 +614,7 @@ export class SanmuxServer {
       sessionsEnded,
     };
     logger.info({ config: configPath, ...report }, "configuration reloaded");
+    this.events.record("config.reloaded", "info", "configuration reloaded", { ...report });
     return report;
   }
 
@@ -614,6 +627,26 @@ export class SanmuxServer {
       volume: b.volume,
       ...this.access.countersFor(b.channel),
     }));
+  }
+
+  /** Scrub through the API; damage found is an event (and a log line, from the pool). */
+  private async scrubPool(): Promise<Awaited<ReturnType<Pool["scrub"]>>> {
+    const report = await this.requirePool().scrub();
+    if (report.damaged.length > 0 || report.missing.length > 0) {
+      this.events.record(
+        "pool.damage",
+        "error",
+        `scrub found ${report.damaged.length} damaged record(s) and ${report.missing.length} missing container(s)`,
+        { damaged: report.damaged.length, missing: report.missing.length },
+      );
+    }
+    return report;
+  }
+
+  private async gcPool(): Promise<Awaited<ReturnType<Pool["gc"]>>> {
+    const report = await this.requirePool().gc();
+    this.events.record("pool.gc", "info", "garbage collection pass done", { ...report });
+    return report;
   }
 
   private requirePool(): Pool {

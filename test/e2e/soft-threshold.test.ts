@@ -3,14 +3,17 @@
  * agent with a 4 MiB limit and a 50% soft threshold writes 3 MiB: a session that was logged in
  * gets the unit attention once (the next TEST UNIT READY is GOOD); writing more while still
  * above raises nothing new; after an UNMAP brings it below the threshold, crossing it again
- * raises it again.
+ * raises it again. Each crossing is also an event (`sanmux events`).
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildProbe, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import { buildProbe, CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+
+const run = promisify(execFile);
 
 const TARGET = "iqn.2026-11.io.sanmux:threshold-e2e";
 const INITIATOR = "iqn.2026-11.test:t";
@@ -99,5 +102,18 @@ describe("the capacity soft threshold", () => {
     await qemuIo("write -P 0x25 0 1M");
     await settle();
     expect(await again()).toEqual(["tur1 CHECK_CONDITION/06/38/07", "tur2 GOOD"]);
+
+    // Each crossing is also an event of the server (`sanmux events`), naming the agent.
+    const { stdout } = await run(process.execPath, [
+      CLI,
+      "events",
+      "--data",
+      server.dataDir,
+      "--json",
+    ]);
+    const crossings = (
+      JSON.parse(stdout) as Array<{ kind: string; details?: { agent?: string } }>
+    ).filter((e) => e.kind === "capacity.soft-threshold");
+    expect(crossings.map((e) => e.details?.agent)).toEqual(["t", "t"]);
   }, 120_000);
 });
