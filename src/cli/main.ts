@@ -445,6 +445,26 @@ snapshotCommand(
     print(report, opts.json === true);
   });
 
+program
+  .command("volume")
+  .description("pool volumes (create and grow them in the config)")
+  .command("delete")
+  .description(
+    "delete a pool volume and release its space (refused while the running config declares it, or while it has snapshots)",
+  )
+  .argument("<name>", "pool volume")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--key-file <file>", `${KEY_FILE_HELP} (only when no server runs)`)
+  .option("--json", "print JSON")
+  .action(async (name: string, opts: SnapshotOpts) => {
+    const route = `/v1/volumes/${encodeURIComponent(name)}`;
+    const report = await viaServerOrPool(opts, "DELETE", route, undefined, async (p) => {
+      await p.deleteVolume(name);
+      return { deleted: name };
+    });
+    print(report, opts.json === true);
+  });
+
 /**
  * Whether a report says something is wrong: a non-empty array (or positive count) under `key`,
  * or, with `expectTrue`, `key` not being true.

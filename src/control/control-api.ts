@@ -27,6 +27,7 @@ export interface ControlHandlers {
   createSnapshot(volume: string, name: string): Promise<unknown>;
   listSnapshots(volume: string | undefined): Promise<unknown>;
   deleteSnapshot(volume: string, name: string): Promise<unknown>;
+  deleteVolume(name: string): Promise<unknown>;
   cloneSnapshot(volume: string, name: string, newVolume: string): Promise<unknown>;
 }
 
@@ -76,6 +77,9 @@ export class ControlApi {
     );
     app.get<{ Querystring: { volume?: string } }>("/v1/snapshots", (req) =>
       handlers.listSnapshots(req.query.volume),
+    );
+    app.delete<{ Params: { name: string } }>("/v1/volumes/:name", (req) =>
+      handlers.deleteVolume(req.params.name),
     );
     app.delete<{ Params: { volume: string; name: string } }>("/v1/snapshots/:volume/:name", (req) =>
       handlers.deleteSnapshot(req.params.volume, req.params.name),

@@ -220,6 +220,7 @@ export class SanmuxServer {
         createSnapshot: async (volume, name) => this.requirePool().createSnapshot(volume, name),
         listSnapshots: async (volume) => this.requirePool().listSnapshots(volume),
         deleteSnapshot: async (volume, name) => this.deleteSnapshot(volume, name),
+        deleteVolume: async (name) => this.deleteVolume(name),
         cloneSnapshot: async (volume, name, newVolume) => {
           const clone = await this.requirePool().cloneSnapshot(volume, name, newVolume);
           return { volume: clone.name, sizeBytes: clone.sizeBytes, blockSize: clone.blockSize };
@@ -419,6 +420,26 @@ export class SanmuxServer {
     await this.requirePool().deleteSnapshot(volume, name);
     this.volumes.delete(key);
     return { deleted: key };
+  }
+
+  /**
+   * Delete a pool volume online: refused while the running config declares it (remove it and
+   * its mappings, reload, then delete: the config is the desired state, and a volume still in
+   * it would be created again empty at the next reload). Its space comes back at the next GC.
+   */
+  private async deleteVolume(name: string): Promise<{ deleted: string }> {
+    if (this.access.config.volumes.some((v) => v.name === name)) {
+      throw new Error(
+        `volume "${name}" is in the running config: remove it (and its mappings) from the ` +
+          "config and reload first",
+      );
+    }
+    const open = this.volumes.get(name);
+    await this.requirePool().deleteVolume(name);
+    this.volumes.delete(name);
+    await open?.close().catch(() => undefined);
+    this.events.record("pool.volume-deleted", "info", `volume ${name} deleted`, { volume: name });
+    return { deleted: name };
   }
 
   /**
