@@ -14,7 +14,14 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildProbe, CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import {
+  buildProbe,
+  CLI,
+  iscsiImageOpts,
+  type RunningSanmux,
+  startSanmux,
+  tool,
+} from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:capacity-e2e";
@@ -32,9 +39,7 @@ let server: RunningSanmux;
 let work: string;
 let probe: string;
 
-const qemuOpts = () =>
-  `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=0,` +
-  `initiator-name=${INITIATOR}`;
+const qemuOpts = () => iscsiImageOpts(server.port, TARGET, 0, INITIATOR);
 
 async function qemuIo(command: string) {
   return tool("qemu-io", ["--image-opts", "-c", command, qemuOpts()], 60_000);
@@ -101,8 +106,7 @@ pool: { max_size: 24MiB }
 `;
   let small: RunningSanmux;
   const opts = (agent: string) =>
-    `driver=iscsi,transport=tcp,portal=127.0.0.1:${small.port},target=${TARGET},lun=0,` +
-    `initiator-name=iqn.2026-11.test:${agent}`;
+    iscsiImageOpts(small.port, TARGET, 0, `iqn.2026-11.test:${agent}`);
 
   beforeAll(async () => {
     small = await startSanmux({ config: RESERVED_CONFIG });
@@ -183,8 +187,7 @@ mappings:
   let mounted = false;
   let small: RunningSanmux | undefined;
   const opts = (agent: string) =>
-    `driver=iscsi,transport=tcp,portal=127.0.0.1:${small?.port},target=${TARGET},lun=0,` +
-    `initiator-name=iqn.2026-11.test:${agent}`;
+    iscsiImageOpts(small?.port ?? 0, TARGET, 0, `iqn.2026-11.test:${agent}`);
 
   beforeAll(async () => {
     mountPoint = await mkdtemp(path.join(os.tmpdir(), "sanmux-tmpfs-"));

@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { CLI, startSanmux, tool } from "../helpers/sanmux.js";
+import { CLI, iscsiImageOpts, startSanmux, tool } from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const dirs: string[] = [];
@@ -191,7 +191,7 @@ describe("many sessions", () => {
             `write -P ${pattern} 0 8M`,
             "-c",
             `read -P ${pattern} 0 8M`,
-            `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=iqn.2026-11.io.sanmux:many,lun=${i},initiator-name=iqn.2026-11.test:${a}`,
+            iscsiImageOpts(server.port, "iqn.2026-11.io.sanmux:many", i, `iqn.2026-11.test:${a}`),
           ]);
         }),
       );

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   buildProbe,
   CLI,
+  iscsiImageOpts,
   type RunningSanmux,
   startSanmux,
   TEST_MASTER_KEY,
@@ -41,7 +42,7 @@ let server: RunningSanmux | undefined;
 const data = randomBytes(1024 * 1024);
 
 function qemuOpts(port: number): string {
-  return `driver=iscsi,transport=tcp,portal=127.0.0.1:${port},target=${TARGET},lun=0,initiator-name=${INITIATOR}`;
+  return iscsiImageOpts(port, TARGET, 0, INITIATOR);
 }
 
 /** READ(10) of one block through libiscsi: "status=GOOD" and hex, or the sense. */

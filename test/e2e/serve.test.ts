@@ -3,7 +3,13 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildProbe, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import {
+  buildProbe,
+  iscsiImageOpts,
+  type RunningSanmux,
+  startSanmux,
+  tool,
+} from "../helpers/sanmux.js";
 
 const TARGET = "iqn.2026-11.io.sanmux:e2e";
 const ALPHA = "iqn.2026-11.test:alpha";
@@ -49,10 +55,7 @@ let probe: string;
 
 /** qemu's iscsi driver options for one LUN as one agent. */
 function qemuOpts(initiator: string, lun: number, extra = ""): string {
-  return (
-    `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=${lun},` +
-    `initiator-name=${initiator}${extra}`
-  );
+  return iscsiImageOpts(server.port, TARGET, lun, `${initiator}${extra}`);
 }
 /** qemu-io with a CHAP secret passed as a qemu secret object. */
 function qemuIo(

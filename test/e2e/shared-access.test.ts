@@ -13,7 +13,14 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildProbe, CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import {
+  buildProbe,
+  CLI,
+  iscsiImageOpts,
+  type RunningSanmux,
+  startSanmux,
+  tool,
+} from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:shared-e2e";
@@ -50,8 +57,7 @@ let work: string;
 let probe: string;
 
 const lunOpts = (agent: string, lun: number) =>
-  `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=${lun},` +
-  `initiator-name=${INITIATOR(agent)}`;
+  iscsiImageOpts(server.port, TARGET, lun, INITIATOR(agent));
 
 /** One iscsi-probe command as `agent` on `lun`; its output lines. */
 async function probeAs(agent: string, lun: number, ...args: string[]): Promise<string> {

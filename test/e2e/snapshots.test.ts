@@ -21,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   buildProbe,
   CLI,
+  iscsiImageOpts,
   type RunningSanmux,
   startSanmux,
   TEST_MASTER_KEY,
@@ -64,10 +65,7 @@ let work: string;
 let probe: string;
 
 function qemuOpts(agent: string, lun: number): string {
-  return (
-    `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=${lun},` +
-    `initiator-name=${INITIATOR(agent)}`
-  );
+  return iscsiImageOpts(server.port, TARGET, lun, INITIATOR(agent));
 }
 
 async function qemuIo(agent: string, lun: number, command: string, readOnly = false) {

@@ -5,13 +5,21 @@
  * above raises nothing new; after an UNMAP brings it below the threshold, crossing it again
  * raises it again. Each crossing is also an event (`sanmux events`).
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildProbe, CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import {
+  buildProbe,
+  CLI,
+  iscsiImageOpts,
+  loggedInSession,
+  type RunningSanmux,
+  startSanmux,
+  tool,
+} from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 
@@ -35,32 +43,14 @@ async function qemuIo(command: string): Promise<void> {
     "--image-opts",
     "-c",
     command,
-    `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=0,initiator-name=${INITIATOR}`,
+    iscsiImageOpts(server.port, TARGET, 0, INITIATOR),
   ]);
   expect(r.code, r.stderr + r.stdout).toBe(0);
   expect(r.stdout).not.toMatch(/error/i);
 }
 
-/** A session logged in now that, when told, sends two TEST UNIT READY and returns their outcomes. */
-async function session(): Promise<() => Promise<string[]>> {
-  const child: ChildProcess = spawn(probe, ["-i", INITIATOR, server.url(0), "wait-tur"], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let out = "";
-  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (out.startsWith("ready\n")) resolve();
-    });
-    void exited.then((code) => reject(new Error(`iscsi-probe exited with ${code}`)));
-  });
-  return async () => {
-    child.stdin?.end("go\n");
-    expect(await exited).toBe(0);
-    return out.trim().split("\n").slice(1);
-  };
-}
+/** A session logged in now: call the result to send two TEST UNIT READY (loggedInSession). */
+const session = () => loggedInSession(probe, INITIATOR, server.url(0));
 
 /** The server checks thresholds 300 ms after allocating writes: give it time. */
 const settle = () => new Promise((r) => setTimeout(r, 1000));

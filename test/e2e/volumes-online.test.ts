@@ -6,14 +6,22 @@
  * still in the config cannot be deleted; once out of it, `sanmux volume delete` removes it and
  * a GC pass gives its space back.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildProbe, CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import {
+  buildProbe,
+  CLI,
+  iscsiImageOpts,
+  loggedInSession,
+  type RunningSanmux,
+  startSanmux,
+  tool,
+} from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:volumes-e2e";
@@ -36,9 +44,7 @@ let work: string;
 let probe: string;
 let configPath: string;
 
-const lunOpts = (lun: number) =>
-  `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=${lun},` +
-  `initiator-name=${INITIATOR}`;
+const lunOpts = (lun: number) => iscsiImageOpts(server.port, TARGET, lun, INITIATOR);
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return tool(process.execPath, [CLI, ...args, "--data", server.dataDir], 120_000);
@@ -66,26 +72,8 @@ async function status() {
   };
 }
 
-/** A session logged in now that, when told, sends two TEST UNIT READY and returns their outcomes. */
-async function session(): Promise<() => Promise<string[]>> {
-  const child: ChildProcess = spawn(probe, ["-i", INITIATOR, server.url(0), "wait-tur"], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let out = "";
-  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (out.startsWith("ready\n")) resolve();
-    });
-    void exited.then((code) => reject(new Error(`iscsi-probe exited with ${code}`)));
-  });
-  return async () => {
-    child.stdin?.end("go\n");
-    expect(await exited).toBe(0);
-    return out.trim().split("\n").slice(1);
-  };
-}
+/** A session logged in now: call the result to send two TEST UNIT READY (loggedInSession). */
+const session = () => loggedInSession(probe, INITIATOR, server.url(0));
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-volumes-e2e-"));

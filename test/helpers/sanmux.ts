@@ -160,3 +160,42 @@ export async function tool(
     };
   }
 }
+
+/**
+ * A session of `initiator` logged in now (iscsi-probe's wait-tur: the unit attentions of the
+ * login are consumed) that, when the returned function is called, sends TEST UNIT READY twice
+ * and returns the two outcomes, e.g. ["tur1 CHECK_CONDITION/06/38/07", "tur2 GOOD"]. For unit
+ * attentions raised while a session is logged in.
+ */
+export async function loggedInSession(
+  probe: string,
+  initiator: string,
+  url: string,
+): Promise<() => Promise<string[]>> {
+  const child: ChildProcess = spawn(probe, ["-i", initiator, url, "wait-tur"], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let out = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (out.startsWith("ready\n")) resolve();
+    });
+    void exited.then((code) => reject(new Error(`iscsi-probe exited with ${code}`)));
+  });
+  return async () => {
+    child.stdin?.end("go\n");
+    const code = await exited;
+    if (code !== 0) throw new Error(`iscsi-probe wait-tur exited with ${code}: ${out}`);
+    return out.trim().split("\n").slice(1);
+  };
+}
+
+/** qemu's --image-opts string for LUN `lun` of `target` on a loopback portal. */
+export function iscsiImageOpts(port: number, target: string, lun: number, initiator: string) {
+  return (
+    `driver=iscsi,transport=tcp,portal=127.0.0.1:${port},target=${target},lun=${lun},` +
+    `initiator-name=${initiator}`
+  );
+}

@@ -26,6 +26,20 @@
  *                                  consumed), waits for a line on stdin, then sends TEST UNIT
  *                                  READY twice to URL's LUN, printing "tur1 OUTCOME" and
  *                                  "tur2 OUTCOME"
+ *   iscsi-probe [-i INITIATOR] URL abort-queued N K M
+ *                                  queues N READ(10)s of one block (LBA 0..N-1) at once, waits
+ *                                  until all were sent and the first has completed (so that the
+ *                                  target holds the others), then sends ABORT TASK (with the
+ *                                  task's ITT and CmdSN) for the K-th (1-based; K > 1) and waits
+ *                                  for every other READ and the TMF
+ *                                  response, then 1 s more; then queues M more READs at once and
+ *                                  waits for them. Prints, times in ms since the first batch was
+ *                                  queued (the second batch: since it was queued):
+ *                                    "tmf RESPONSE MS"          TMF response code (0: complete)
+ *                                    "task I OUTCOME MS"        each READ of the first batch
+ *                                    "aborted K none"           no status came for the K-th,
+ *                                                               or "aborted K OUTCOME MS"
+ *                                    "after I OUTCOME MS"       each READ of the second batch
  * where OUTCOME is GOOD, CHECK_CONDITION/key/asc/ascq in hex (e.g. CHECK_CONDITION/05/25/00)
  * or the status in hex.
  *
@@ -39,9 +53,11 @@
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define USAGE                                                                               \
@@ -49,7 +65,7 @@
   "       %s [-i INITIATOR] URL prout-register KEY [aptpl] | prout-reserve KEY TYPE |\n"   \
   "                              prout-release KEY TYPE | prout-clear KEY |\n"            \
   "                              prin-keys | prin-reservation | prin-caps\n"                \
-  "       %s [-i INITIATOR] URL lunscan L1,L2,... | wait-tur\n"
+  "       %s [-i INITIATOR] URL lunscan L1,L2,... | wait-tur | abort-queued N K M\n"
 
 static uint64_t be64(const unsigned char *p) {
   uint64_t v = 0;
@@ -136,6 +152,165 @@ static int wait_tur(struct iscsi_context *iscsi, int lun) {
   return 0;
 }
 
+/* abort-queued: see the usage at the top. */
+#define MAX_QUEUED 64
+
+struct queued {
+  int index;          /* 1-based, within its batch */
+  const char *label;  /* "task" or "after" */
+  int done;
+  struct timespec *t0;
+  int *pending;
+};
+
+static struct timespec batch1_t0;
+static struct timespec batch2_t0;
+static int aborted_index = 0;
+static int tmf_done = 0;
+static int cancelling = 0;
+
+static double ms_since(const struct timespec *t0) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void queued_cb(struct iscsi_context *iscsi, int status, void *command_data,
+                      void *private_data) {
+  struct scsi_task *task = command_data;
+  struct queued *q = private_data;
+  char text[64];
+  (void)iscsi;
+  (void)status;
+  q->done = 1;
+  (*q->pending)--;
+  if (cancelling) {
+    /* Our own local cancel of the aborted task once the target sent nothing for it. */
+  } else if (q->t0 == &batch1_t0 && q->index == aborted_index) {
+    outcome(text, sizeof(text), task);
+    printf("aborted %d %s %.0f\n", q->index, text, ms_since(q->t0));
+  } else {
+    outcome(text, sizeof(text), task);
+    printf("%s %d %s %.0f\n", q->label, q->index, text, ms_since(q->t0));
+  }
+  fflush(stdout);
+  scsi_free_scsi_task(task);
+}
+
+static void tmf_cb(struct iscsi_context *iscsi, int status, void *command_data,
+                   void *private_data) {
+  (void)iscsi;
+  (void)private_data;
+  tmf_done = 1;
+  if (status != SCSI_STATUS_GOOD || command_data == NULL) {
+    printf("tmf error %.0f\n", ms_since(&batch1_t0));
+  } else {
+    printf("tmf %u %.0f\n", *(uint32_t *)command_data, ms_since(&batch1_t0));
+  }
+  fflush(stdout);
+}
+
+/* Service the connection until `done()` or `timeout_ms` passed; -1 on a transport error. */
+static int service_until(struct iscsi_context *iscsi, int (*done)(void), double timeout_ms) {
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (!done()) {
+    if (ms_since(&t0) > timeout_ms) return 0;
+    struct pollfd pfd = {.fd = iscsi_get_fd(iscsi), .events = iscsi_which_events(iscsi)};
+    if (poll(&pfd, 1, 50) < 0) return -1;
+    if (iscsi_service(iscsi, pfd.revents) < 0) {
+      fprintf(stderr, "iscsi_service failed: %s\n", iscsi_get_error(iscsi));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int pending1 = 0;
+static int aborted_batch_size = 0;
+static int pending2 = 0;
+static int first_batch_done(void) { return tmf_done && pending1 <= (aborted_index > 0 ? 1 : 0); }
+static int never(void) { return 0; }
+static struct iscsi_context *probe_ctx;
+static int first_sent_and_done(void) {
+  return iscsi_out_queue_length(probe_ctx) == 0 && pending1 < aborted_batch_size;
+}
+static int second_batch_done(void) { return pending2 == 0; }
+
+static int abort_queued(struct iscsi_context *iscsi, int lun, int n, int k, int m) {
+  static struct queued q1[MAX_QUEUED];
+  static struct queued q2[MAX_QUEUED];
+  struct scsi_task *victim = NULL;
+  if (n < 2 || n > MAX_QUEUED || k < 2 || k > n || m < 0 || m > MAX_QUEUED) {
+    fprintf(stderr, "abort-queued: need 2 <= K <= N <= %d and 0 <= M <= %d\n", MAX_QUEUED,
+            MAX_QUEUED);
+    return 2;
+  }
+  struct scsi_task *cap = iscsi_readcapacity10_sync(iscsi, lun, 0, 0);
+  struct scsi_readcapacity10 *rc = cap ? scsi_datain_unmarshall(cap) : NULL;
+  if (rc == NULL) {
+    fprintf(stderr, "read capacity failed: %s\n", iscsi_get_error(iscsi));
+    return 1;
+  }
+  int block = (int)rc->block_size;
+  scsi_free_scsi_task(cap);
+  aborted_index = k;
+  clock_gettime(CLOCK_MONOTONIC, &batch1_t0);
+  for (int i = 0; i < n; i++) {
+    q1[i] = (struct queued){.index = i + 1, .label = "task", .t0 = &batch1_t0, .pending = &pending1};
+    struct scsi_task *t = iscsi_read10_task(iscsi, lun, (uint32_t)i, block, block, 0, 0, 0, 0, 0,
+                                            queued_cb, &q1[i]);
+    if (t == NULL) {
+      fprintf(stderr, "read10 failed: %s\n", iscsi_get_error(iscsi));
+      return 1;
+    }
+    pending1++;
+    if (i + 1 == k) victim = t;
+  }
+  /* Every READ on the wire, and one answered: the target has received the K-th. */
+  probe_ctx = iscsi;
+  aborted_batch_size = n;
+  if (service_until(iscsi, first_sent_and_done, 60000) < 0) return 1;
+  if (q1[k - 1].done) {
+    fprintf(stderr, "READ %d completed before it could be aborted\n", k);
+    return 1;
+  }
+  printf("sent %.0f\n", ms_since(&batch1_t0));
+  fflush(stdout);
+  /* Generic TMF, not iscsi_task_mgmt_abort_task_async (which also cancels the task locally):
+     the task stays known to libiscsi, so that a status the target sent for it would show. */
+  if (iscsi_task_mgmt_async(iscsi, lun, ISCSI_TM_ABORT_TASK, victim->itt, victim->cmdsn, tmf_cb,
+                            NULL) != 0) {
+    fprintf(stderr, "abort task failed: %s\n", iscsi_get_error(iscsi));
+    return 1;
+  }
+  if (service_until(iscsi, first_batch_done, 60000) < 0) return 1;
+  if (!first_batch_done()) {
+    fprintf(stderr, "first batch did not complete in time\n");
+    return 1;
+  }
+  if (service_until(iscsi, never, 1000) < 0) return 1;
+  if (!q1[k - 1].done) {
+    printf("aborted %d none\n", k);
+    fflush(stdout);
+    cancelling = 1;
+    iscsi_scsi_cancel_task(iscsi, victim);
+    cancelling = 0;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &batch2_t0);
+  for (int i = 0; i < m; i++) {
+    q2[i] = (struct queued){.index = i + 1, .label = "after", .t0 = &batch2_t0, .pending = &pending2};
+    if (iscsi_read10_task(iscsi, lun, (uint32_t)i, block, block, 0, 0, 0, 0, 0, queued_cb,
+                          &q2[i]) == NULL) {
+      fprintf(stderr, "read10 failed: %s\n", iscsi_get_error(iscsi));
+      return 1;
+    }
+    pending2++;
+  }
+  if (service_until(iscsi, second_batch_done, 60000) < 0) return 1;
+  return pending2 == 0 ? 0 : 1;
+}
+
 static void print_outcome(struct scsi_task *task, int with_data) {
   if (task->status == SCSI_STATUS_GOOD) {
     printf("status=GOOD\n");
@@ -171,7 +346,8 @@ int main(int argc, char **argv) {
   char **args = argv + optind + 2;
   int is_pr = strncmp(op, "prout-", 6) == 0 || strncmp(op, "prin-", 5) == 0;
   int is_wait = strcmp(op, "wait-tur") == 0;
-  if (!is_pr && nargs != (is_wait ? 0 : 1)) {
+  int is_abort = strcmp(op, "abort-queued") == 0;
+  if (!is_pr && nargs != (is_wait ? 0 : is_abort ? 3 : 1)) {
     fprintf(stderr, USAGE, argv[0], argv[0], argv[0]);
     return 2;
   }
@@ -188,8 +364,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "login failed: %s\n", iscsi_get_error(iscsi));
     return 1;
   }
-  if (strcmp(op, "lunscan") == 0 || is_wait) {
-    int rc = is_wait ? wait_tur(iscsi, url->lun) : lunscan(iscsi, args[0]);
+  if (strcmp(op, "lunscan") == 0 || is_wait || is_abort) {
+    int rc = is_wait    ? wait_tur(iscsi, url->lun)
+             : is_abort ? abort_queued(iscsi, url->lun, atoi(args[0]), atoi(args[1]), atoi(args[2]))
+                        : lunscan(iscsi, args[0]);
     iscsi_logout_sync(iscsi);
     iscsi_destroy_url(url);
     iscsi_destroy_context(iscsi);
