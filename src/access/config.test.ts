@@ -755,6 +755,22 @@ pool: { soft_threshold: 85%, balance: auto }
     expect(config.pool.concurrency).toBe(32);
   });
 
+  it("reads the background GC interval in s, m or h, and off", () => {
+    const gc = (value: string) =>
+      parseConfig(`${agentWith("")}pool: { gc_interval: ${value} }\n`, "x.yaml", {
+        hostName: "h",
+      }).pool.gcInterval;
+    expect(gc("10m")).toBe(600);
+    expect(gc("30s")).toBe(30);
+    expect(gc("1h")).toBe(3600);
+    expect(gc("45")).toBe(45);
+    expect(gc("off")).toBe(0);
+    expect(gc("0")).toBe(0);
+    expect(() => gc("soon")).toThrow(
+      /pool.gc_interval: expected an interval like 10m, 30s or 1h \(1s to 7 days\), or off, got "soon"/,
+    );
+  });
+
   it("leaves every key absent when unset, so older files mean what they meant", () => {
     const config = parseConfig(`${agentWith("    limits:\n    capacity:\n")}`, "x.yaml", {
       hostName: "h",

@@ -167,6 +167,8 @@ export interface PoolSettings {
   readonly concurrency?: number;
   /** The most bytes the pool may store (its size for quotas, reservations and thresholds). */
   readonly maxSize?: number;
+  /** Seconds between background GC passes; 0 turns them off (absent: 600). */
+  readonly gcInterval?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,6 +424,26 @@ const durationSchema = z.unknown().transform((value, ctx): number => {
   return z.NEVER;
 });
 
+/** Seconds between periodic jobs: "30s", "10m", "1h", a number of seconds, or 0 / "off". */
+const intervalSchema = z.unknown().transform((value, ctx): number => {
+  if (value === 0 || value === "0" || value === "off") return 0;
+  const units: Record<string, number> = { s: 1, m: 60, h: 3600 };
+  let seconds: number | undefined;
+  if (typeof value === "number") seconds = value;
+  else if (typeof value === "string") {
+    const m = /^(\d+(?:\.\d+)?)\s*([smh])?$/i.exec(value.trim());
+    if (m) seconds = Number(m[1]) * (units[m[2]?.toLowerCase() ?? "s"] ?? 1);
+  }
+  if (seconds !== undefined && Number.isFinite(seconds) && seconds >= 1 && seconds <= 7 * 86400) {
+    return seconds;
+  }
+  ctx.addIssue({
+    code: "custom",
+    message: `expected an interval like 10m, 30s or 1h (1s to 7 days), or off, got ${describe(value)}`,
+  });
+  return z.NEVER;
+});
+
 /** A percentage "80%" (more than 0, at most 100), as a fraction. */
 const percentSchema = z.unknown().transform((value, ctx): number => {
   const m = typeof value === "string" ? /^(\d+(?:\.\d+)?)\s*%$/.exec(value.trim()) : null;
@@ -527,6 +549,7 @@ const poolShape = {
   balance: unset(z.enum(["auto", "off"])),
   concurrency: unset(z.number().int().min(1).max(65536)),
   max_size: unset(sizeSchema),
+  gc_interval: unset(intervalSchema),
 };
 const fileShape = {
   target: unset(iscsiNameSchema),
@@ -920,6 +943,7 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
       ...(file.pool?.balance === undefined ? {} : { balance: file.pool.balance }),
       ...(file.pool?.concurrency === undefined ? {} : { concurrency: file.pool.concurrency }),
       ...(file.pool?.max_size === undefined ? {} : { maxSize: file.pool.max_size }),
+      ...(file.pool?.gc_interval === undefined ? {} : { gcInterval: file.pool.gc_interval }),
     },
   };
 }

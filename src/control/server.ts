@@ -75,6 +75,9 @@ interface CachedEntry {
   readonly entry: LunEntry;
 }
 
+/** Seconds between background GC passes when `pool.gc_interval` is not set. */
+const DEFAULT_GC_INTERVAL_S = 600;
+
 export const PRODUCT = { vendor: "SANMUX", product: "sanmux volume", revision: "0001" } as const;
 
 /**
@@ -95,6 +98,9 @@ export class SanmuxServer {
   private lock: DataDirLock | undefined;
   private control: ControlApi | undefined;
   private readonly startedAt = Date.now();
+  private gcTimer: NodeJS.Timeout | undefined;
+  private gcIntervalS = DEFAULT_GC_INTERVAL_S;
+  private stopping = false;
   /** What `sanmux events` shows (events.ts). */
   readonly events = new EventLog();
   private metricsServer: MetricsServer | undefined;
@@ -159,6 +165,7 @@ export class SanmuxServer {
     this.access = await AccessControl.create(config, catalog);
     this.arbiter = this.createArbiter(config);
     this.pool?.setAllocationGuard((volume, bytes) => this.admitAllocation(volume, bytes));
+    this.scheduleGc(config.pool.gcInterval);
     const hostName = this.options.hostName ?? os.hostname();
     this.scsi = new ScsiTarget(
       { ...PRODUCT, hostName, targetName: config.target },
@@ -358,6 +365,7 @@ export class SanmuxServer {
             : "the pool crossed its soft capacity threshold";
         logger.warn({ ...event }, message);
         this.events.record("capacity.soft-threshold", "warning", message, { ...event });
+        if (event.scope === "pool") this.scheduleGc(this.gcIntervalS, true);
         const initiators =
           event.scope === "agent"
             ? new Set(
@@ -588,6 +596,9 @@ export class SanmuxServer {
     }
     volumesOpened.push(...(await this.openSnapshotVolumes(config, true)));
     this.pool?.setMaxBytes(config.pool.maxSize);
+    if ((config.pool.gcInterval ?? DEFAULT_GC_INTERVAL_S) !== this.gcIntervalS) {
+      this.scheduleGc(config.pool.gcInterval);
+    }
     const change = await this.access.applyConfig(config);
     this.arbiter.configure(arbiterPolicy(config));
     for (const b of change.bindingsRemoved) {
@@ -670,6 +681,39 @@ export class SanmuxServer {
     return report;
   }
 
+  /**
+   * Background GC (issue "The shared pool": containers are compacted by dead space in the
+   * background): a pass every `pool.gc_interval` (default 10 minutes; 0 or "off" for none),
+   * and one soon after the pool crosses its soft threshold, when the space matters most. Passes
+   * yield between containers (gc.ts), so I/O goes on. A pass that freed something is an event.
+   */
+  private scheduleGc(intervalSeconds = DEFAULT_GC_INTERVAL_S, soon = false): void {
+    clearTimeout(this.gcTimer);
+    this.gcTimer = undefined;
+    this.gcIntervalS = intervalSeconds;
+    if (this.pool === undefined || (intervalSeconds <= 0 && !soon)) return;
+    const delayMs = soon ? 1000 : intervalSeconds * 1000;
+    this.gcTimer = setTimeout(() => void this.backgroundGc(), delayMs);
+    this.gcTimer.unref();
+  }
+
+  private async backgroundGc(): Promise<void> {
+    const pool = this.pool;
+    if (pool === undefined || this.stopping) return;
+    try {
+      const report = await pool.gc();
+      if (report.containersDeleted > 0 || report.chunksReclaimed > 0) {
+        this.options.logger.info({ ...report }, "background GC pass");
+        this.events.record("pool.gc", "info", "background garbage collection pass", { ...report });
+      }
+    } catch (err) {
+      if (this.stopping) return;
+      this.options.logger.error({ err }, "background GC pass failed");
+      this.events.record("pool.gc-failed", "error", `background GC failed: ${String(err)}`);
+    }
+    if (!this.stopping) this.scheduleGc(this.gcIntervalS);
+  }
+
   private requirePool(): Pool {
     if (this.pool === undefined) throw new Error("this server has no pool (no pool volumes)");
     return this.pool;
@@ -698,6 +742,8 @@ export class SanmuxServer {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.gcTimer);
     await this.control?.close();
     await this.metricsServer?.close();
     await this.portal.close();
