@@ -917,7 +917,7 @@ volumes:
         { name: "b", weight: 1, capacity: { limit: 2 ** 40 } },
       ],
       volumes: [{ name: "v", limits: { iops: 100 } }],
-      poolSoftThreshold: 0.85,
+      poolSoftThreshold: 0.8,
       balance: "off",
     });
   });

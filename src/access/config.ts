@@ -156,7 +156,7 @@ export interface SanmuxConfig {
 export interface PoolSettings {
   /** Extra device directories the pool spans, besides DATA/pool (absolute paths). */
   readonly devices: readonly string[];
-  /** Fraction of the pool at which the soft-threshold warning fires (absent: 0.85). */
+  /** Fraction of the pool at which the soft-threshold warning fires (absent: 0.8). */
   readonly softThreshold?: number;
   /** Lend unused weight to agents whose queues back up (absent: "off"). */
   readonly balance?: BalanceMode;

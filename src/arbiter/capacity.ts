@@ -20,7 +20,7 @@
  *
  * Soft thresholds: `evaluate()` compares each agent's logical bytes with its `softThreshold` ×
  * `limit` (default 80%) and the pool's used bytes with the pool soft threshold × total (default
- * 85%). Each upward crossing emits one ThresholdEvent (to `onThreshold`, and in the returned
+ * 80%, as the issue asks). Each upward crossing emits one ThresholdEvent (to `onThreshold`, and in the returned
  * list); the alarm re-arms only when usage drops below the threshold minus the hysteresis (1% of
  * the limit or pool by default), so usage wobbling around the line does not repeat it. The
  * server calls `evaluate` after allocating writes or periodically and turns each event into a

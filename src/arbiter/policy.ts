@@ -38,7 +38,7 @@ export type BalanceMode = "auto" | "off";
 
 export const DEFAULT_WEIGHT = 1;
 export const DEFAULT_AGENT_SOFT_THRESHOLD = 0.8;
-export const DEFAULT_POOL_SOFT_THRESHOLD = 0.85;
+export const DEFAULT_POOL_SOFT_THRESHOLD = 0.8;
 
 export interface AgentPolicy {
   readonly name: string;
