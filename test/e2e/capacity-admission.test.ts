@@ -7,23 +7,21 @@
  * by pool.max_size, and in a pool on a real 64 MiB tmpfs (its free space from statfs) where the
  * unreserved agent is stopped with 27h/07h before the file system runs out.
  */
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   buildProbe,
-  CLI,
   iscsiImageOpts,
+  probeCommand,
   type RunningSanmux,
   startSanmux,
+  statusJson,
   tool,
 } from "../helpers/sanmux.js";
 
-const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:capacity-e2e";
 const INITIATOR = "iqn.2026-11.test:c";
 const CONFIG = `target: ${TARGET}
@@ -46,14 +44,8 @@ async function qemuIo(command: string) {
 }
 
 /** WRITE(10) of one 512-byte block at `lba`, retried past unit attentions; the outcome line. */
-async function probeWrite(lba: number): Promise<string> {
-  for (let i = 0; i < 5; i++) {
-    const r = await tool(probe, ["-i", INITIATOR, server.url(0), "write", String(lba)]);
-    expect(r.code, r.stderr).toBe(0);
-    if (!/key=0x06/.test(r.stdout)) return r.stdout;
-  }
-  throw new Error("unit attentions never stopped");
-}
+const probeWrite = (lba: number) =>
+  probeCommand(probe, INITIATOR, server.url(0), "write", String(lba));
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-capacity-e2e-"));
@@ -88,13 +80,10 @@ describe("capacity admission in the pool's write path", () => {
   }, 120_000);
 });
 
-describe("a reservation when the pool is nearly full", () => {
-  // A 24 MiB pool (pool.max_size); agent r holds 12 MiB of it in reserve. Agent w, unlimited,
-  // can fill only what is not reserved: its 16 MiB write fails part way with 27h/07h, and r can
-  // still write 8 MiB of new data afterwards.
-  const RESERVED_CONFIG = `target: ${TARGET}
+/** Agent r holds `reserved` in reserve, agent w is unlimited; one 64 MiB volume each. */
+const reservationConfig = (reserved: string, pool = "") => `target: ${TARGET}
 agents:
-  - { name: r, initiators: [iqn.2026-11.test:r], capacity: { reserved: 12MiB } }
+  - { name: r, initiators: [iqn.2026-11.test:r], capacity: { reserved: ${reserved} } }
   - { name: w, initiators: [iqn.2026-11.test:w] }
 volumes:
   - { name: vr, size: 64MiB, block_size: 4096 }
@@ -102,14 +91,69 @@ volumes:
 mappings:
   - { agent: r, lun: 0, volume: vr }
   - { agent: w, lun: 0, volume: vw }
-pool: { max_size: 24MiB }
-`;
+${pool}`;
+
+interface ReservationStatus {
+  pool: {
+    volumes: Array<{ name: string; logicalBytes: number }>;
+    agents: Array<{ agent: string; logicalBytes: number; volumes: Array<{ name: string }> }>;
+  };
+}
+
+/**
+ * w copies `mib` MiB of random data to its volume and must be stopped part way with DATA
+ * PROTECTION 27h/07h (qemu-img names the sense). Returns the data and the status after.
+ */
+async function fillAsW(server: RunningSanmux, mib: number) {
+  const image = path.join(work, `random${mib}.img`);
+  await writeFile(image, randomBytes(mib * 1024 * 1024));
+  const w = await tool(
+    "qemu-img",
+    ["convert", "-n", "-f", "raw", "--target-image-opts", image, reservationOpts(server, "w")],
+    120_000,
+  );
+  expect(w.code).not.toBe(0);
+  expect(w.stderr).toMatch(/DATA PROTECTION.*0x2707/);
+  const status = await statusJson<ReservationStatus>(server.dataDir);
+  const vw = status.pool.volumes.find((v) => v.name === "vw")?.logicalBytes ?? 0;
+  return { image, status, vw };
+}
+
+/** r writes the first `mib` MiB of `image` into its reservation and reads them back. */
+async function writeAsR(server: RunningSanmux, image: string, mib: number): Promise<void> {
+  const bytes = mib * 1024 * 1024;
+  const slice = `json:{"driver":"raw","offset":0,"size":${bytes},"file":{"driver":"file","filename":"${image}"}}`;
+  const opts = reservationOpts(server, "r");
+  const r = await tool(
+    "qemu-img",
+    ["convert", "-n", "-f", "raw", "--target-image-opts", slice, opts],
+    120_000,
+  );
+  expect(r.code, r.stderr).toBe(0);
+  const back = path.join(work, `r-back-${mib}.img`);
+  const read = await tool(
+    "qemu-img",
+    ["convert", "--image-opts", opts, "-O", "raw", back],
+    120_000,
+  );
+  expect(read.code, read.stderr).toBe(0);
+  const written = (await readFile(image)).subarray(0, bytes);
+  expect((await readFile(back)).subarray(0, bytes).equals(written)).toBe(true);
+}
+
+const reservationOpts = (server: RunningSanmux, agent: string) =>
+  iscsiImageOpts(server.port, TARGET, 0, `iqn.2026-11.test:${agent}`);
+
+describe("a reservation when the pool is nearly full", () => {
+  // A 24 MiB pool (pool.max_size); agent r holds 12 MiB of it in reserve. Agent w, unlimited,
+  // can fill only what is not reserved: its 16 MiB write fails part way with 27h/07h, and r can
+  // still write 8 MiB of new data afterwards.
   let small: RunningSanmux;
-  const opts = (agent: string) =>
-    iscsiImageOpts(small.port, TARGET, 0, `iqn.2026-11.test:${agent}`);
 
   beforeAll(async () => {
-    small = await startSanmux({ config: RESERVED_CONFIG });
+    small = await startSanmux({
+      config: reservationConfig("12MiB", "pool: { max_size: 24MiB }\n"),
+    });
   }, 60_000);
   afterAll(async () => {
     expect(await small?.stop()).toBe(0);
@@ -117,52 +161,16 @@ pool: { max_size: 24MiB }
   });
 
   it("keeps the reserved space for its agent", async () => {
-    const image = path.join(work, "random16.img");
-    await writeFile(image, randomBytes(16 * 1024 * 1024));
-    const w = await tool(
-      "qemu-img",
-      ["convert", "-n", "-f", "raw", "--target-image-opts", image, opts("w")],
-      120_000,
-    );
     // The write cannot complete: the pool's unreserved part is 12 MiB.
-    expect(w.code).not.toBe(0);
-    const { stdout } = await run(process.execPath, [
-      CLI,
-      "status",
-      "--data",
-      small.dataDir,
-      "--json",
-    ]);
-    const status = JSON.parse(stdout) as {
-      pool: {
-        volumes: Array<{ name: string; logicalBytes: number }>;
-        agents: Array<{ agent: string; logicalBytes: number; volumes: Array<{ name: string }> }>;
-      };
-    };
-    const vw = status.pool.volumes.find((v) => v.name === "vw");
-    expect(vw?.logicalBytes ?? 0).toBeGreaterThan(4 * 1024 * 1024);
-    expect(vw?.logicalBytes ?? 0).toBeLessThan(16 * 1024 * 1024);
+    const { image, status, vw } = await fillAsW(small, 16);
+    expect(vw).toBeGreaterThan(4 * 1024 * 1024);
+    expect(vw).toBeLessThan(16 * 1024 * 1024);
     // Accounting per agent: w's figures are those of its one volume; r has written nothing yet.
     const agentW = status.pool.agents.find((a) => a.agent === "w");
     expect(agentW?.volumes.map((v) => v.name)).toEqual(["vw"]);
-    expect(agentW?.logicalBytes).toBe(vw?.logicalBytes);
+    expect(agentW?.logicalBytes).toBe(vw);
     expect(status.pool.agents.find((a) => a.agent === "r")?.logicalBytes).toBe(0);
-
-    // r writes 8 MiB of new data into its reservation.
-    const r = await tool(
-      "qemu-img",
-      [
-        "convert",
-        "-n",
-        "-f",
-        "raw",
-        "--target-image-opts",
-        `json:{"driver":"raw","offset":0,"size":8388608,"file":{"driver":"file","filename":"${image}"}}`,
-        opts("r"),
-      ],
-      120_000,
-    );
-    expect(r.code, r.stderr).toBe(0);
+    await writeAsR(small, image, 8);
   }, 180_000);
 });
 
@@ -172,29 +180,17 @@ describe("a reservation on a size-limited file system (tmpfs)", () => {
   // metadata store lives there too). Agent r holds 16 MiB in reserve; unlimited agent w tries to
   // write 48 MiB and must stop with 27h/07h before r's reservation, and the file system must
   // never run out of space (ENOSPC would be a write fault, not the thin-provisioning sense).
-  const TMPFS_CONFIG = `target: ${TARGET}
-agents:
-  - { name: r, initiators: [iqn.2026-11.test:r], capacity: { reserved: 16MiB } }
-  - { name: w, initiators: [iqn.2026-11.test:w] }
-volumes:
-  - { name: vr, size: 64MiB, block_size: 4096 }
-  - { name: vw, size: 64MiB, block_size: 4096 }
-mappings:
-  - { agent: r, lun: 0, volume: vr }
-  - { agent: w, lun: 0, volume: vw }
-`;
   let mountPoint = "";
   let mounted = false;
   let small: RunningSanmux | undefined;
-  const opts = (agent: string) =>
-    iscsiImageOpts(small?.port ?? 0, TARGET, 0, `iqn.2026-11.test:${agent}`);
 
   beforeAll(async () => {
     mountPoint = await mkdtemp(path.join(os.tmpdir(), "sanmux-tmpfs-"));
     // Mounting needs root (CI runs as root); elsewhere the test reports itself skipped.
     const m = await tool("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", mountPoint]);
     mounted = m.code === 0;
-    if (mounted) small = await startSanmux({ config: TMPFS_CONFIG, dataDir: mountPoint });
+    if (mounted)
+      small = await startSanmux({ config: reservationConfig("16MiB"), dataDir: mountPoint });
   }, 60_000);
   afterAll(async () => {
     if (small !== undefined) expect(await small.stop()).toBe(0);
@@ -203,46 +199,13 @@ mappings:
   });
 
   it("stops the unreserved agent before the reservation, with room left on the device", async (ctx) => {
-    if (!mounted) ctx.skip();
-    const image = path.join(work, "random48.img");
-    await writeFile(image, randomBytes(48 * 1024 * 1024));
-    const w = await tool(
-      "qemu-img",
-      ["convert", "-n", "-f", "raw", "--target-image-opts", image, opts("w")],
-      120_000,
-    );
-    expect(w.code).not.toBe(0);
-    // qemu-img names the sense: DATA PROTECTION with ASC/ASCQ 27h/07h.
-    expect(w.stderr).toMatch(/DATA PROTECTION.*0x2707/);
-    const { stdout } = await run(process.execPath, [CLI, "status", "--data", mountPoint, "--json"]);
-    const status = JSON.parse(stdout) as {
-      pool: { volumes: Array<{ name: string; logicalBytes: number }> };
-    };
-    const vw = status.pool.volumes.find((v) => v.name === "vw");
+    if (!mounted || small === undefined) return ctx.skip();
+    const { image, vw } = await fillAsW(small, 48);
     // 64 MiB − 16 MiB device reserve − 16 MiB reservation − the metadata store ≈ 30 MiB.
-    expect(vw?.logicalBytes ?? 0).toBeGreaterThan(16 * 1024 * 1024);
-    expect(vw?.logicalBytes ?? 0).toBeLessThan(33 * 1024 * 1024);
+    expect(vw).toBeGreaterThan(16 * 1024 * 1024);
+    expect(vw).toBeLessThan(33 * 1024 * 1024);
     // The refusals were the thin-provisioning sense, logged as such; never a write fault.
-    const logs = JSON.stringify(small?.logs ?? []);
-    expect(logs).not.toMatch(/ENOSPC|WriteFault/);
-
-    // r writes 12 MiB of new data into its reservation, and reads it back.
-    const slice = `json:{"driver":"raw","offset":0,"size":12582912,"file":{"driver":"file","filename":"${image}"}}`;
-    const r = await tool(
-      "qemu-img",
-      ["convert", "-n", "-f", "raw", "--target-image-opts", slice, opts("r")],
-      120_000,
-    );
-    expect(r.code, r.stderr).toBe(0);
-    const back = path.join(work, "r-back.img");
-    const read = await tool(
-      "qemu-img",
-      ["convert", "--image-opts", opts("r"), "-O", "raw", back],
-      120_000,
-    );
-    expect(read.code, read.stderr).toBe(0);
-    const written = (await readFile(image)).subarray(0, 12 * 1024 * 1024);
-    const got = (await readFile(back)).subarray(0, 12 * 1024 * 1024);
-    expect(got.equals(written)).toBe(true);
+    expect(JSON.stringify(small.logs)).not.toMatch(/ENOSPC|WriteFault/);
+    await writeAsR(small, image, 12);
   }, 180_000);
 });

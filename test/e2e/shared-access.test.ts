@@ -17,6 +17,7 @@ import {
   buildProbe,
   CLI,
   iscsiImageOpts,
+  probeCommand,
   type RunningSanmux,
   startSanmux,
   tool,
@@ -59,16 +60,9 @@ let probe: string;
 const lunOpts = (agent: string, lun: number) =>
   iscsiImageOpts(server.port, TARGET, lun, INITIATOR(agent));
 
-/** One iscsi-probe command as `agent` on `lun`; its output lines. */
-async function probeAs(agent: string, lun: number, ...args: string[]): Promise<string> {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const r = await tool(probe, ["-i", INITIATOR(agent), server.url(lun), ...args]);
-    expect(r.code, r.stderr).toBe(0);
-    // Unit attentions of a fresh login (power on, reservations preempted) are not the answer.
-    if (!/key=0x06/.test(r.stdout)) return r.stdout;
-  }
-  throw new Error("unit attentions never stopped");
-}
+/** One iscsi-probe command as `agent` on `lun`, retried past unit attentions; its output. */
+const probeAs = (agent: string, lun: number, ...args: string[]) =>
+  probeCommand(probe, INITIATOR(agent), server.url(lun), ...args);
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), "sanmux-shared-e2e-"));

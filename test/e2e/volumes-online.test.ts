@@ -6,12 +6,10 @@
  * still in the config cannot be deleted; once out of it, `sanmux volume delete` removes it and
  * the background GC pass (pool.gc_interval) gives its space back.
  */
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   buildProbe,
@@ -20,10 +18,10 @@ import {
   loggedInSession,
   type RunningSanmux,
   startSanmux,
+  statusJson,
   tool,
 } from "../helpers/sanmux.js";
 
-const run = promisify(execFile);
 const TARGET = "iqn.2026-11.io.sanmux:volumes-e2e";
 const INITIATOR = "iqn.2026-11.test:vol";
 const MiB = 1024 * 1024;
@@ -57,21 +55,13 @@ async function reconfigure(text: string): Promise<void> {
   expect(r.code, r.stderr).toBe(0);
 }
 
-async function status() {
-  const { stdout } = await run(process.execPath, [
-    CLI,
-    "status",
-    "--data",
-    server.dataDir,
-    "--json",
-  ]);
-  return JSON.parse(stdout) as {
+const status = () =>
+  statusJson<{
     pool: {
       pool: { physicalBytes: number };
       volumes: Array<{ name: string; provisionedBytes: number; logicalBytes: number }>;
     };
-  };
-}
+  }>(server.dataDir);
 
 /** A session logged in now: call the result to send two TEST UNIT READY (loggedInSession). */
 const session = () => loggedInSession(probe, INITIATOR, server.url(0));

@@ -199,3 +199,30 @@ export function iscsiImageOpts(port: number, target: string, lun: number, initia
     `initiator-name=${initiator}`
   );
 }
+
+/**
+ * One iscsi-probe command (test/tools/iscsi-probe.c) as `initiator`, run again while its answer
+ * is a unit attention (a fresh login's power-on or changed-data attentions are not the answer
+ * the test wants); its stdout. Throws when the probe cannot log in or the attentions never stop.
+ */
+export async function probeCommand(
+  probe: string,
+  initiator: string,
+  url: string,
+  ...args: string[]
+): Promise<string> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const r = await tool(probe, ["-i", initiator, url, ...args]);
+    if (r.code !== 0) throw new Error(`iscsi-probe ${args.join(" ")}: exit ${r.code}: ${r.stderr}`);
+    if (!/key=0x06/.test(r.stdout)) return r.stdout;
+  }
+  throw new Error(`iscsi-probe ${args.join(" ")}: unit attentions never stopped`);
+}
+
+/** `sanmux status --json` of the server (or stopped pool) on `dataDir`, parsed. */
+export async function statusJson<T = Record<string, unknown>>(dataDir: string): Promise<T> {
+  const { stdout } = await run(process.execPath, [CLI, "status", "--data", dataDir, "--json"], {
+    env: { ...process.env, SANMUX_MASTER_KEY: TEST_MASTER_KEY },
+  });
+  return JSON.parse(stdout) as T;
+}
