@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 // Arbitration measured through a real `sanmux serve` and libiscsi's iscsi-perf (bench/README.md,
 // "Arbitration"): the accuracy of a 20 MB/s and a 2000 IOPS read limit over 10 s, the throughput
-// ratio of two saturating agents of weights 3 and 1 (and what the light one gets alone), and the
+// ratio of two saturating agents of weights 3 and 1 (and what the light one gets alone), the same
+// for two agents writing (qemu-img bench -w, writes large enough to need R2Ts), and the
 // cost of arbitration when nothing is limited and nothing contends: one agent's throughput with
 // the arbiter on (the default) against SANMUX_ARBITER=off, alternating rounds, medians.
 //
 //   npm run build && node bench/arbitration.mjs
 //
 // Environment: ROUNDS (overhead pairs of runs per test, default 12), DURATION (seconds per
-// overhead run, default 3), BENCH_TESTS (comma-separated: rate,fairness,overhead; default all), SANMUX_CLI
+// overhead run, default 3), BENCH_TESTS (comma-separated: rate,fairness,writes,overhead,profile;
+// default all), WRITE_KIB (write size of the writes test, default 1024), WRITE_CONCURRENCY
+// (pool.concurrency of the writes test; default: the server's default, 64), SANMUX_CLI
 // (another build's dist/cli/main.js), KEEP_TMP=1 (keep the data directories and server logs),
 // BENCH_JSON (also write every figure to this file). Progress goes to stderr, the table to
 // stdout. Exit 0 whatever the figures; 1 when a server or a tool failed. Plain Node ESM.
@@ -24,7 +27,11 @@ const TARGET = "iqn.2026-11.io.sanmux:arbitration-bench";
 const iqn = (agent) => `iqn.2026-11.io.sanmux:bench-${agent}`;
 const rounds = envInt("ROUNDS", 12);
 const duration = envInt("DURATION", 3);
-const tests = new Set((process.env.BENCH_TESTS || "rate,fairness,overhead,profile").split(","));
+const tests = new Set(
+  (process.env.BENCH_TESTS || "rate,fairness,writes,overhead,profile").split(","),
+);
+const writeKib = envInt("WRITE_KIB", 1024);
+const writeConcurrency = process.env.WRITE_CONCURRENCY ? envInt("WRITE_CONCURRENCY", 64) : 0;
 const tmp = mkdtempSync(path.join(process.env.BENCH_TMPDIR || tmpdir(), "sanmux-arb-bench-"));
 const servers = new Set();
 const rows = [];
@@ -247,6 +254,124 @@ async function fairness() {
   }
 }
 
+/** Channel totals of `agent` (`sanmux status --json`): written bytes and write commands. */
+function writeTotals(server, agent) {
+  const status = JSON.parse(
+    execFileSync(process.execPath, [CLI, "status", "--data", server.dir, "--json"]).toString(),
+  );
+  const mine = status.channels.filter((c) => c.agent === agent);
+  const sched = status.arbiter?.scheduler ?? {};
+  const a = (status.arbiter?.agents ?? []).find((x) => x.name === agent) ?? {};
+  log(
+    `writes: ${agent}: scheduler in flight ${sched.inFlight}, queued ${sched.queued}, ` +
+      `throttled ${sched.throttled}; agent queued ${a.queued}, in flight ${a.inFlight}`,
+  );
+  return {
+    bytes: mine.reduce((sum, c) => sum + c.writtenBytes, 0),
+    ops: mine.reduce((sum, c) => sum + c.writeOps, 0),
+    at: performance.now(),
+  };
+}
+
+/** `qemu-img bench -w` as `agent` until killed (a count far beyond the run). */
+function benchWrites(server, agent, { depth, kib }) {
+  const opts =
+    `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=0,` +
+    `initiator-name=${iqn(agent)}`;
+  const args = [
+    "bench",
+    "-w",
+    "-c",
+    "1000000",
+    "-d",
+    String(depth),
+    "-s",
+    `${kib}K`,
+    "-t",
+    "none",
+    "--image-opts",
+    opts,
+  ];
+  const child = spawn("qemu-img", args, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d) => {
+    out += d.toString();
+  });
+  child.stderr.on("data", (d) => {
+    out += d.toString();
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  return {
+    async stop() {
+      if (child.exitCode !== null) throw new Error(`qemu-img bench ${agent} exited early:\n${out}`);
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+async function writeFairness() {
+  // Weights 3 and 1, writes of WRITE_KIB (1 MiB: the first 256 KiB go unsolicited, the rest is
+  // solicited by R2T, so the arbiter admits each write before its data is asked for), 128 in
+  // flight per agent (queue_depth 512), the default budget of 64. Both write for 8 s; the ratio
+  // is of the bytes each wrote from second 2 to second 7 (from the servers' channel counters).
+  // Then heavy stops and light writes alone for 3 s (work conservation).
+  const server = await startServer(
+    "writes",
+    `target: ${TARGET}
+agents:
+  - { name: heavy, initiators: [${iqn("heavy")}], weight: 3, queue_depth: 512 }
+  - { name: light, initiators: [${iqn("light")}], weight: 1, queue_depth: 512 }
+volumes:
+  - { name: heavy, size: 1GiB, backend: file }
+  - { name: light, size: 1GiB, backend: file }
+mappings:
+  - { agent: heavy, lun: 0, volume: heavy }
+  - { agent: light, lun: 0, volume: light }
+${writeConcurrency ? `pool: { concurrency: ${writeConcurrency} }\n` : ""}`,
+  );
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  try {
+    log(`writes: weights 3:1, ${writeKib} KiB writes, both for 8 s, then light alone`);
+    const opts = { depth: 128, kib: writeKib };
+    const heavy = benchWrites(server, "heavy", opts);
+    const light = benchWrites(server, "light", opts);
+    await sleep(2000);
+    const h0 = writeTotals(server, "heavy");
+    const l0 = writeTotals(server, "light");
+    await sleep(5000);
+    const h1 = writeTotals(server, "heavy");
+    const l1 = writeTotals(server, "light");
+    await heavy.stop();
+    await sleep(1000);
+    const a0 = writeTotals(server, "light");
+    await sleep(3000);
+    const a1 = writeTotals(server, "light");
+    await light.stop();
+    const rate = (x0, x1) => (x1.bytes - x0.bytes) / ((x1.at - x0.at) / 1000);
+    const h = rate(h0, h1);
+    const l = rate(l0, l1);
+    const alone = rate(a0, a1);
+    const mib = (x) => (x / 2 ** 20).toFixed(0);
+    rows.push({
+      test: `weights 3:1, both writing ${writeKib} KiB`,
+      figure: `${(h / l).toFixed(3)} : 1`,
+      vs: `${pct(h / l / 3 - 1)} vs 3:1`,
+      note: `heavy ${mib(h)} MiB/s, light ${mib(l)} MiB/s`,
+      raw: { h, l },
+    });
+    rows.push({
+      test: "light alone after heavy stops (writes)",
+      figure: `${mib(alone)} MiB/s`,
+      vs: `${((100 * alone) / (h + l)).toFixed(0)}% of the shared total`,
+      note: `${(alone / l).toFixed(1)}x its share under contention`,
+      raw: { alone },
+    });
+  } finally {
+    await stopServer(server);
+  }
+}
+
 async function overhead() {
   // One server, two agents with a volume each, nothing limited, default config: "on" goes
   // through the arbiter, "off" bypasses it (SANMUX_ARBITER=off:off, the benchmarking switch).
@@ -406,6 +531,7 @@ async function main() {
   for (const [name, fn] of [
     ["rate", rateAccuracy],
     ["fairness", fairness],
+    ["writes", writeFairness],
     ["overhead", overhead],
     ["profile", profile],
   ]) {

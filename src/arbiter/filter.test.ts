@@ -164,4 +164,27 @@ describe("ArbiterFilter", () => {
     expect(scheduler.abortQueued({})).toBe(1);
     await expect(theirs).rejects.toBeInstanceOf(ArbiterAbortError);
   });
+
+  it("reserves a write's turn before its data: the write with that signal then goes at once", async () => {
+    // write_iops 1, burst 1 s: the reservation takes the one token; the write it admits takes
+    // none and goes at once, while a write without the signal waits for the next token (1 s).
+    const { clock, inner, filter } = setup(
+      false,
+      arbiterPolicy({ agents: [{ name: "a", limits: { writeIops: 1 } }], volumes: [] }),
+    );
+    const ac = new AbortController();
+    const release = await filter.reserveWrite(8192, ac.signal);
+    const plain = filter.write(0, Buffer.alloc(512));
+    await filter.write(1, Buffer.alloc(8192), { signal: ac.signal });
+    expect(inner.calls).toEqual(["write 1 8192"]);
+    release.release();
+    clock.advance(1000);
+    await plain;
+    expect(inner.calls).toEqual(["write 1 8192", "write 0 512"]);
+    // Closed: no reservation.
+    await filter.close();
+    await expect(filter.reserveWrite(512, new AbortController().signal)).rejects.toMatchObject({
+      code: "NOT_READY",
+    });
+  });
 });

@@ -21,11 +21,15 @@
  * - Filters do not own the volume below them: `close()` marks this filter closed (later calls
  *   reject with NotReady) and aborts its waiting commands, and never closes the inner volume.
  *
- * Aborts (TMF ABORT TASK, LUN RESET, CLEAR TASK SET, a session going away): the Volume contract
- * has no cancellation yet. Two ways reach a command that still waits here:
- * - per command: every method takes an optional trailing `{ signal }` (AbortSignal). When the
- *   SCSI layer passes the task's signal (once `Volume` grows that option, or by calling this
- *   filter's methods directly), aborting the task removes the command if it has not started;
+ * - `reserveWrite(bytes, signal)` (Volume.reserveWrite): an admission of kind write for a write
+ *   whose data has not arrived (IoScheduler "Writes whose data has not arrived"); the first
+ *   `write`, `writeAtomic` or `copyFrom` with that signal then goes at once, within it.
+ *
+ * Aborts (TMF ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LUN RESET, a session going away). Two
+ * ways reach a command that still waits here:
+ * - per command: every method takes the Volume contract's trailing options with the task's
+ *   `signal`, which the SCSI layer passes and the iSCSI connection aborts with the task:
+ *   aborting it removes the command if it has not started (its tokens are given back);
  * - per filter: `abortQueued(reason)` removes every waiting command of this filter (one I_T
  *   nexus on one LUN: what LUN RESET or the end of the session needs), and
  *   `IoScheduler.abortQueued({ channel })` those of every nexus on the channel.
@@ -34,14 +38,18 @@
  * already in the volume completes normally.
  */
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
-import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
+import type {
+  BlockStatus,
+  CommandOptions,
+  CommandSignal,
+  Volume,
+  WriteOptions,
+  WriteReservation,
+} from "../volume/volume.js";
 import type { ChannelHandle } from "./scheduler.js";
 
-/** Per-command options the arbiter understands on every Volume method. */
-export interface CommandOptions {
-  /** Aborting it removes the command if it still waits in the arbiter. */
-  readonly signal?: AbortSignal;
-}
+/** Per-command options (the Volume contract's): aborting `signal` removes a waiting command. */
+export type { CommandOptions };
 
 export class ArbiterFilter implements Volume {
   readonly id: string;
@@ -49,17 +57,13 @@ export class ArbiterFilter implements Volume {
   readonly blockSize: number;
   readonly physicalBlockSize?: number;
   readonly atomicWriteMaxBlocks?: number;
-  readonly writeAtomic?: (
-    lba: number,
-    data: Buffer,
-    options?: WriteOptions & CommandOptions,
-  ) => Promise<void>;
+  readonly writeAtomic?: (lba: number, data: Buffer, options?: WriteOptions) => Promise<void>;
   readonly copyFrom?: (
     source: Volume,
     sourceLba: number,
     lba: number,
     blocks: number,
-    options?: WriteOptions & CommandOptions,
+    options?: WriteOptions,
   ) => Promise<boolean>;
   private closed = false;
 
@@ -113,13 +117,13 @@ export class ArbiterFilter implements Volume {
     return this.handle.run(
       "read",
       blocks * this.blockSize,
-      () => this.inner.read(lba, blocks),
+      () => this.inner.read(lba, blocks, options),
       options?.signal,
       this,
     );
   }
 
-  write(lba: number, data: Buffer, options?: WriteOptions & CommandOptions): Promise<void> {
+  write(lba: number, data: Buffer, options?: WriteOptions): Promise<void> {
     if (this.closed) return this.rejectClosed();
     return this.handle.run(
       "write",
@@ -132,17 +136,35 @@ export class ArbiterFilter implements Volume {
 
   flush(options?: CommandOptions): Promise<void> {
     if (this.closed) return this.rejectClosed();
-    return this.handle.run("other", 0, () => this.inner.flush(), options?.signal, this);
+    return this.handle.run("other", 0, () => this.inner.flush(options), options?.signal, this);
   }
 
   unmap(lba: number, blocks: number, options?: CommandOptions): Promise<void> {
     if (this.closed) return this.rejectClosed();
-    return this.handle.run("other", 0, () => this.inner.unmap(lba, blocks), options?.signal, this);
+    return this.handle.run(
+      "other",
+      0,
+      () => this.inner.unmap(lba, blocks, options),
+      options?.signal,
+      this,
+    );
   }
 
   blockStatus(lba: number, options?: CommandOptions): Promise<BlockStatus> {
     if (this.closed) return this.rejectClosed();
-    return this.handle.run("other", 0, () => this.inner.blockStatus(lba), options?.signal, this);
+    return this.handle.run(
+      "other",
+      0,
+      () => this.inner.blockStatus(lba, options),
+      options?.signal,
+      this,
+    );
+  }
+
+  /** Volume.reserveWrite: the write's turn, taken before its data arrives. */
+  reserveWrite(bytes: number, signal: CommandSignal): Promise<WriteReservation> {
+    if (this.closed) return this.rejectClosed();
+    return this.handle.admit("write", bytes, signal, this);
   }
 
   /** Abort this filter's waiting commands (LUN RESET, session end). Returns how many. */

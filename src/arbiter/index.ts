@@ -38,5 +38,6 @@ export {
   ChannelHandle,
   IoScheduler,
   type SchedulerOptions,
+  type WriteReservation,
 } from "./scheduler.js";
 export { TokenBucket } from "./token-bucket.js";

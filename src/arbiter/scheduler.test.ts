@@ -608,3 +608,174 @@ describe("IoScheduler: handles and status", () => {
     await Promise.all(done);
   });
 });
+
+describe("IoScheduler: writes admitted before their data (ChannelHandle.admit)", () => {
+  it("waits for a share, holds its place while the data comes, and the write goes within it", async () => {
+    // Budget 1. A read runs for 5 ms; the write's admission waits behind it, then holds the
+    // budget (a second read waits) until the write it admitted has run (3 ms).
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock, concurrency: 1 });
+    const h = s.channel("a", 1, "v");
+    const first = h.run("read", 512, service(clock, 5));
+    const ac = new AbortController();
+    let admitted = false;
+    const admission = h.admit("write", 4096, ac.signal).then((release) => {
+      admitted = true;
+      return release;
+    });
+    await settle();
+    expect(admitted).toBe(false);
+    expect(s.waiting).toBe(1);
+    clock.advance(5);
+    await first;
+    const release = await admission;
+    expect(s.inFlight).toBe(1);
+    // The data "arrives" for 10 ms: another command waits meanwhile.
+    let readRan = false;
+    const second = h.run("read", 512, async () => {
+      readRan = true;
+    });
+    clock.advance(10);
+    await settle();
+    expect(readRan).toBe(false);
+    // The write itself starts at once within the admitted place (no second wait).
+    const write = h.run("write", 4096, service(clock, 3), ac.signal);
+    await settle();
+    expect(s.waiting).toBe(1);
+    expect(s.inFlight).toBe(1);
+    clock.advance(3);
+    await write;
+    await second;
+    expect(readRan).toBe(true);
+    release.release(); // after use: nothing
+    expect(s.inFlight).toBe(0);
+    // One write recorded, with its wait (5 ms) and its service from admission to the end.
+    expect(h.demand.totals).toMatchObject({ writeOps: 1, writeBytes: 4096 });
+  });
+
+  it("takes the write's tokens once, at admission, and gives them back when not used", async () => {
+    // write_iops 10, burst 0.1 s: one token. The admission takes it; the write it admits takes
+    // none. A second admission is due at 100 ms; released unused (e.g. CHECK CONDITION before
+    // the write), its token comes back: a write arriving then goes at once.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      policy: policy({ agents: [{ name: "a", limits: { writeIops: 10, burst: 0.1 } }] }),
+    });
+    const h = s.channel("a", 1, "v");
+    const a1 = new AbortController();
+    const release1 = await h.admit("write", 512, a1.signal);
+    await h.run("write", 512, async () => undefined, a1.signal);
+    release1.release();
+    expect(s.throttledCount).toBe(0);
+    const a2 = new AbortController();
+    const admission2 = h.admit("write", 512, a2.signal);
+    expect(s.throttledCount).toBe(1);
+    clock.advance(100);
+    const release2 = await admission2;
+    expect(s.inFlight).toBe(1);
+    release2.release();
+    expect(s.inFlight).toBe(0);
+    let ran = false;
+    await h.run("write", 512, async () => {
+      ran = true;
+    });
+    expect(ran).toBe(true);
+    expect(s.throttledCount).toBe(0);
+  });
+
+  it("an aborted signal removes a waiting admission, and gives back a granted one", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock, concurrency: 1 });
+    const h = s.channel("a", 1, "v");
+    const granted = new AbortController();
+    await h.admit("write", 512, granted.signal);
+    expect(s.inFlight).toBe(1);
+    const queued = new AbortController();
+    const waiting = h.admit("write", 512, queued.signal);
+    expect(s.waiting).toBe(1);
+    queued.abort();
+    await expect(waiting).rejects.toBeInstanceOf(ArbiterAbortError);
+    expect(s.waiting).toBe(0);
+    granted.abort();
+    expect(s.inFlight).toBe(0);
+    // The signal no longer admits anything: a run with it is rejected as aborted.
+    await expect(h.run("write", 512, async () => undefined, granted.signal)).rejects.toBeInstanceOf(
+      ArbiterAbortError,
+    );
+  });
+
+  it("an admission is used only by a run of its channel and kind", async () => {
+    const clock = new ManualClock();
+    const s = new IoScheduler({ clock, timers: clock, concurrency: 1 });
+    const h = s.channel("a", 1, "v");
+    const other = s.channel("a", 2, "w");
+    const ac = new AbortController();
+    const release = await h.admit("write", 512, ac.signal);
+    // A read with the same signal (COMPARE AND WRITE reads first) waits for a share as usual.
+    let readRan = false;
+    const read = h.run(
+      "read",
+      512,
+      async () => {
+        readRan = true;
+      },
+      ac.signal,
+    );
+    const elsewhere = other.run("write", 512, async () => 1, ac.signal);
+    await settle();
+    expect(readRan).toBe(false);
+    expect(s.waiting).toBe(2);
+    release.release();
+    await read;
+    await elsewhere;
+    expect(readRan).toBe(true);
+  });
+
+  it("started() gives the place back to a write that has not come; it still goes at once", async () => {
+    // Budget 1: the admitted write holds it. Its command was handed on but the write waits in
+    // the SCSI layer (e.g. behind an overlapping COMPARE AND WRITE that needs a place itself):
+    // started() frees the place, the queued read runs; the write then goes at once, no token.
+    const clock = new ManualClock();
+    const s = new IoScheduler({
+      clock,
+      timers: clock,
+      concurrency: 1,
+      policy: policy({ agents: [{ name: "a", limits: { writeIops: 10, burst: 0.1 } }] }),
+    });
+    const h = s.channel("a", 1, "v");
+    const ac = new AbortController();
+    const reservation = await h.admit("write", 512, ac.signal);
+    let readRan = false;
+    const read = h.run("read", 512, async () => {
+      readRan = true;
+    });
+    await settle();
+    expect(readRan).toBe(false);
+    reservation.started();
+    await read;
+    expect(readRan).toBe(true);
+    expect(s.inFlight).toBe(0);
+    const write = h.run("write", 512, service(clock, 2), ac.signal);
+    expect(s.inFlight).toBe(1);
+    expect(s.throttledCount).toBe(0);
+    clock.advance(2);
+    await write;
+    reservation.release();
+    expect(s.inFlight).toBe(0);
+    // Released after started() without use: the token comes back (the next write goes at once).
+    const other = new AbortController();
+    const admission = h.admit("write", 512, other.signal);
+    clock.advance(100);
+    const unused = await admission;
+    unused.started();
+    unused.release();
+    let ran = false;
+    await h.run("write", 512, async () => {
+      ran = true;
+    });
+    expect(ran).toBe(true);
+    expect(s.throttledCount).toBe(0);
+  });
+});

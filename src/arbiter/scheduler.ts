@@ -17,11 +17,12 @@
  *    work-conserving: only agents with queued commands take part, so an idle agent's share
  *    goes to the busy ones, and one busy agent gets everything. Under contention, each
  *    backlogged agent's dispatched cost follows its weight.
- * 3. Aborts. `run` takes an AbortSignal; a command still waiting (for tokens or for a share) when
- *    it aborts is removed, its tokens are given back, and it rejects with `ArbiterAbortError`
- *    without `fn` ever running. `abortQueued({ channel | agent | volume | tag })` does the same
- *    for every waiting command that matches (LUN RESET, a closing session). A command already in
- *    the volume runs to completion: the Volume contract has no cancellation.
+ * 3. Aborts. `run` takes the command's signal (a CommandSignal: an AbortSignal, or the iSCSI
+ *    task's); a command still waiting (for tokens or for a share) when it aborts is removed, its
+ *    tokens are given back, and it rejects with `ArbiterAbortError` without `fn` ever running.
+ *    `abortQueued({ channel | agent | volume | tag })` does the same for every waiting command
+ *    that matches (LUN RESET, a closing session). A command already in the volume runs to
+ *    completion: the Volume contract cancels nothing that has started.
  * 4. Balance (`balance: auto`). Every `balanceIntervalMs`, the weight of agents that did not keep
  *    a queue (idle, or served at once) is lent to the agents whose queues backed up, in
  *    proportion to weight × average queue length, at most `balanceMaxBoost` times an agent's own
@@ -39,7 +40,23 @@
  *    wait for it: while other agents queue, an agent's held responses count only up to its
  *    weighted share of the budget (concurrency × weight / the weights of it and the agents
  *    queued); the rest are sent as before, uncounted.
- * 6. Fast path. A command of an unlimited agent on an unlimited volume, while fewer than
+ * 6. Writes whose data has not arrived (`ChannelHandle.admit`). A write's data is most of its
+ *    work (receiving and copying it), and iSCSI moves the data of a large write only when the
+ *    target asks for it (R2T). The transport therefore asks here first, when the command
+ *    arrives: `admit("write", bytes, signal)` takes the write's tokens and waits for its share
+ *    exactly like a command, and resolves, once the write may go, with a WriteReservation. From
+ *    then the write holds its place in the budget (counted in flight) while its data comes in;
+ *    the first `run` of kind write on the same channel with the same `signal` (the volume write
+ *    itself) starts at once within that place, without taking tokens again, and the place is
+ *    free when it settles. `started()` (all the data is in and the command was handed on) gives
+ *    the place back if the write has not reached the scheduler by then (it waits in the SCSI
+ *    layer, e.g. behind an overlapping COMPARE AND WRITE, which may itself need a place: holding
+ *    it could deadlock); it still goes at once when it comes, counted in flight again.
+ *    `release()` (the command ended) gives back what was not used, tokens included, e.g. after
+ *    a CHECK CONDITION before the write; so does the signal aborting. Without admission, a write
+ *    would reach the scheduler only once all its data had arrived, and the data flow, the larger
+ *    part of the work, would not be arbitrated.
+ * 7. Fast path. A command of an unlimited agent on an unlimited volume, while fewer than
  *    `concurrency` commands are in flight and nobody queues, starts at once: no queue, no timer,
  *    no allocation but one `then` on fn's promise (to count it in flight and record its
  *    latency). With limits, the buckets are debited first and the fast path still applies when
@@ -52,6 +69,7 @@
  * waiting for tokens keep their due time (their debt is repaid at the old rate).
  */
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
+import type { CommandSignal, WriteReservation } from "../volume/volume.js";
 import { type Clock, systemClock, systemTimers, type Timers } from "./clock.js";
 import { type DemandSeries, DemandTracker, latencyBucket } from "./demand.js";
 import {
@@ -62,6 +80,8 @@ import {
   type SpeedLimits,
 } from "./policy.js";
 import { DEFAULT_BURST_SECONDS, TokenBucket } from "./token-bucket.js";
+
+export type { WriteReservation };
 
 export const DEFAULT_CONCURRENCY = 64;
 /** Cost of a command in the fair queue on top of its bytes: per-command work of the backend. */
@@ -195,12 +215,35 @@ interface Op {
   readonly seq: number;
   startTag: number;
   state: number;
-  readonly signal: AbortSignal | undefined;
+  readonly signal: CommandSignal | undefined;
   onAbort: (() => void) | undefined;
   readonly tag: unknown;
   /** The buckets debited, for a refund on abort. */
   readonly agentLimits: LimitSet | null;
   readonly volumeLimits: LimitSet | null;
+  /** An admission (`ChannelHandle.admit`): `fn` is unused; dispatch grants a ticket. */
+  readonly admission: boolean;
+}
+
+/** Holds its place in the budget. */
+const GRANTED = 0;
+/** Gave its place back (`started`), still goes at once without tokens. */
+const PREPAID = 1;
+const USED = 2;
+const ENDED = 3;
+
+/** A write admitted before its data arrived: its place in the budget, until used or released. */
+interface Ticket {
+  readonly handle: ChannelHandle;
+  readonly kind: IoKind;
+  readonly bytes: number;
+  readonly signal: CommandSignal;
+  readonly waitMs: number;
+  readonly t0: number;
+  readonly agentLimits: LimitSet | null;
+  readonly volumeLimits: LimitSet | null;
+  state: number;
+  onAbort: (() => void) | undefined;
 }
 
 class AgentState {
@@ -267,10 +310,30 @@ export class ChannelHandle {
     kind: IoKind,
     bytes: number,
     fn: () => Promise<T>,
-    signal?: AbortSignal,
+    signal?: CommandSignal,
     tag?: unknown,
   ): Promise<T> {
     return this.sched.submit(this, kind, bytes, fn, signal, tag);
+  }
+
+  /**
+   * Reserve the turn of a command whose data has not arrived yet (a write before its R2T; see
+   * "Writes whose data has not arrived" at the top of this file): takes its tokens and waits for
+   * a share like `run`, then resolves with a WriteReservation. The place in the budget is held
+   * until the first `run` of the same kind with the same `signal` on this channel settles (that
+   * run starts at once and takes no tokens), or until `started()` is called before such a run
+   * comes, or `release()`, or the signal aborts (these two give the tokens back too, unless the
+   * run came). Rejects as `run` does
+   * while waiting (ArbiterAbortError when `signal` aborts, or `abortQueued` matches `tag`;
+   * NotReady when the scheduler closes).
+   */
+  admit(
+    kind: IoKind,
+    bytes: number,
+    signal: CommandSignal,
+    tag?: unknown,
+  ): Promise<WriteReservation> {
+    return this.sched.submit(this, kind, bytes, neverRun, signal, tag, true);
   }
 
   /**
@@ -326,6 +389,8 @@ export class IoScheduler {
   private virtualTime = 0;
   private closed = false;
   private seq = 0;
+  /** Admitted commands not yet run, by their signal (ChannelHandle.admit). */
+  private readonly tickets = new Map<CommandSignal, Ticket>();
 
   /** Commands in the volumes now. */
   inFlight = 0;
@@ -450,7 +515,7 @@ export class IoScheduler {
     kind: IoKind,
     bytes: number,
     fn: () => Promise<T>,
-    signal?: AbortSignal,
+    signal?: CommandSignal,
   ): Promise<T> {
     return this.channel(agent, channel, volume).run(kind, bytes, fn, signal);
   }
@@ -513,11 +578,18 @@ export class IoScheduler {
     kind: IoKind,
     bytes: number,
     fn: () => Promise<T>,
-    signal: AbortSignal | undefined,
+    signal: CommandSignal | undefined,
     tag: unknown,
+    admission = false,
   ): Promise<T> {
     if (signal?.aborted)
       return Promise.reject(new ArbiterAbortError(undefined, { cause: signal.reason }));
+    if (signal !== undefined && this.tickets.size > 0 && !admission) {
+      const ticket = this.tickets.get(signal);
+      if (ticket !== undefined && ticket.handle === h && ticket.kind === kind) {
+        return this.useTicket(ticket, fn);
+      }
+    }
     if (this.closed) return Promise.reject(closedError());
     const agentLimits = h.agent.limits;
     const volumeLimits = h.volume.limits;
@@ -530,6 +602,11 @@ export class IoScheduler {
     }
     if (wait === 0 && this.waiting === 0 && this.inFlight + this.sending < this.concurrency) {
       // Fast path.
+      if (admission) {
+        return Promise.resolve(
+          this.grant(h, kind, bytes, signal!, 0, now, agentLimits, volumeLimits) as T,
+        );
+      }
       return this.start(h, kind, bytes, fn, 0, now);
     }
     let resolve!: (value: unknown) => void;
@@ -556,6 +633,7 @@ export class IoScheduler {
       tag,
       agentLimits,
       volumeLimits,
+      admission,
     };
     if (signal !== undefined) {
       op.onAbort = () =>
@@ -724,10 +802,130 @@ export class IoScheduler {
       op.signal!.removeEventListener("abort", op.onAbort);
       op.onAbort = undefined;
     }
+    if (op.admission) {
+      op.resolve(
+        this.grant(
+          op.handle,
+          op.kind,
+          op.bytes,
+          op.signal!,
+          now - op.arrival,
+          now,
+          op.agentLimits,
+          op.volumeLimits,
+        ),
+      );
+      return;
+    }
     this.start(op.handle, op.kind, op.bytes, op.fn, now - op.arrival, now).then(
       op.resolve,
       op.reject,
     );
+  }
+
+  /**
+   * An admitted command takes its place in the budget (counted in flight) until its run settles,
+   * or `started`/`release` of the returned reservation (ChannelHandle.admit).
+   */
+  private grant(
+    h: ChannelHandle,
+    kind: IoKind,
+    bytes: number,
+    signal: CommandSignal,
+    waitMs: number,
+    t0: number,
+    agentLimits: LimitSet | null,
+    volumeLimits: LimitSet | null,
+  ): WriteReservation {
+    this.inFlight++;
+    h.agent.demand.inFlight++;
+    h.demand.inFlight++;
+    const ticket: Ticket = {
+      handle: h,
+      kind,
+      bytes,
+      signal,
+      waitMs,
+      t0,
+      agentLimits,
+      volumeLimits,
+      state: GRANTED,
+      onAbort: undefined,
+    };
+    // One reservation per signal: a second one for the same signal replaces the first.
+    const previous = this.tickets.get(signal);
+    if (previous !== undefined) this.release(previous);
+    this.tickets.set(signal, ticket);
+    ticket.onAbort = () => this.release(ticket);
+    signal.addEventListener("abort", ticket.onAbort, { once: true });
+    return {
+      started: () => this.prepay(ticket),
+      release: () => this.release(ticket),
+    };
+  }
+
+  /** A granted ticket gives its place back but stays usable (WriteReservation.started). */
+  private prepay(ticket: Ticket): void {
+    if (ticket.state !== GRANTED) return;
+    ticket.state = PREPAID;
+    const h = ticket.handle;
+    this.inFlight--;
+    h.agent.demand.inFlight--;
+    h.demand.inFlight--;
+    if (this.waiting > 0) this.pump(this.clock.now());
+  }
+
+  /** Run `fn` within an admitted command's place: no tokens, no wait. */
+  private useTicket<T>(ticket: Ticket, fn: () => Promise<T>): Promise<T> {
+    const { handle: h, kind, bytes, waitMs, t0 } = ticket;
+    if (ticket.state === PREPAID) {
+      // Counted in flight again while it runs (the budget may be exceeded by such writes).
+      this.inFlight++;
+      h.agent.demand.inFlight++;
+      h.demand.inFlight++;
+    }
+    ticket.state = USED;
+    this.tickets.delete(ticket.signal);
+    ticket.signal.removeEventListener("abort", ticket.onAbort!);
+    ticket.onAbort = undefined;
+    let p: Promise<T>;
+    try {
+      p = fn();
+    } catch (error) {
+      p = Promise.reject(error);
+    }
+    return p.then(
+      (value) => {
+        ticket.state = ENDED;
+        this.finish(h, kind, bytes, waitMs, t0, false);
+        return value;
+      },
+      (error: unknown) => {
+        ticket.state = ENDED;
+        this.finish(h, kind, bytes, waitMs, t0, true);
+        throw error;
+      },
+    );
+  }
+
+  /** Give back an admitted command's place and tokens, unless it was used (or already given). */
+  private release(ticket: Ticket): void {
+    if (ticket.state !== GRANTED && ticket.state !== PREPAID) return;
+    const held = ticket.state === GRANTED;
+    ticket.state = ENDED;
+    if (this.tickets.get(ticket.signal) === ticket) this.tickets.delete(ticket.signal);
+    if (ticket.onAbort !== undefined) {
+      ticket.signal.removeEventListener("abort", ticket.onAbort);
+      ticket.onAbort = undefined;
+    }
+    ticket.agentLimits?.refund(ticket.kind, ticket.bytes);
+    ticket.volumeLimits?.refund(ticket.kind, ticket.bytes);
+    if (!held) return;
+    const h = ticket.handle;
+    this.inFlight--;
+    h.agent.demand.inFlight--;
+    h.demand.inFlight--;
+    if (this.waiting > 0) this.pump(this.clock.now());
   }
 
   /** Remove a waiting command and reject it with `error`; nothing if it already runs. */
@@ -872,6 +1070,11 @@ function checkConcurrency(n: number): number {
 }
 
 function noop(): void {}
+
+/** The `fn` of an admission: dispatch grants a ticket instead of running it. */
+function neverRun(): Promise<WriteReservation> {
+  return Promise.reject(new Error("an admission is granted, never run"));
+}
 
 function closedError(): StorageError {
   return new StorageError(StorageErrorCode.NotReady, "the I/O scheduler is closed");

@@ -665,6 +665,58 @@ describe("IscsiConnection", () => {
     });
   });
 
+  it("ABORT TASK of a command not received yet: FUNCTION COMPLETE, and the command is dropped when it comes", async () => {
+    // libiscsi sends an immediate TMF ahead of the commands it has queued: RFC 7143 11.5.1,
+    // the CmdSN in the window counts as received.
+    const h = harness();
+    h.login();
+    h.send(
+      encodeTaskMgmtRequest({
+        immediate: true,
+        function: TmfFunction.AbortTask,
+        itt: 61,
+        rtt: 60,
+        cmdSN: 12,
+        expStatSN: 1,
+        refCmdSN: 11,
+        expDataSN: 0,
+      }),
+    );
+    await h.flush();
+    expect(decodeTaskMgmtResponse(h.out.shift()!)).toMatchObject({
+      itt: 61,
+      response: TmfResponse.FunctionComplete,
+    });
+    for (const [itt, cmdSN] of [
+      [59, 10],
+      [60, 11],
+      [62, 12],
+    ] as const) {
+      h.send(
+        encodeScsiCommand({ read: true, itt, edtl: 512, cmdSN, expStatSN: 1, cdb: read10(1) }),
+      );
+    }
+    await h.flush();
+    // 60 never reached the nexus and got nothing; 59 and 62 were served.
+    expect(h.nexus.commands).toHaveLength(2);
+    expect(h.out.map((p) => decodeDataIn(p).itt)).toEqual([59, 62]);
+    // A RefCmdSN outside the window names no task.
+    h.send(
+      encodeTaskMgmtRequest({
+        immediate: true,
+        function: TmfFunction.AbortTask,
+        itt: 63,
+        rtt: 99,
+        cmdSN: 13,
+        expStatSN: 1,
+        refCmdSN: 500,
+        expDataSN: 0,
+      }),
+    );
+    await h.flush();
+    expect(decodeTaskMgmtResponse(h.out.at(-1)!).response).toBe(TmfResponse.TaskDoesNotExist);
+  });
+
   it("answers Logout and ends the connection", async () => {
     const h = harness();
     h.login();

@@ -11,6 +11,7 @@ import { ScsiStatus, SenseKey } from "../scsi/constants.js";
 import { decodeLun } from "../scsi/lun.js";
 import { checkConditionResult } from "../scsi/sense.js";
 import type { ScsiCommand, ScsiResult } from "../scsi/types.js";
+import type { WriteReservation } from "../volume/volume.js";
 import { dataBuffers } from "./buffer-pool.js";
 import { Opcode, RESERVED_TAG, RejectReason, TmfFunction, TmfResponse } from "./constants.js";
 import { type FramingError, PduReader, serializePdu } from "./framing.js";
@@ -43,6 +44,7 @@ import {
 import { snAdd, snGreaterThan } from "./serial.js";
 import type { NexusPort, TargetServices } from "./services.js";
 import type { LiveSession, SessionRegistry } from "./sessions.js";
+import { TaskSignal } from "./task-signal.js";
 import { WriteCollector } from "./write-collector.js";
 
 export interface ConnectionIo {
@@ -89,6 +91,19 @@ interface Task {
   running: Promise<void> | undefined;
   /** What was handed to the SCSI layer (the key for NexusPort.abortTask). */
   command: ScsiCommand | undefined;
+  /**
+   * Aborted with the task (abortTask): the SCSI layer passes its signal to every volume call, so
+   * that a call still waiting in the arbiter's queue leaves at once. Created when the task first
+   * needs it (admission of a write, or execution).
+   */
+  signal: TaskSignal | undefined;
+  /** A write waiting for its turn before its R2Ts (NexusPort.admitWrite). */
+  admitting: boolean;
+  /**
+   * The write's turn in the arbiter (NexusPort.admitWrite): `started()` once handed to the
+   * SCSI layer, `release()` by `forget`.
+   */
+  reservation: WriteReservation | undefined;
 }
 
 export class IscsiConnection implements LiveSession {
@@ -117,6 +132,12 @@ export class IscsiConnection implements LiveSession {
   private inFlight = 0;
   /** Commands that arrived ahead of ExpCmdSN, held until the gap fills. */
   private readonly heldBack = new Map<number, RawPdu>();
+  /**
+   * CmdSNs of commands aborted before they arrived (ABORT TASK with a RefCmdSN in the window,
+   * RFC 7143 11.5.1): considered received, so ExpCmdSN moves over them, and the command is
+   * dropped if it comes after all (libiscsi sends an immediate TMF ahead of queued commands).
+   */
+  private readonly consideredReceived = new Set<number>();
 
   private readonly tasks = new Map<number, Task>();
   /** Tasks waiting for Data-Out, by the Target Transfer Tag of their current R2T. */
@@ -373,17 +394,12 @@ export class IscsiConnection implements LiveSession {
     }
     if (cmdSN === this.expCmdSN && !snGreaterThan(cmdSN, this.maxCmdSNAdvertised)) {
       this.expCmdSN = snAdd(this.expCmdSN, 1);
-      this.dispatchCommand(pdu, false);
-      // Deliver what was waiting for this gap.
-      for (
-        let next = this.heldBack.get(this.expCmdSN);
-        next;
-        next = this.heldBack.get(this.expCmdSN)
-      ) {
-        this.heldBack.delete(this.expCmdSN);
-        this.expCmdSN = snAdd(this.expCmdSN, 1);
-        this.dispatchCommand(next, false);
+      if (this.consideredReceived.delete(cmdSN)) {
+        this.log.debug({ cmdSN }, "command aborted before it arrived: dropped");
+      } else {
+        this.dispatchCommand(pdu, false);
       }
+      this.deliverHeldBack();
       return;
     }
     if (snGreaterThan(cmdSN, this.expCmdSN) && !snGreaterThan(cmdSN, this.maxCmdSNAdvertised)) {
@@ -394,6 +410,23 @@ export class IscsiConnection implements LiveSession {
       { cmdSN, expCmdSN: this.expCmdSN, maxCmdSN: this.maxCmdSNAdvertised },
       "command outside the CmdSN window: dropped",
     );
+  }
+
+  /** Deliver what was waiting for the gap that just filled, in CmdSN order. */
+  private deliverHeldBack(): void {
+    for (;;) {
+      const sn = this.expCmdSN;
+      if (this.consideredReceived.delete(sn)) {
+        this.heldBack.delete(sn);
+        this.expCmdSN = snAdd(sn, 1);
+        continue;
+      }
+      const next = this.heldBack.get(sn);
+      if (next === undefined) return;
+      this.heldBack.delete(sn);
+      this.expCmdSN = snAdd(sn, 1);
+      this.dispatchCommand(next, false);
+    }
   }
 
   private dispatchCommand(pdu: RawPdu, immediate: boolean): void {
@@ -447,6 +480,9 @@ export class IscsiConnection implements LiveSession {
       aborted: false,
       running: undefined,
       command: undefined,
+      signal: undefined,
+      admitting: false,
+      reservation: undefined,
     };
     this.tasks.set(task.itt, task);
 
@@ -491,13 +527,47 @@ export class IscsiConnection implements LiveSession {
     );
     task.collector = collector;
     if (cmd.data.length > 0) collector.acceptImmediate(cmd.data);
+    if (cmd.edtl > unsolicited) this.admitWrite(task, nexus);
     this.continueWrite(task);
+  }
+
+  /**
+   * A write whose data must be solicited: ask for its turn first (the arbiter, through
+   * NexusPort.admitWrite), so that R2Ts go out, and the data flows, in the order and at the rate
+   * the arbiter decides. Unsolicited data (immediate, and up to FirstBurstLength with
+   * InitialR2T=No) cannot be held back: it is collected meanwhile.
+   */
+  private admitWrite(task: Task, nexus: NexusPort): void {
+    if (nexus.admitWrite === undefined) return;
+    const signal = new TaskSignal();
+    task.signal = signal;
+    const admission = nexus.admitWrite(task.lun, task.edtl, signal);
+    if (admission === undefined) return;
+    task.admitting = true;
+    admission.then(
+      (reservation) => {
+        if (task.aborted || this.tasks.get(task.itt) !== task) {
+          reservation.release();
+          return;
+        }
+        task.reservation = reservation;
+        task.admitting = false;
+        this.continueWrite(task);
+      },
+      (err: unknown) => {
+        if (task.aborted || this.tasks.get(task.itt) !== task) return;
+        // Not aborted by us (the arbiter is closing): go on; the volume call will answer.
+        this.log.debug({ err, itt: task.itt }, "write admission failed: soliciting anyway");
+        task.admitting = false;
+        this.continueWrite(task);
+      },
+    );
   }
 
   /** Send R2Ts as the window allows, or execute once every byte has arrived. */
   private continueWrite(task: Task): void {
     const c = task.collector;
-    if (!c) return;
+    if (!c || task.admitting) return;
     if (c.complete) {
       task.collector = undefined;
       this.execute(task, c.buffer);
@@ -554,15 +624,21 @@ export class IscsiConnection implements LiveSession {
 
   private execute(task: Task, dataOut: Buffer): void {
     const nexus = this.nexus!;
+    if (task.signal === undefined) task.signal = new TaskSignal();
     const command: ScsiCommand = {
       lun: task.lun,
       cdb: task.cdb,
       dataOut,
       expectedLength: task.edtl,
       taskAttribute: task.taskAttribute,
+      signal: task.signal,
     };
     task.command = command;
-    task.running = nexus.execute(command).then(
+    const running = nexus.execute(command);
+    // Most writes reached the arbiter synchronously, within their reservation; one that did
+    // not (it waits in the SCSI layer) must not hold a share meanwhile.
+    task.reservation?.started();
+    task.running = running.then(
       (result) => {
         // The SCSI layer is done with the payload once its promise settled (ScsiCommand).
         if (dataOut.length > 0) dataBuffers.release(dataOut);
@@ -672,16 +748,26 @@ export class IscsiConnection implements LiveSession {
     );
   }
 
-  /** Remove a task from the tables and release its CmdSN window slot. */
-  /** Mark a task aborted: no response will be sent; tell the SCSI layer if it has it. */
+  /**
+   * Mark a task aborted: no response will be sent. Its signal aborts, so that whatever of it
+   * still waits in the arbiter (its volume call, or its write's admission) leaves at once and
+   * the command settles without reaching the volume; one already in the volume runs to its end.
+   * Tell the SCSI layer if it has the command.
+   */
   private abortTask(task: Task): void {
     task.aborted = true;
+    task.signal?.abort();
     if (task.command !== undefined) this.nexus?.abortTask?.(task.command);
   }
 
+  /** Remove a task from the tables and release its CmdSN window slot. */
   private forget(task: Task): void {
     if (this.tasks.get(task.itt) !== task) return;
     this.tasks.delete(task.itt);
+    if (task.reservation !== undefined) {
+      task.reservation.release();
+      task.reservation = undefined;
+    }
     if (task.collector) {
       for (const ttt of task.collector.outstandingTtts()) this.byTtt.delete(ttt);
       task.collector = undefined;
@@ -821,8 +907,18 @@ export class IscsiConnection implements LiveSession {
       case TmfFunction.AbortTask: {
         const task = this.tasks.get(req.rtt);
         if (task && task.lun === lun) victims = [task];
-        else if (!task && snGreaterThan(req.refCmdSN, snAdd(this.expCmdSN, -1))) {
-          // Not received yet: consider it aborted (RFC 7143 11.5.1): nothing to wait for.
+        else if (
+          !task &&
+          snGreaterThan(req.refCmdSN, snAdd(this.expCmdSN, -1)) &&
+          !snGreaterThan(req.refCmdSN, this.maxCmdSNAdvertised) &&
+          (req.immediate || snGreaterThan(req.cmdSN, req.refCmdSN))
+        ) {
+          // Not received yet, in the window and before this request: "consider the CmdSN as
+          // received" (RFC 7143 11.5.1): ExpCmdSN moves over it and the command, should it
+          // still come (an initiator may send an immediate TMF ahead of queued commands), is
+          // dropped. Nothing to wait for.
+          this.consideredReceived.add(req.refCmdSN);
+          if (req.refCmdSN === this.expCmdSN) this.deliverHeldBack();
           response = TmfResponse.FunctionComplete;
         } else response = TmfResponse.TaskDoesNotExist;
         break;
@@ -957,6 +1053,7 @@ export class IscsiConnection implements LiveSession {
     if (this.loginTimer) clearTimeout(this.loginTimer);
     for (const t of this.tasks.values()) this.abortTask(t);
     this.heldBack.clear();
+    this.consideredReceived.clear();
     this.sessions.remove(this);
     if (this.nexus) {
       const nexus = this.nexus;

@@ -27,6 +27,19 @@ export interface NexusPort {
    * being sent as work in progress (src/arbiter/scheduler.ts, "Responses being sent").
    */
   sent?(cmd: import("../scsi/types.js").ScsiCommand): void;
+  /**
+   * A write of `bytes` on `lun` waits for Data-Out the connection must solicit (R2T): reserve
+   * its turn first (src/scsi/target.ts, ScsiNexus.admitWrite). `signal` is the one the command
+   * will carry (ScsiCommand.signal). Undefined: solicit at once. Else the connection sends its
+   * R2Ts only once the promise resolves, calls the reservation's `started()` right after
+   * handing the command to `execute` and `release()` when the task ends; a rejection (the task
+   * was aborted, the arbiter closed) lets the write go on unadmitted.
+   */
+  admitWrite?(
+    lun: number,
+    bytes: number,
+    signal: import("../volume/volume.js").CommandSignal,
+  ): Promise<import("../volume/volume.js").WriteReservation> | undefined;
   lunReset(lun: number): void;
   targetReset(): void;
   close(): void;

@@ -20,9 +20,12 @@
  * Handlers throw `CheckCondition` for validation failures and catch their own volume failures,
  * so the hot path is one synchronous call plus the handler's single await on the volume.
  */
+
+import { isAbortError } from "../volume/errors.js";
+import type { CommandSignal, WriteReservation } from "../volume/volume.js";
 import { Asc } from "./asc.js";
 import { validateCdbUsage } from "./cdb.js";
-import { GOOD } from "./commands/common.js";
+import { GOOD, TASK_ABORTED } from "./commands/common.js";
 import { SenseKey } from "./constants.js";
 import type { LunContext, NexusContext } from "./context.js";
 import { type CommandSpec, lookupCommand, RESERVATION_CONFLICT } from "./dispatch.js";
@@ -167,6 +170,7 @@ export class Nexus implements NexusContext {
 
   private failure(err: unknown, cmd: ScsiCommand, lu: LunContext | undefined): ScsiResult {
     if (err instanceof CheckCondition) return checkConditionResult(err.sense, err.dataOutLength);
+    if (isAbortError(err)) return TASK_ABORTED;
     const sense = senseForFailure(err, this.logger, {
       volumeId: lu?.entry.volumeId ?? "",
       lun: cmd.lun,
@@ -209,6 +213,22 @@ export class Nexus implements NexusContext {
     if (hook === undefined) return;
     this.abortHooks.delete(cmd);
     hook();
+  }
+
+  /**
+   * Reserve the turn of a write whose data has not arrived (see ScsiNexus.admitWrite): through
+   * the LUN's volume (Volume.reserveWrite, the arbiter), when it has one.
+   */
+  admitWrite(
+    lun: number,
+    bytes: number,
+    signal: CommandSignal,
+  ): Promise<WriteReservation> | undefined {
+    if (this.closed) return undefined;
+    const entry = this.view.get(lun);
+    if (entry === undefined || entry.readOnly) return undefined;
+    const volume = entry.volume;
+    return volume.reserveWrite === undefined ? undefined : volume.reserveWrite(bytes, signal);
   }
 
   /** TMF LOGICAL UNIT RESET (SAM-5 7.8): reset the unit behind `lun` for every nexus. */

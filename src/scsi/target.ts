@@ -10,6 +10,8 @@
  * and per nexus the pending unit attentions and deferred errors. Opening a nexus raises no POWER ON unit attention (as tgt
  * does), so that tools that send one command and leave (iscsi-inq, qemu-img) work at once.
  */
+
+import type { CommandSignal, WriteReservation } from "../volume/volume.js";
 import { Asc } from "./asc.js";
 import type { NexusContext } from "./context.js";
 import { Nexus, type NexusHost } from "./nexus.js";
@@ -34,6 +36,21 @@ export interface ScsiNexus {
    * (SBC-4). Its promise settles at once (status TASK ABORTED, which the transport drops).
    */
   abortTask(cmd: ScsiCommand): void;
+  /**
+   * A command with `bytes` of Data-Out that has not arrived yet will be executed on `lun`
+   * (signal: the one its ScsiCommand will carry): reserve its turn before the transport asks for
+   * the data (iSCSI R2T), so that the arbiter orders the data flow too (Volume.reserveWrite).
+   * Undefined: nothing to wait for (no arbiter on that LUN, no such LUN, a read-only mapping).
+   * Else resolves, once the data may come, with the reservation (Volume.reserveWrite): the
+   * transport calls `started()` right after `execute`, and `release()` when the command ends;
+   * rejects when the signal aborts first, or NotReady when the arbiter closes (the transport
+   * then goes on).
+   */
+  admitWrite(
+    lun: number,
+    bytes: number,
+    signal: CommandSignal,
+  ): Promise<WriteReservation> | undefined;
   /** TMF LUN RESET (SAM-5 7.8): pending work is already aborted by the transport. */
   lunReset(lun: number): void;
   /** TMF TARGET WARM RESET. */

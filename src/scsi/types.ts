@@ -3,7 +3,7 @@
  * The SCSI layer never sees sockets or PDUs: a command arrives with all its Data-Out already
  * collected, and leaves as status + data + sense.
  */
-import type { Volume } from "../volume/volume.js";
+import type { CommandSignal, Volume } from "../volume/volume.js";
 
 /** One SCSI command as delivered by a transport (SAM-5 "Execute Command"). */
 export interface ScsiCommand {
@@ -23,6 +23,13 @@ export interface ScsiCommand {
   readonly expectedLength: number;
   /** SAM task attribute: 0 untagged/simple, 1 simple, 2 ordered, 3 head of queue, 4 ACA. */
   readonly taskAttribute: number;
+  /**
+   * Aborted by the transport when the task is (TMF ABORT TASK and the task-set and reset
+   * functions, the session ending). Handlers pass it to the volume with every call (the Volume
+   * contract's CommandOptions), so that a call still waiting in a filter (the arbiter's queue)
+   * is dropped at once; a call already in the backend completes. Absent: nothing aborts.
+   */
+  readonly signal?: CommandSignal;
 }
 
 /** The outcome of a command (SAM-5 "Command Complete Received"). */

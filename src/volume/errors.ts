@@ -36,3 +36,12 @@ export class StorageError extends Error {
     super(message, options);
   }
 }
+
+/**
+ * Whether a volume rejected because the command's signal aborted before the operation started
+ * (Volume, "Aborts"): any error named "AbortError" (DOMException's, the arbiter's). Nothing was
+ * changed; the SCSI layer answers TASK ABORTED (or nothing, when the transport aborted the task).
+ */
+export function isAbortError(err: unknown): boolean {
+  return err instanceof Error && err.name === "AbortError";
+}

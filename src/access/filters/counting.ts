@@ -15,14 +15,25 @@
  *   the destination channel only, and the source's own stack stays in the way (the inner
  *   volume declines a source it cannot see through, and the fallback's `read` counts there).
  * - On failure (the inner promise rejects, or the inner call throws): `errors` += 1, nothing
- *   else.
+ *   else; except a call dropped because its command was aborted (an "AbortError", Volume
+ *   "Aborts"), which counts nothing (the arbiter counts it as aborted).
  * - `commands` is not touched: it counts SCSI commands, which the layer above sees.
+ * - Per-command options (the abort `signal`) are passed on unchanged with every call;
+ *   `reserveWrite` exists exactly when the inner volume has it and is forwarded unchanged (it
+ *   counts nothing: the write that uses the reservation counts).
  * - Filters do not own the volume below them: `close()` only marks this filter closed (later
  *   calls reject with NotReady); the owner of the base volume closes it.
  * - No closure or object is created per call beyond the promise each async method returns.
  */
-import { StorageError, StorageErrorCode } from "../../volume/errors.js";
-import type { BlockStatus, Volume, WriteOptions } from "../../volume/volume.js";
+import { isAbortError, StorageError, StorageErrorCode } from "../../volume/errors.js";
+import type {
+  BlockStatus,
+  CommandOptions,
+  CommandSignal,
+  Volume,
+  WriteOptions,
+  WriteReservation,
+} from "../../volume/volume.js";
 import type { ChannelCounters } from "../counters.js";
 
 export class CountingFilter implements Volume {
@@ -38,6 +49,7 @@ export class CountingFilter implements Volume {
     blocks: number,
     options?: WriteOptions,
   ) => Promise<boolean>;
+  readonly reserveWrite?: (bytes: number, signal: CommandSignal) => Promise<WriteReservation>;
   private closed = false;
 
   constructor(
@@ -56,6 +68,12 @@ export class CountingFilter implements Volume {
       this.copyFrom = (source, sourceLba, lba, blocks, options) =>
         this.forwardCopyFrom(source, sourceLba, lba, blocks, options);
     }
+    if (inner.reserveWrite !== undefined) {
+      this.reserveWrite = async (bytes, signal) => {
+        this.checkOpen();
+        return this.inner.reserveWrite!(bytes, signal);
+      };
+    }
   }
 
   /** The volume below (Volume.unwrap): copies by reference look through this filter. */
@@ -67,13 +85,13 @@ export class CountingFilter implements Volume {
     return this.inner.blockCount();
   }
 
-  async read(lba: number, blocks: number): Promise<Buffer> {
+  async read(lba: number, blocks: number, options?: CommandOptions): Promise<Buffer> {
     this.checkOpen();
     let data: Buffer;
     try {
-      data = await this.inner.read(lba, blocks);
+      data = await this.inner.read(lba, blocks, options);
     } catch (error) {
-      this.counters.errors++;
+      if (!isAbortError(error)) this.counters.errors++;
       throw error;
     }
     this.counters.readOps++;
@@ -88,7 +106,7 @@ export class CountingFilter implements Volume {
     try {
       await this.inner.write(lba, data, options);
     } catch (error) {
-      this.counters.errors++;
+      if (!isAbortError(error)) this.counters.errors++;
       throw error;
     }
     this.counters.writeOps++;
@@ -105,7 +123,7 @@ export class CountingFilter implements Volume {
     try {
       await this.inner.writeAtomic!(lba, data, options);
     } catch (error) {
-      this.counters.errors++;
+      if (!isAbortError(error)) this.counters.errors++;
       throw error;
     }
     this.counters.writeOps++;
@@ -124,7 +142,7 @@ export class CountingFilter implements Volume {
     try {
       copied = await this.inner.copyFrom!(source, sourceLba, lba, blocks, options);
     } catch (error) {
-      this.counters.errors++;
+      if (!isAbortError(error)) this.counters.errors++;
       throw error;
     }
     if (copied) {
@@ -134,32 +152,32 @@ export class CountingFilter implements Volume {
     return copied;
   }
 
-  async flush(): Promise<void> {
+  async flush(options?: CommandOptions): Promise<void> {
     this.checkOpen();
     try {
-      await this.inner.flush();
+      await this.inner.flush(options);
     } catch (error) {
-      this.counters.errors++;
+      if (!isAbortError(error)) this.counters.errors++;
       throw error;
     }
   }
 
-  async unmap(lba: number, blocks: number): Promise<void> {
+  async unmap(lba: number, blocks: number, options?: CommandOptions): Promise<void> {
     this.checkOpen();
     try {
-      await this.inner.unmap(lba, blocks);
+      await this.inner.unmap(lba, blocks, options);
     } catch (error) {
-      this.counters.errors++;
+      if (!isAbortError(error)) this.counters.errors++;
       throw error;
     }
   }
 
-  async blockStatus(lba: number): Promise<BlockStatus> {
+  async blockStatus(lba: number, options?: CommandOptions): Promise<BlockStatus> {
     this.checkOpen();
     try {
-      return await this.inner.blockStatus(lba);
+      return await this.inner.blockStatus(lba, options);
     } catch (error) {
-      this.counters.errors++;
+      if (!isAbortError(error)) this.counters.errors++;
       throw error;
     }
   }

@@ -12,7 +12,8 @@
  *   receives this filter as its source and decides whether it can copy from it (a base volume
  *   does not see through a filter and declines, so the caller falls back to `read` + `write`).
  * - Everything else (`read`, `flush`, `blockStatus`, `blockCount`, identity) is forwarded
- *   unchanged. `flush` is forwarded because SYNCHRONIZE CACHE must succeed on a read-only LUN
+ *   unchanged, with its per-command options (the abort `signal`). `reserveWrite` is not
+ *   forwarded: no write goes through this filter, so there is nothing to reserve a turn for. `flush` is forwarded because SYNCHRONIZE CACHE must succeed on a read-only LUN
  *   and makes other channels' writes durable as the Volume contract says.
  * - Filters do not own the volume below them: the base volume is shared by every channel that
  *   maps it, so `close()` only marks this filter closed (later calls reject with NotReady) and
@@ -20,7 +21,7 @@
  * - No allocation on the forwarding path.
  */
 import { StorageError, StorageErrorCode } from "../../volume/errors.js";
-import type { BlockStatus, Volume, WriteOptions } from "../../volume/volume.js";
+import type { BlockStatus, CommandOptions, Volume, WriteOptions } from "../../volume/volume.js";
 
 export class ReadOnlyFilter implements Volume {
   readonly id: string;
@@ -60,27 +61,27 @@ export class ReadOnlyFilter implements Volume {
     return this.inner.blockCount();
   }
 
-  read(lba: number, blocks: number): Promise<Buffer> {
+  read(lba: number, blocks: number, options?: CommandOptions): Promise<Buffer> {
     if (this.closed) return this.rejectClosed();
-    return this.inner.read(lba, blocks);
+    return this.inner.read(lba, blocks, options);
   }
 
   write(lba: number, _data: Buffer, _options?: WriteOptions): Promise<void> {
     return this.refuse(lba);
   }
 
-  flush(): Promise<void> {
+  flush(options?: CommandOptions): Promise<void> {
     if (this.closed) return this.rejectClosed();
-    return this.inner.flush();
+    return this.inner.flush(options);
   }
 
-  unmap(lba: number, _blocks: number): Promise<void> {
+  unmap(lba: number, _blocks: number, _options?: CommandOptions): Promise<void> {
     return this.write(lba, EMPTY);
   }
 
-  blockStatus(lba: number): Promise<BlockStatus> {
+  blockStatus(lba: number, options?: CommandOptions): Promise<BlockStatus> {
     if (this.closed) return this.rejectClosed();
-    return this.inner.blockStatus(lba);
+    return this.inner.blockStatus(lba, options);
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,8 @@
  * Small helpers shared by command handlers: results, allocation lengths, Data-Out, LBA ranges,
  * write protection and failure translation.
  */
+
+import { isAbortError } from "../../volume/errors.js";
 import { Asc } from "../asc.js";
 import { Limits, ScsiStatus, SenseKey } from "../constants.js";
 import type { LunContext } from "../context.js";
@@ -14,6 +16,13 @@ import {
 } from "../sense.js";
 import { senseForFailure } from "../sense-map.js";
 import type { ScsiCommand, ScsiResult } from "../types.js";
+
+/**
+ * TASK ABORTED (SAM-5 5.3): a command aborted before its volume work started. The transport
+ * sends nothing for a task it aborted itself; this status reaches an initiator only when
+ * another I_T nexus aborted the command (a LUN RESET removing queued commands of every nexus).
+ */
+export const TASK_ABORTED: ScsiResult = Object.freeze({ status: ScsiStatus.TASK_ABORTED });
 
 /** GOOD status, no data. Shared: results are never mutated. */
 export const GOOD: ScsiResult = Object.freeze({ status: ScsiStatus.GOOD });
@@ -113,6 +122,8 @@ export function failureResult(
   if (err instanceof CheckCondition) {
     return checkConditionResult(err.sense, err.dataOutLength ?? dataOutLength);
   }
+  // The command's signal aborted while its volume call still waited (Volume, "Aborts").
+  if (isAbortError(err)) return TASK_ABORTED;
   const sense = senseForFailure(err, lu.nexus.logger, {
     volumeId: lu.entry.volumeId,
     lun: lu.entry.lun,

@@ -97,7 +97,8 @@ async function compareThenWrite(
 ): Promise<ScsiResult> {
   const volume = lu.entry.volume;
   try {
-    const current = await volume.read(lba, verifyData.length / volume.blockSize);
+    const signal = cmd.signal;
+    const current = await volume.read(lba, verifyData.length / volume.blockSize, { signal });
     const offset = firstDifference(current, verifyData);
     if (offset >= 0) {
       return checkConditionResult(
@@ -105,7 +106,7 @@ async function compareThenWrite(
         dataOutLength,
       );
     }
-    await volume.write(lba, writeData, { fua });
+    await volume.write(lba, writeData, { fua, signal });
     return goodWithDataOut(dataOutLength);
   } catch (err) {
     return failureResult(err, cmd, lu, dataOutLength);

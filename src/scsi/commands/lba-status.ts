@@ -58,11 +58,12 @@ async function collect(
 ): Promise<ScsiResult> {
   try {
     const volume = lu.entry.volume;
+    const options = { signal: cmd.signal };
     const out: Buffer[] = [];
     let calls = 0;
     const status = (at: number) => {
       calls++;
-      return volume.blockStatus(at);
+      return volume.blockStatus(at, options);
     };
     const extent = (at: number, reported: number) => Math.min(Math.max(1, reported), capacity - at);
     let lba = start;

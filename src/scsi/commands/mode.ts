@@ -171,7 +171,7 @@ function modeSelect(
 
 async function flushThenGood(cmd: ScsiCommand, lu: LunContext, length: number) {
   try {
-    await lu.entry.volume.flush();
+    await lu.entry.volume.flush({ signal: cmd.signal });
     return goodWithDataOut(length);
   } catch (err) {
     return failureResult(err, cmd, lu, length);

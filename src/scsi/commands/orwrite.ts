@@ -75,9 +75,10 @@ async function readOrWrite(
   const volume = lu.entry.volume;
   try {
     // The buffer returned by read belongs to us: OR into it, then hand it to the volume.
-    const merged = await volume.read(lba, data.length / volume.blockSize);
+    const signal = cmd.signal;
+    const merged = await volume.read(lba, data.length / volume.blockSize, { signal });
     orInto(merged, data);
-    await volume.write(lba, merged, { fua });
+    await volume.write(lba, merged, { fua, signal });
     return goodWithDataOut(dataOutLength);
   } catch (err) {
     return failureResult(err, cmd, lu, dataOutLength);

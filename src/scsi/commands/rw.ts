@@ -6,7 +6,7 @@
  * Limits maximum, LBA range, write protection, then Data-Out completeness.
  */
 
-import type { WriteOptions } from "../../volume/volume.js";
+import type { CommandOptions, WriteOptions } from "../../volume/volume.js";
 import type { BlockIoCdb } from "../cdb.js";
 import { ScsiStatus } from "../constants.js";
 import type { LunContext, LunHandler } from "../context.js";
@@ -23,6 +23,7 @@ import {
 
 const WITH_FUA: WriteOptions = Object.freeze({ fua: true });
 const WITHOUT_FUA: WriteOptions = Object.freeze({ fua: false });
+const NO_OPTIONS: CommandOptions = Object.freeze({});
 
 /**
  * A READ handler for one CDB format. `lengthByte` is the offset of its TRANSFER LENGTH field.
@@ -47,7 +48,12 @@ async function readBlocks(
   blocks: number,
 ): Promise<ScsiResult> {
   try {
-    const data = await lu.entry.volume.read(lba, blocks);
+    const signal = cmd.signal;
+    const data = await lu.entry.volume.read(
+      lba,
+      blocks,
+      signal === undefined ? NO_OPTIONS : { signal },
+    );
     return { status: ScsiStatus.GOOD, data };
   } catch (err) {
     return failureResult(err, cmd, lu);
@@ -84,7 +90,12 @@ async function writeBlocks(
   dataOutLength: number,
 ): Promise<ScsiResult> {
   try {
-    await lu.entry.volume.write(lba, data, fua ? WITH_FUA : WITHOUT_FUA);
+    const signal = cmd.signal;
+    await lu.entry.volume.write(
+      lba,
+      data,
+      signal === undefined ? (fua ? WITH_FUA : WITHOUT_FUA) : { fua, signal },
+    );
     return goodWithDataOut(dataOutLength);
   } catch (err) {
     return failureResult(err, cmd, lu, dataOutLength);

@@ -25,7 +25,7 @@ export function syncCacheHandler(decode: (cdb: Buffer) => SyncCacheCdb): LunHand
 /** Flush the volume and answer GOOD, or the failure's sense. */
 export async function flush(cmd: ScsiCommand, lu: LunContext): Promise<ScsiResult> {
   try {
-    await lu.entry.volume.flush();
+    await lu.entry.volume.flush({ signal: cmd.signal });
     return GOOD;
   } catch (err) {
     return failureResult(err, cmd, lu);

@@ -76,8 +76,9 @@ async function unmapRanges(
 ): Promise<ScsiResult> {
   try {
     const volume = lu.entry.volume;
-    for (const r of ranges) await volume.unmap(r.lba, r.blocks);
-    if (ranges.length > 0 && !lu.unit.writeCacheEnabled) await volume.flush();
+    const options = { signal: cmd.signal };
+    for (const r of ranges) await volume.unmap(r.lba, r.blocks, options);
+    if (ranges.length > 0 && !lu.unit.writeCacheEnabled) await volume.flush(options);
     return goodWithDataOut(dataOutLength);
   } catch (err) {
     return failureResult(err, cmd, lu, dataOutLength);

@@ -55,7 +55,7 @@ async function verify(
   expected: Buffer,
 ): Promise<ScsiResult> {
   try {
-    const data = await lu.entry.volume.read(d.lba, d.blocks);
+    const data = await lu.entry.volume.read(d.lba, d.blocks, { signal: cmd.signal });
     if (d.bytchk === BYTCHK_NONE) return GOOD;
     const offset =
       d.bytchk === BYTCHK_ALL

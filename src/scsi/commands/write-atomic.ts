@@ -149,8 +149,9 @@ async function atomicWrite(
 ): Promise<ScsiResult> {
   const volume = lu.entry.volume;
   try {
-    if (hasAtomicWrites(volume)) await volume.writeAtomic!(lba, data, { fua });
-    else await volume.write(lba, data, { fua });
+    const options = { fua, signal: cmd.signal };
+    if (hasAtomicWrites(volume)) await volume.writeAtomic!(lba, data, options);
+    else await volume.write(lba, data, options);
     return goodWithDataOut(data.length);
   } catch (err) {
     return failureResult(err, cmd, lu, data.length);

@@ -120,8 +120,9 @@ async function unmapRange(
 ): Promise<ScsiResult> {
   try {
     const volume = lu.entry.volume;
-    await volume.unmap(lba, blocks);
-    if (!lu.unit.writeCacheEnabled) await volume.flush();
+    const options = { signal: cmd.signal };
+    await volume.unmap(lba, blocks, options);
+    if (!lu.unit.writeCacheEnabled) await volume.flush(options);
     return goodWithDataOut(dataOutLength);
   } catch (err) {
     return failureResult(err, cmd, lu, dataOutLength);
@@ -142,7 +143,7 @@ async function writePattern(
     const chunkBlocks = Math.min(blocks, Math.max(1, Limits.WRITE_SAME_CHUNK_BYTES / blockSize));
     const chunk = Buffer.alloc(chunkBlocks * blockSize);
     for (let at = 0; at < chunk.length; at += blockSize) block.copy(chunk, at);
-    const options = { fua: !lu.unit.writeCacheEnabled };
+    const options = { fua: !lu.unit.writeCacheEnabled, signal: cmd.signal };
     for (let done = 0; done < blocks; ) {
       const n = Math.min(chunkBlocks, blocks - done);
       // Sequential: the chunk is handed back by the volume when its write settles (Volume

@@ -73,8 +73,9 @@ async function writeThenVerify(
 ): Promise<ScsiResult> {
   const volume = lu.entry.volume;
   try {
-    await volume.write(lba, data, { fua: true });
-    const written = await volume.read(lba, data.length / volume.blockSize);
+    const signal = cmd.signal;
+    await volume.write(lba, data, { fua: true, signal });
+    const written = await volume.read(lba, data.length / volume.blockSize, { signal });
     if (compare) {
       const offset = firstDifference(written, data);
       if (offset >= 0) {
