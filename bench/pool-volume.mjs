@@ -12,6 +12,7 @@
 //   BENCH_IO_KIB   write and sequential read size in KiB (default 128)
 //   BENCH_DEPTH    operations in flight (default 16)
 //   BENCH_RANDOM   4 KiB random reads (default 32768)
+//   BENCH_READ_ROUNDS  rounds of the two read phases (default 1; CPU per grain: take the lowest)
 //   BENCH_WORKERS  worker threads for fingerprints and record opening (default: the pool's)
 //   BENCH_TMPDIR   where the pool goes (default $TMPDIR or /tmp); removed afterwards
 //   SANMUX_DIST    the compiled sources (default ./dist next to bench/)
@@ -33,6 +34,7 @@ const totalMiB = envInt("BENCH_MIB", 256);
 const ioBytes = envInt("BENCH_IO_KIB", 128) * 1024;
 const depth = envInt("BENCH_DEPTH", 16);
 const randomReads = envInt("BENCH_RANDOM", 32768);
+const readRounds = envInt("BENCH_READ_ROUNDS", 1);
 const dist = process.env.SANMUX_DIST ?? new URL("../dist/", import.meta.url).pathname;
 const load = (p) => import(pathToFileURL(join(dist, p)).href);
 
@@ -117,20 +119,24 @@ await phase(`duplicate write ${ioBytes / 1024} KiB QD${depth}`, ios * ioBytes, (
 await pool.applyJournal();
 
 let mismatches = 0;
-await phase(`sequential read ${ioBytes / 1024} KiB QD${depth}`, ios * ioBytes, () =>
-  inFlight(ios, depth, async (i) => {
-    const got = await a.read(i * blocksPerIo, blocksPerIo);
-    if (i % 97 === 0 && !got.equals(data.subarray(i * ioBytes, (i + 1) * ioBytes))) mismatches++;
-  }),
-);
 const grains = (ios * ioBytes) / 4096;
-await phase(`random read 4 KiB QD${depth}`, randomReads * 4096, () =>
-  inFlight(randomReads, depth, async () => {
-    const g = Math.floor(Math.random() * grains);
-    const got = await (g % 2 ? a : b).read(g, 1);
-    if (got.length !== 4096) mismatches++;
-  }),
-);
+for (let round = 0; round < readRounds; round++) {
+  await phase(`sequential read ${ioBytes / 1024} KiB QD${depth}`, ios * ioBytes, () =>
+    inFlight(ios, depth, async (i) => {
+      const got = await a.read(i * blocksPerIo, blocksPerIo);
+      if (i % 97 === 0 && !got.equals(data.subarray(i * ioBytes, (i + 1) * ioBytes))) {
+        mismatches++;
+      }
+    }),
+  );
+  await phase(`random read 4 KiB QD${depth}`, randomReads * 4096, () =>
+    inFlight(randomReads, depth, async () => {
+      const g = Math.floor(Math.random() * grains);
+      const got = await (g % 2 ? a : b).read(g, 1);
+      if (!got.equals(data.subarray(g * 4096, (g + 1) * 4096))) mismatches++;
+    }),
+  );
+}
 
 const usage = pool.usage();
 const metaBytes = await metaSize();

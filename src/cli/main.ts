@@ -323,7 +323,18 @@ poolCommand(
   (p) => p.check(),
   (report) => hasFindings(report, "clean", true),
 );
-poolCommand("gc", "reclaim dead chunks and compact containers", "/v1/pool/gc", (p) => p.gc());
+poolCommand("gc", "reclaim dead chunks and compact containers", "/v1/pool/gc", async (p) => {
+  const mib = (n: number) => (n / 1048576).toFixed(1);
+  const report = await p.gc({
+    onProgress: ({ done, containers, containersCompacted, bytesMoved, bytesReclaimed }) =>
+      process.stderr.write(
+        `\rgc: ${done}/${containers} containers, ${containersCompacted} compacted, ` +
+          `${mib(bytesMoved)} MiB moved, ${mib(bytesReclaimed)} MiB of files deleted`,
+      ),
+  });
+  process.stderr.write("\n");
+  return report;
+});
 
 pool
   .command("rebuild")

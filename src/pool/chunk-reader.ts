@@ -1,12 +1,14 @@
 /**
  * The read side of the chunk store: records that lie back to back in one container are read with
  * one pread (sequential writes put a write's grains back to back, chunk-store.ts), then opened —
- * FORMAT.md §3: header, CRC32C, the fingerprint asked for, GCM tag, codec — on a worker thread
- * when there is one (chunk-worker.ts). A record that fails any check is a ContainerIntegrityError
- * (a StorageError with code MediumError): no byte of it is returned.
+ * FORMAT.md §3: header, the fingerprint asked for, GCM tag, codec; the CRC32C only to name damage
+ * — on a worker thread when there is one, which does the pread itself from the descriptor
+ * (chunk-worker.ts; README "Read path"). A record that fails any check is a
+ * ContainerIntegrityError (a StorageError with code MediumError): no byte of it is returned.
  *
  * Open file handles are kept in an LRU cache (64 by default). A handle evicted while a read uses
- * it is closed when that read is done.
+ * it (the caller's pread, or a worker's) is closed when that read is done. Grains read again soon
+ * are served from `grainCache` (grain-cache.ts).
  *
  * `damaged` holds what scrub found (scrub.ts): reads of those records fail at once, and writes do
  * not deduplicate against them (pool-volume.ts).
@@ -14,12 +16,13 @@
 import { read } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
-import type { JobRunner } from "./chunk-worker.js";
+import { GRAIN_BYTES, type JobRunner, type OpenResult, packRecords } from "./chunk-worker.js";
 import {
   ContainerIntegrityError,
   type DamageReason,
   RECORD_HEADER_BYTES,
 } from "./container/index.js";
+import { GrainCache } from "./grain-cache.js";
 import type { ContainerRecord, Registry } from "./registry.js";
 
 /** One record of a run to read (the index's ChunkEntry fields, plus the fingerprint). */
@@ -41,6 +44,18 @@ export interface ChunkReaderOptions {
   readonly cacheSize?: number | undefined;
   /** Recompute HMAC(plaintext) = fingerprint on every read (see ChunkStoreOptions). */
   readonly verify?: boolean | undefined;
+  /**
+   * Bytes of plaintext grains kept for readers that want the same grains (grain-cache.ts).
+   * Default: `SANMUX_GRAIN_CACHE_MIB` MiB from the environment, else 64 MiB; 0 turns it off.
+   */
+  readonly grainCacheBytes?: number | undefined;
+}
+
+const MiB = 1024 * 1024;
+
+function defaultGrainCacheBytes(): number {
+  const env = Number(process.env.SANMUX_GRAIN_CACHE_MIB);
+  return Number.isFinite(env) && env >= 0 ? env * MiB : 64 * MiB;
 }
 
 interface ReaderEntry {
@@ -54,8 +69,12 @@ export class ChunkReader {
   private readonly readers = new Map<number, Promise<ReaderEntry>>();
   private readonly cacheSize: number;
   private readonly verify: boolean;
+  /** readRun calls under way, per container (`idle`). */
+  private readonly running = new Map<number, number>();
   /** Damaged record ranges found by scrub, per container. */
   readonly damaged = new Map<number, { offset: number; length: number; reason: string }[]>();
+  /** Plaintext of hot grains by location (grain-cache.ts). */
+  readonly grainCache: GrainCache;
 
   constructor(
     private readonly registry: Registry,
@@ -65,6 +84,7 @@ export class ChunkReader {
   ) {
     this.cacheSize = Math.max(1, options.cacheSize ?? 64);
     this.verify = options.verify ?? false;
+    this.grainCache = new GrainCache(options.grainCacheBytes ?? defaultGrainCacheBytes());
   }
 
   /** Whether scrub found the record at `offset` of container `number` damaged. */
@@ -79,6 +99,32 @@ export class ChunkReader {
    * check has an entry in `failures` (by index) and its 4096 bytes are meaningless.
    */
   async readRun(number: number, records: readonly RunRecord[]): Promise<RunResult> {
+    this.running.set(number, (this.running.get(number) ?? 0) + 1);
+    try {
+      return await this.readRecords(number, records);
+    } finally {
+      const n = (this.running.get(number) ?? 1) - 1;
+      if (n > 0) this.running.set(number, n);
+      else this.running.delete(number);
+    }
+  }
+
+  /**
+   * Resolves true once no readRun of container `number` is under way, false after `timeoutMs`.
+   * GC calls it once the index no longer names the container and before deleting its file: reads
+   * that resolved their grains before a relocation finish on the old copy (the read path resolves
+   * and calls readRun in one turn, so every such read is counted by then).
+   */
+  async idle(number: number, timeoutMs = 10_000): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.running.has(number)) {
+      if (Date.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    return true;
+  }
+
+  private async readRecords(number: number, records: readonly RunRecord[]): Promise<RunResult> {
     const first = records[0];
     const last = records[records.length - 1];
     if (first === undefined || last === undefined) {
@@ -89,36 +135,51 @@ export class ChunkReader {
     if (rec === undefined || domain === undefined) {
       throw new StorageError(StorageErrorCode.MediumError, `container ${number} is gone`);
     }
+    const cache =
+      this.grainCache.slots > 0 && !this.damaged.has(number) ? this.grainCache : undefined;
+    if (cache?.has(number, first.offset)) {
+      const out = Buffer.allocUnsafeSlow(records.length * GRAIN_BYTES);
+      let i = 0;
+      while (i < records.length && cache.get(number, records[i]!.offset, out, i * GRAIN_BYTES)) i++;
+      if (i === records.length) return { grains: out, failures: new Map() };
+    }
     const entry = await this.reader(number);
     const start = first.offset;
     const end = last.offset + RECORD_HEADER_BYTES + last.storedLength;
-    // Its own ArrayBuffer (never a pooled slab): it may be transferred to a worker thread.
-    const buf = Buffer.allocUnsafeSlow(end - start);
-    let got = 0;
-    entry.users++;
+    const job = {
+      op: "open" as const,
+      domain: domain.id,
+      container: rec.id,
+      base: start,
+      ...packRecords(records),
+      verify: this.verify,
+    };
+    let opened: OpenResult;
+    entry.users++; // the descriptor stays open until the preads are done
     try {
-      while (got < buf.length) {
-        const bytesRead = await preadFd(entry.handle.fd, buf, got, start + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
+      if (this.jobs.offloads(records.length)) {
+        // The worker threads pread the run themselves: no buffer crosses threads.
+        opened = await this.jobs.open({ ...job, fd: entry.handle.fd, length: end - start });
+      } else {
+        const buf = Buffer.allocUnsafe(end - start);
+        let got = 0;
+        while (got < buf.length) {
+          const bytesRead = await preadFd(entry.handle.fd, buf, got, start + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        opened = await this.jobs.open({ ...job, buf: buf.subarray(0, got) });
       }
     } finally {
       entry.users--;
       if (entry.evicted && entry.users === 0) void entry.handle.close().catch(() => undefined);
     }
-    const opened = await this.jobs.open({
-      op: "open",
-      domain: domain.id,
-      container: rec.id,
-      base: start,
-      buf: buf.subarray(0, got),
-      records: records.map((r) => ({
-        offset: r.offset,
-        storedLength: r.storedLength,
-        fingerprint: r.fingerprint,
-      })),
-      verify: this.verify,
-    });
+    if (cache !== undefined) {
+      const failed = new Set(opened.failures.map((f) => f.index));
+      records.forEach((r, i) => {
+        if (!failed.has(i)) cache.put(number, r.offset, opened.grains, i * GRAIN_BYTES);
+      });
+    }
     const failures = new Map<number, StorageError>();
     for (const f of opened.failures) {
       const offset = records[f.index]!.offset;
@@ -187,6 +248,7 @@ export class ChunkReader {
   /** Close the cached reader of a container (before deleting its file) and forget its damage. */
   drop(number: number): void {
     this.damaged.delete(number);
+    this.grainCache.dropContainer(number);
     const p = this.readers.get(number);
     this.readers.delete(number);
     void p?.then(evict, () => undefined);

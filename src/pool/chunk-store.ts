@@ -3,10 +3,12 @@
  *
  * Write side. One open container per domain takes the appends (FORMAT.md §1: append-only). A
  * write hands all its new grains to `appendAll` in one synchronous loop, so they land adjacent in
- * the container and a later sequential read fetches them with one pread. `ChunkBatch.sync()` is
- * the write protocol's step 3 (src/pool/meta/README.md, "Write protocol"): the container bytes are
- * durable before the map update names them. ContainerWriter.sync shares one fdatasync between all
- * the writes waiting at the moment it starts (group commit). A container that reaches
+ * the container and a later sequential read fetches them with one pread. The write protocol's
+ * step 3 (src/pool/meta/README.md, "Write protocol": the container bytes are durable before the
+ * map update names them) is the write-back commit's first step for pool writes (write-back.ts:
+ * one ContainerWriter.sync per container named), and `ChunkBatch.sync()` for other callers.
+ * ContainerWriter.sync shares one fdatasync between all the callers waiting at the moment it
+ * starts (group commit). A container that reaches
  * `sealBytes` is retired: no new appends, and it is sealed (FORMAT.md §4, §5) once no write that
  * used it is still between its append and its map update.
  *
@@ -15,9 +17,12 @@
  * of storing a second copy (the index's insert-if-absent handles any remaining race).
  *
  * Holds: every write holds the containers it appended to (or whose pending location it uses)
- * until its map update settled. GC (gc.ts) deletes only containers that are not open, or open
+ * until its map update settled — for a write staged by the write-back layer (write-back.ts),
+ * until the commit that lands it. GC (gc.ts) deletes only containers that are not open, or open
  * ones it sealed once their holds were released, so a map update can never name a deleted
- * container. A container is in `open` from the moment it enters the registry.
+ * container. A container is in `open` from the moment it enters the registry. The in-flight
+ * dedup entries of a batch live as long as its holds: a staged new chunk stays findable until
+ * the index has it.
  *
  * Read side: `reads` (chunk-reader.ts).
  */
@@ -37,6 +42,7 @@ import {
   FILE_HEADER_BYTES,
   RECORD_HEADER_BYTES,
 } from "./container/index.js";
+import type { SealedRecords } from "./container/record.js";
 import { containerDir, type Devices } from "./devices.js";
 import type { ChunkLocation } from "./meta/index.js";
 import type { ContainerRecord, DomainRecord, Registry } from "./registry.js";
@@ -74,7 +80,13 @@ interface DomainState {
   current: OpenContainer | undefined;
   creating: Promise<OpenContainer> | undefined;
   /** Grains being appended, by fingerprint (latin1 string): see "In-flight dedup". */
-  readonly pending: Map<string, { oc: OpenContainer; location: Promise<ChunkLocation> }>;
+  readonly pending: Map<string, PendingChunk>;
+}
+
+/** A grain being appended (or staged and not yet in the index): where it goes. */
+interface PendingChunk {
+  readonly oc: OpenContainer;
+  readonly location: Promise<ChunkLocation>;
 }
 
 /** What `recover` did at open, for the log. */
@@ -91,6 +103,8 @@ export interface RecoverySummary {
 const MiB = 1024 * 1024;
 /** Upper bound of one record's size, for free-space checks: header + 4 KiB + tag. */
 const RECORD_BOUND = RECORD_HEADER_BYTES + 4096 + 16;
+/** Stands for a 4 KiB grain whose record is sealed elsewhere (`appendSealed`). */
+const ZERO_GRAIN = Buffer.alloc(4096);
 
 export class ChunkStore {
   readonly sealBytes: number;
@@ -452,11 +466,11 @@ export class ChunkStore {
 
 /**
  * The new chunks of one write: appended together, synced together, held until the write's map
- * update settled (`release`).
+ * update settled (`release`; for a staged write, by the commit that lands it: write-back.ts).
  */
 export class ChunkBatch {
   private readonly held = new Set<OpenContainer>();
-  private readonly registered: string[] = [];
+  private readonly registered: [string, PendingChunk][] = [];
   private released = false;
 
   constructor(
@@ -473,8 +487,14 @@ export class ChunkBatch {
   ): Promise<ChunkLocation[]> {
     const out: Promise<ChunkLocation>[] = new Array(items.length);
     let absent = 0;
+    const pendingOf = (key: string) => {
+      const p = this.d.pending.get(key);
+      // A location in a container whose write or sync failed is no copy to share (write-back.ts
+      // stores such grains again).
+      return p === undefined || p.oc.broken ? undefined : p;
+    };
     for (const item of items) {
-      if (!this.d.pending.has(item.fingerprint.toString("latin1"))) absent++;
+      if (pendingOf(item.fingerprint.toString("latin1")) === undefined) absent++;
     }
     let oc: OpenContainer | undefined;
     if (absent > 0) {
@@ -489,7 +509,7 @@ export class ChunkBatch {
     const byKey = new Map<string, number[]>();
     for (let i = 0; i < items.length; i++) {
       const key = items[i]!.fingerprint.toString("latin1");
-      const p = this.d.pending.get(key);
+      const p = pendingOf(key);
       if (p !== undefined) {
         this.hold(p.oc);
         out[i] = p.location;
@@ -533,8 +553,9 @@ export class ChunkBatch {
           };
         });
         location.catch(() => undefined); // observed through `out` (or by another write)
-        this.d.pending.set(f.key, { oc: target, location });
-        this.registered.push(f.key);
+        const entry: PendingChunk = { oc: target, location };
+        this.d.pending.set(f.key, entry);
+        this.registered.push([f.key, entry]);
         for (const i of f.items) out[i] = location;
       });
     }
@@ -558,11 +579,57 @@ export class ChunkBatch {
     );
   }
 
+  /**
+   * GC compaction (gc.ts): append records built by `seal(containerId, base)` — copies of chunks
+   * the index names elsewhere, sealed again for their new place — to the domain's writable
+   * container, back to back; resolves their locations once written (durable after `sync`).
+   * Unlike appendAll there is no in-flight dedup: `pending` is neither consulted nor fed (the
+   * index names the old copies until the relocation transaction, so writes find those). Held until
+   * `release`, like appendAll. `logicalLengths[i]` is record i's plaintext length. (Healing a
+   * damaged chunk would use it too, with `jobs.seal` of the write's grain as `seal`.)
+   */
+  async appendSealed(
+    fingerprints: readonly Buffer[],
+    logicalLengths: readonly number[],
+    seal: (containerId: string, base: number) => SealedRecords | Promise<SealedRecords>,
+  ): Promise<ChunkLocation[]> {
+    if (fingerprints.length === 0) return [];
+    let oc: OpenContainer;
+    do oc = await this.store.writable(this.d, fingerprints.length * RECORD_BOUND);
+    while (oc.retired);
+    this.hold(oc); // in the same turn as the check, as in appendAll
+    const target = oc;
+    // appendBatch reads the grains' lengths only when `seal` builds the records.
+    const lengths = logicalLengths.map((n) => (n === 4096 ? ZERO_GRAIN : Buffer.alloc(n)));
+    const results = await target.writer
+      .appendBatch(fingerprints, lengths, (base) => seal(target.writer.containerId, base))
+      .catch((error: unknown) => {
+        this.store.markBroken(target, error);
+        throw asStorageError(error, "appending to a container");
+      });
+    let bytes = 0;
+    const out = results.map((r, i) => {
+      bytes += r.recordLength;
+      return {
+        containerId: target.rec.number,
+        offset: r.offset,
+        storedLength: r.storedLength,
+        logicalLength: logicalLengths[i]!,
+      };
+    });
+    if (target.writer.size >= this.store.sealBytes) this.store.retire(target);
+    this.store.devices.charge(target.rec.device, bytes);
+    return out;
+  }
+
   /** The map update settled (either way): let GC and sealing proceed. Idempotent. */
   release(): void {
     if (this.released) return;
     this.released = true;
-    for (const key of this.registered) this.d.pending.delete(key);
+    for (const [key, entry] of this.registered) {
+      // A later batch may have registered the same fingerprint (this one's copy was broken).
+      if (this.d.pending.get(key) === entry) this.d.pending.delete(key);
+    }
     for (const oc of this.held) this.store.release(oc);
     this.held.clear();
   }

@@ -1,11 +1,19 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { chunkFingerprint, domainKeys, masterKeyFromBytes, newId } from "../crypto/index.js";
-import { JobRunner, Jobs } from "./chunk-worker.js";
+import { JobRunner, Jobs, packRecords } from "./chunk-worker.js";
 import { ContainerWriter, FILE_HEADER_BYTES } from "./container/index.js";
 import { pattern } from "./testing/helpers.js";
 
@@ -59,7 +67,7 @@ describe("chunk jobs", () => {
       container: w.containerId,
       base: FILE_HEADER_BYTES,
       buf,
-      records,
+      ...packRecords(records),
       verify: true,
     });
     expect(ok.failures).toEqual([]);
@@ -74,7 +82,7 @@ describe("chunk jobs", () => {
       container: w.containerId,
       base: FILE_HEADER_BYTES,
       buf: damaged.subarray(0, damaged.length - 10),
-      records,
+      ...packRecords(records),
       verify: false,
     });
     expect(bad.failures.map((f) => [f.index, f.reason])).toEqual([
@@ -89,7 +97,7 @@ describe("chunk jobs", () => {
       container: w.containerId,
       base: FILE_HEADER_BYTES,
       buf,
-      records: [{ ...records[0]!, fingerprint: fps[2]! }],
+      ...packRecords([{ ...records[0]!, fingerprint: fps[2]! }]),
       verify: false,
     });
     expect(wrong.failures[0]?.reason).toBe("fingerprint");
@@ -153,7 +161,7 @@ describe("chunk jobs", () => {
             container,
             base,
             buf: Buffer.from(sealed.bytes),
-            records,
+            ...packRecords(records),
             verify: true,
           });
           expect(opened.failures).toEqual([]);
@@ -164,4 +172,148 @@ describe("chunk jobs", () => {
       }
     },
   );
+
+  // Reads on worker threads: the job preads the run from the descriptor itself and writes the
+  // grains into a SharedArrayBuffer; a run large enough is split over idle threads.
+  const openScript = process.env.SANMUX_CHUNK_WORKER ?? DIST_WORKER;
+  const openBuilt =
+    existsSync(openScript) && readFileSync(openScript, "utf8").includes("SharedArrayBuffer");
+  it("opens a run from a descriptor (inline: the fallback when no thread is left)", async () => {
+    dir = mkdtempSync(join(tmpdir(), "sanmux-jobs-"));
+    const { id, path, records, grains } = await container(dir, 40, 27);
+    const fd = openSync(path, "r");
+    try {
+      const jobs = new Jobs(master);
+      const base = records[0]!.offset;
+      const last = records[records.length - 1]!;
+      const length = last.offset + 60 + last.storedLength - base;
+      const r = jobs.open({
+        op: "open",
+        domain,
+        container: id,
+        base,
+        fd,
+        length,
+        ...packRecords(records),
+        verify: false,
+      });
+      expect(r.failures.map((f) => [f.index, f.reason])).toEqual([[27, "crc"]]);
+      expect(Buffer.from(r.grains.subarray(0, 27 * 4096))).toEqual(
+        Buffer.concat(grains.slice(0, 27)),
+      );
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it.skipIf(!openBuilt)(
+    "opens runs on worker threads from a descriptor, split over them",
+    async () => {
+      dir = mkdtempSync(join(tmpdir(), "sanmux-jobs-"));
+      const { id, path, records, grains } = await container(dir, 40, 27);
+      const runner = new JobRunner(master, 2, openScript);
+      const fd = openSync(path, "r");
+      try {
+        expect(runner.offloads(1)).toBe(process.env.SANMUX_BATCH_SMALL_READS !== "0"); // batched
+        expect(runner.offloads(40)).toBe(true);
+        const base = records[0]!.offset;
+        const last = records[records.length - 1]!;
+        const end = last.offset + 60 + last.storedLength;
+        const job = {
+          op: "open" as const,
+          domain,
+          container: id,
+          base,
+          fd,
+          ...packRecords(records),
+          verify: false,
+        };
+        // One read alone (both threads idle: split in two), then four at once.
+        for (const n of [1, 4]) {
+          const results = await Promise.all(
+            Array.from({ length: n }, () => runner.open({ ...job, length: end - base })),
+          );
+          for (const r of results) {
+            expect(r.grains.buffer).toBeInstanceOf(SharedArrayBuffer);
+            expect(r.failures.map((f) => [f.index, f.reason])).toEqual([[27, "crc"]]);
+            grains.forEach((g, i) => {
+              if (i !== 27)
+                expect(Buffer.from(r.grains.subarray(i * 4096, (i + 1) * 4096))).toEqual(g);
+            });
+          }
+        }
+        // Single records (4 KiB random reads) asked for in one turn: batched, one result each; a
+        // job that cannot pread fails alone.
+        const one = (i: number, d = fd) => {
+          const r = records[i]!;
+          const packed = packRecords([r]);
+          return runner.open({
+            ...job,
+            ...packed,
+            fd: d,
+            base: r.offset,
+            length: 60 + r.storedLength,
+          });
+        };
+        const singles = await Promise.allSettled([
+          ...records.map((_, i) => one(i)),
+          one(0, 1_000_000),
+        ]);
+        singles.forEach((s, i) => {
+          if (i === records.length) {
+            expect(s.status).toBe("rejected");
+            return;
+          }
+          expect(s.status).toBe("fulfilled");
+          const r = (s as PromiseFulfilledResult<Awaited<ReturnType<typeof one>>>).value;
+          if (i === 27) expect(r.failures.map((f) => [f.index, f.reason])).toEqual([[0, "crc"]]);
+          else expect(Buffer.from(r.grains)).toEqual(grains[i]);
+        });
+        // Past the end of the file: the records that are not all there are truncated.
+        const short = await runner.open({ ...job, length: end - base + 100 });
+        expect(short.failures.map((f) => f.index)).toEqual([27]);
+        const cut = readFileSync(path).subarray(0, end - 10);
+        writeFileSync(path, cut);
+        const truncated = await runner.open({ ...job, length: end - base });
+        expect(truncated.failures.map((f) => [f.index, f.reason])).toEqual([
+          [27, "crc"],
+          [39, "truncated"],
+        ]);
+      } finally {
+        closeSync(fd);
+        await runner.close();
+      }
+    },
+  );
 });
+
+/** A container of `n` grains (every third compressible), the record at `damaged` with a payload bit flipped. */
+async function container(
+  at: string,
+  n: number,
+  damaged: number,
+): Promise<{
+  id: string;
+  path: string;
+  records: { offset: number; storedLength: number; fingerprint: Uint8Array }[];
+  grains: Buffer[];
+}> {
+  const w = await ContainerWriter.create(at, keys);
+  const grains = Array.from({ length: n }, (_, i) =>
+    i % 3 === 0 ? Buffer.alloc(4096, i + 1) : randomBytes(4096),
+  );
+  const fps = grains.map((g) => chunkFingerprint(keys.fingerprintKey, g));
+  const appended = await Promise.all(grains.map((g, i) => w.append(fps[i]!, g)));
+  await w.sync();
+  await w.close();
+  const file = readFileSync(w.path);
+  const d = appended[damaged]!.offset + 60 + 7;
+  file[d] = file[d]! ^ 4;
+  writeFileSync(w.path, file);
+  const records = appended.map((a, i) => ({
+    offset: a.offset,
+    storedLength: a.storedLength,
+    fingerprint: fps[i]!,
+  }));
+  return { id: w.containerId, path: w.path, records, grains };
+}

@@ -4,8 +4,11 @@
  *
  * - `fingerprint`: HMAC-SHA256 of every grain of a write under the domain's fingerprint key, and
  *   which grains are all zeros (src/crypto/README.md; DESIGN.md "Zero grains are never stored");
- * - `open`: check and open the records of one pread (FORMAT.md §3: header, CRC32C, fingerprint,
- *   GCM tag, codec, and optionally HMAC) into plaintext grains.
+ * - `open`: check and open the records of one run (FORMAT.md §3: header, fingerprint, GCM tag,
+ *   codec, and optionally HMAC; the CRC32C only to name damage, see record.ts `checkCrc`) into
+ *   plaintext grains. On a worker thread the job preads the run itself (`fd`), into a buffer the
+ *   thread reuses, and writes the grains into the caller's SharedArrayBuffer (`out`): no buffer
+ *   crosses threads, and a large run is split over the threads without a copy (`JobRunner.open`).
  *
  * - `seal`: compress and seal the new grains of a write as contiguous records from a base offset
  *   (record.ts `sealRecords`). A record's AAD binds its offset, and offsets follow the compressed
@@ -17,10 +20,11 @@
  * runs them inline when there are none (workers: 0, or the compiled worker script is not there,
  * as when the TypeScript sources run under the test runner). Buffers cross threads by transfer:
  * the runner copies the caller's grains first (the caller keeps its buffer), results come back as
- * fresh ArrayBuffers owned by the receiver.
+ * fresh ArrayBuffers owned by the receiver — except `open` results on worker threads, written
+ * into a SharedArrayBuffer the caller allocated.
  */
 import type { KeyObject } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
@@ -54,22 +58,53 @@ export interface FingerprintResult {
   readonly zero: Uint8Array;
 }
 
+/**
+ * Open the records of one run: records back to back in one container, read with one pread.
+ * Either `buf` holds the bytes from `base` (read by the caller: inline jobs), or the job preads
+ * `length` bytes at `base` from `fd` itself (worker threads: the caller keeps the descriptor open
+ * until the job settles). Records are packed into typed arrays: cheap to clone.
+ */
 export interface OpenJob {
   readonly op: "open";
   readonly domain: string;
   readonly container: string;
-  /** File offset of `buf[0]`. */
+  /** File offset of the first record (of `buf[0]`). */
   readonly base: number;
-  /** Bytes read from the container (possibly short at the end of the file). Transferred. */
-  readonly buf: Uint8Array;
-  readonly records: readonly { offset: number; storedLength: number; fingerprint: Uint8Array }[];
+  /** Bytes read from the container from `base` (possibly short at the end of the file). */
+  readonly buf?: Uint8Array | undefined;
+  /** Without `buf`: the descriptor to pread `length` bytes at `base` from. */
+  readonly fd?: number | undefined;
+  readonly length?: number | undefined;
+  /** Per record: its offset in the container. */
+  readonly offsets: Float64Array;
+  /** Per record: its stored length (the index's). */
+  readonly storedLengths: Uint32Array;
+  /** Per record: the fingerprint asked for, 32 bytes each. */
+  readonly fingerprints: Uint8Array;
   readonly verify: boolean;
+  /** Where the grains go (4096 bytes per record); default a new buffer. */
+  readonly out?: Uint8Array | undefined;
 }
 
 export interface OpenResult {
   /** 4096 bytes per record, in order (undefined content for failed ones). */
   readonly grains: Uint8Array;
   readonly failures: { index: number; reason: DamageReason; message: string }[];
+}
+
+/** The records of a run, packed for an OpenJob. */
+export function packRecords(
+  records: readonly { offset: number; storedLength: number; fingerprint: Uint8Array }[],
+): Pick<OpenJob, "offsets" | "storedLengths" | "fingerprints"> {
+  const offsets = new Float64Array(records.length);
+  const storedLengths = new Uint32Array(records.length);
+  const fingerprints = new Uint8Array(records.length * FP_BYTES);
+  records.forEach((r, i) => {
+    offsets[i] = r.offset;
+    storedLengths[i] = r.storedLength;
+    fingerprints.set(r.fingerprint, i * FP_BYTES);
+  });
+  return { offsets, storedLengths, fingerprints };
 }
 
 export interface SealJob {
@@ -84,9 +119,20 @@ export interface SealJob {
   readonly fps: Uint8Array;
 }
 
-export type Job = FingerprintJob | OpenJob | SealJob;
+/** Small OpenJobs (each with `fd` and `out`) sent in one message: see JobRunner.open. */
+export interface OpenBatchJob {
+  readonly op: "openBatch";
+  readonly jobs: readonly OpenJob[];
+}
+
+/** Per job of an OpenBatchJob: its failures, or the error that stopped it. */
+export type OpenBatchResult = ({ failures: OpenResult["failures"] } | { error: string })[];
+
+export type Job = FingerprintJob | OpenJob | SealJob | OpenBatchJob;
 
 const ZERO = Buffer.alloc(GRAIN_BYTES);
+/** Largest pread buffer a thread keeps for its next job (larger runs get their own). */
+const SCRATCH_KEEP = 4 << 20;
 
 /** The logic of every job, with the key caches of one thread. */
 export class Jobs {
@@ -94,6 +140,8 @@ export class Jobs {
   private readonly containers = new Map<string, ContainerKeys>();
   private readonly decompressor = new Decompressor();
   private compressor: Compressor | undefined;
+  private scratch: Buffer | undefined;
+  private readonly aad = Buffer.alloc(64);
 
   constructor(private readonly master: KeyObject) {}
 
@@ -166,36 +214,68 @@ export class Jobs {
 
   open(job: OpenJob): OpenResult {
     const keys = this.containerKeys(job.domain, job.container);
-    const buf = Buffer.from(job.buf.buffer, job.buf.byteOffset, job.buf.length);
-    const grains = new Uint8Array(job.records.length * GRAIN_BYTES);
+    const buf = job.buf
+      ? Buffer.from(job.buf.buffer, job.buf.byteOffset, job.buf.length)
+      : this.pread(job.fd!, job.base, job.length!);
+    const n = job.offsets.length;
+    const out = job.out
+      ? Buffer.from(job.out.buffer, job.out.byteOffset, job.out.length)
+      : undefined;
+    // One record and no `out` (a 4 KiB random read, inline): its plaintext is the result.
+    let grains = out ?? (n === 1 ? undefined : Buffer.allocUnsafeSlow(n * GRAIN_BYTES));
+    const fps = Buffer.from(job.fingerprints.buffer, job.fingerprints.byteOffset, n * FP_BYTES);
     const failures: OpenResult["failures"] = [];
-    job.records.forEach((r, i) => {
-      const at = r.offset - job.base;
-      const length = RECORD_HEADER_BYTES + r.storedLength;
+    for (let i = 0; i < n; i++) {
+      const offset = job.offsets[i]!;
+      const at = offset - job.base;
+      const length = RECORD_HEADER_BYTES + job.storedLengths[i]!;
       if (at < 0 || at + length > buf.length) {
         failures.push({
           index: i,
           reason: DamageReason.Truncated,
           message: "record runs past the end of the file",
         });
-        return;
+        continue;
       }
       try {
-        const plain = openRecord(keys, r.offset, buf.subarray(at, at + length), {
-          expectFingerprint: r.fingerprint,
+        const plain = openRecord(keys, offset, buf.subarray(at, at + length), {
+          expectFingerprint: fps.subarray(i * FP_BYTES, (i + 1) * FP_BYTES),
           verifyFingerprint: job.verify,
           decompressor: this.decompressor,
+          checkCrc: false,
+          aad: this.aad,
         });
         if (plain.length !== GRAIN_BYTES) {
           throw new FormatError(DamageReason.Content, `record holds ${plain.length} bytes`);
         }
-        grains.set(plain, i * GRAIN_BYTES);
+        if (grains === undefined) grains = plain;
+        else plain.copy(grains, i * GRAIN_BYTES);
       } catch (error) {
         if (!(error instanceof FormatError)) throw error;
         failures.push({ index: i, reason: error.reason, message: error.message });
       }
-    });
-    return { grains, failures };
+    }
+    return { grains: grains ?? Buffer.alloc(n * GRAIN_BYTES), failures };
+  }
+
+  /**
+   * `length` bytes at `position` of `fd` (fewer at the end of the file), into this thread's
+   * reused buffer: valid until the next call. Synchronous: on a worker thread (a page-cache read
+   * of 128 KiB takes ~20 µs); inline only when every worker thread has died.
+   */
+  private pread(fd: number, position: number, length: number): Buffer {
+    let buf = this.scratch;
+    if (buf === undefined || buf.length < length) {
+      buf = Buffer.allocUnsafeSlow(Math.max(length, 256 * 1024));
+      if (buf.length <= SCRATCH_KEEP) this.scratch = buf;
+    }
+    let got = 0;
+    while (got < length) {
+      const n = readSync(fd, buf, got, length - got, position + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return buf.subarray(0, got);
   }
 }
 
@@ -207,6 +287,8 @@ const WORKER_ROLE = "sanmux-chunk-worker";
 const INLINE_BELOW = 4;
 /** Jobs are split over the threads in parts of at least this many grains. */
 const SPLIT_MIN = 16;
+/** A batch of small open jobs is split over the threads in parts of at least this many jobs. */
+const SMALL_SPLIT_MIN = 8;
 
 interface Pending {
   resolve(value: unknown): void;
@@ -233,6 +315,7 @@ export class JobRunner {
    */
   constructor(master: KeyObject, workers?: number, script?: string) {
     this.inline = new Jobs(master);
+    this.batchSmall = process.env.SANMUX_BATCH_SMALL_READS !== "0";
     script ??= fileURLToPath(new URL("./chunk-worker.js", import.meta.url));
     const n = workers ?? Math.min(4, cpus().length);
     if (n <= 0 || !existsSync(script)) return;
@@ -296,8 +379,8 @@ export class JobRunner {
    * [from, to) index ranges, one per thread, for a job of `n` grains: at least SPLIT_MIN grains
    * each (a round trip costs ~50-100 µs; a grain ~5-15 µs).
    */
-  private split(n: number): [number, number][] {
-    const k = Math.max(1, Math.min(this.lanes.length, Math.floor(n / SPLIT_MIN)));
+  private split(n: number, ways = this.lanes.length): [number, number][] {
+    const k = Math.max(1, Math.min(ways, Math.floor(n / SPLIT_MIN)));
     const parts: [number, number][] = [];
     for (let i = 0; i < k; i++) {
       parts.push([Math.floor((n * i) / k), Math.floor((n * (i + 1)) / k)]);
@@ -375,10 +458,109 @@ export class JobRunner {
     return { bytes, storedLengths, codecs };
   }
 
+  /**
+   * Whether an OpenJob of `records` records goes to the worker threads, so that the caller passes
+   * a descriptor (`fd`, `length`) instead of the bytes (`buf`).
+   */
+  offloads(records: number): boolean {
+    return this.lanes.length > 0 && (records >= INLINE_BELOW || this.batchSmall);
+  }
+
+  /**
+   * Small runs (4 KiB random reads) on worker threads, batched: the runs asked for in one turn of
+   * the event loop go in one message per thread, so that the main thread pays one round trip for
+   * many reads instead of a pread and an open for each (random reads are bound by the main
+   * thread). Only when a run of fewer than INLINE_BELOW records comes with `fd`.
+   */
+  private readonly batchSmall: boolean;
+  private small: { job: OpenJob; resolve(r: OpenResult): void; reject(e: Error): void }[] = [];
+
+  private openSmall(job: OpenJob): Promise<OpenResult> {
+    return new Promise((resolve, reject) => {
+      if (this.small.length === 0) setImmediate(() => this.flushSmall());
+      this.small.push({ job, resolve, reject });
+    });
+  }
+
+  private flushSmall(): void {
+    const queue = this.small;
+    this.small = [];
+    let grains = 0;
+    for (const q of queue) grains += q.job.offsets.length;
+    const sab = new SharedArrayBuffer(grains * GRAIN_BYTES);
+    let at = 0;
+    const jobs = queue.map((q) => {
+      const out = new Uint8Array(sab, at, q.job.offsets.length * GRAIN_BYTES);
+      at += out.length;
+      return { ...q.job, out };
+    });
+    const k = Math.max(1, Math.min(this.lanes.length, Math.floor(queue.length / SMALL_SPLIT_MIN)));
+    for (let p = 0; p < k; p++) {
+      const from = Math.floor((queue.length * p) / k);
+      const to = Math.floor((queue.length * (p + 1)) / k);
+      const batch: OpenBatchJob = { op: "openBatch", jobs: jobs.slice(from, to) };
+      this.run<OpenBatchResult>(batch, []).then(
+        (results) => {
+          results.forEach((r, i) => {
+            const q = queue[from + i]!;
+            if ("error" in r) q.reject(new Error(`chunk worker: ${r.error}`));
+            else q.resolve({ grains: jobs[from + i]!.out, failures: r.failures });
+          });
+        },
+        (error: Error) => {
+          for (let i = from; i < to; i++) queue[i]!.reject(error);
+        },
+      );
+    }
+  }
+
+  /**
+   * Open a run. A job with `buf` runs inline. A job with `fd` runs on the worker threads (which
+   * pread it), split over them when large, each part writing its grains into one
+   * SharedArrayBuffer: the result's `grains` is a view of it, never copied.
+   */
   open(job: OpenJob): Promise<OpenResult> {
-    if (job.records.length < INLINE_BELOW)
+    const n = job.offsets.length;
+    if (job.buf !== undefined || this.lanes.length === 0) {
       return Promise.resolve().then(() => this.inline.open(job));
-    return this.run(job, [job.buf.buffer as ArrayBuffer]);
+    }
+    if (n < INLINE_BELOW) return this.openSmall(job);
+    const grains = new Uint8Array(new SharedArrayBuffer(n * GRAIN_BYTES));
+    // Split over the idle threads only: when every thread is busy (many reads in flight) a split
+    // costs messages and buys nothing; when reads come one at a time it halves their latency.
+    const parts = this.split(n, this.lanes.filter((l) => l.pending.size === 0).length);
+    const end = job.base + job.length!;
+    // Every part settles before the caller may close the descriptor.
+    return Promise.allSettled(
+      parts.map(([from, to]) => {
+        const base = job.offsets[from]!;
+        const partEnd = to < n ? job.offsets[to]! : end;
+        const part: OpenJob = {
+          op: "open",
+          domain: job.domain,
+          container: job.container,
+          base,
+          fd: job.fd,
+          length: Math.max(0, Math.min(end, partEnd) - base),
+          // slice, not subarray: a view would clone the whole buffer under it.
+          offsets: job.offsets.slice(from, to),
+          storedLengths: job.storedLengths.slice(from, to),
+          fingerprints: job.fingerprints.slice(from * FP_BYTES, to * FP_BYTES),
+          verify: job.verify,
+          out: grains.subarray(from * GRAIN_BYTES, to * GRAIN_BYTES),
+        };
+        return this.run<Pick<OpenResult, "failures">>(part, []).then((r) =>
+          r.failures.map((f) => ({ ...f, index: f.index + from })),
+        );
+      }),
+    ).then((settled) => {
+      const failures: OpenResult["failures"] = [];
+      for (const r of settled) {
+        if (r.status === "rejected") throw r.reason;
+        failures.push(...r.value);
+      }
+      return { grains, failures };
+    });
   }
 
   private run<T>(job: Job, transfer: ArrayBuffer[]): Promise<T> {
@@ -403,10 +585,24 @@ export class JobRunner {
   }
 }
 
-function runJob(jobs: Jobs, job: Job): FingerprintResult | OpenResult | SealedRecords {
+function runJob(
+  jobs: Jobs,
+  job: Job,
+): FingerprintResult | OpenResult | SealedRecords | OpenBatchResult {
   if (job.op === "fingerprint") return jobs.fingerprint(job);
   if (job.op === "seal") return jobs.seal(job);
+  if (job.op === "openBatch") return openBatch(jobs, job);
   return jobs.open(job);
+}
+
+function openBatch(jobs: Jobs, batch: OpenBatchJob): OpenBatchResult {
+  return batch.jobs.map((j) => {
+    try {
+      return { failures: jobs.open(j).failures };
+    } catch (error) {
+      return { error: (error as Error).message };
+    }
+  });
 }
 
 // The worker side: answer jobs until terminated.
@@ -422,6 +618,8 @@ if (!isMainThread && parentPort !== null && data?.role === WORKER_ROLE && data.m
           r.fps.buffer as ArrayBuffer,
           r.zero.buffer as ArrayBuffer,
         ]);
+      } else if (job.op === "openBatch") {
+        port.postMessage({ id, result: openBatch(jobs, job) }); // grains are in each `out`
       } else if (job.op === "seal") {
         const r = jobs.seal(job);
         port.postMessage({ id, result: r }, [
@@ -431,7 +629,14 @@ if (!isMainThread && parentPort !== null && data?.role === WORKER_ROLE && data.m
         ]);
       } else {
         const r = jobs.open(job);
-        port.postMessage({ id, result: r }, [r.grains.buffer as ArrayBuffer]);
+        if (job.out !== undefined) {
+          port.postMessage({ id, result: { failures: r.failures } }); // grains are in `out`
+        } else {
+          const own =
+            r.grains.buffer instanceof ArrayBuffer &&
+            r.grains.byteLength === r.grains.buffer.byteLength;
+          port.postMessage({ id, result: r }, own ? [r.grains.buffer as ArrayBuffer] : []);
+        }
       }
     } catch (error) {
       port.postMessage({ id, error: (error as Error).message });

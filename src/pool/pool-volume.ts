@@ -7,12 +7,14 @@
  *
  * Write path, following src/pool/meta/README.md "Write protocol": fingerprint each grain with the
  * domain's key; lookupChunk; grains the index lacks go to the chunk store in one batch
- * (`appendAll`), are made durable with one group-committed fdatasync (`sync`), and then every
- * grain of the write goes to the map in ONE writeGrains transaction. That transaction is what
- * makes a write atomic (so `writeAtomic` is the same path, bounded) and a grain read as old or
- * new after any crash: the map never names container bytes that were not durable first.
- * `ChunkMissing` (GC claimed a chunk between our lookup and the map update) is answered by
- * storing those grains and trying again.
+ * (`appendAll`, not synced yet); then the write is *staged* (write-back.ts): visible to reads at
+ * once, and moved to the map by the next commit, which makes the containers durable (one
+ * group-committed fdatasync) and then puts every grain of the write into the map in ONE
+ * writeGrains transaction. That transaction is what makes a write atomic (so `writeAtomic` is the
+ * same path, bounded) and a grain read as old or new after any crash: the map never names
+ * container bytes that were not durable first. `ChunkMissing` (GC claimed a chunk between our
+ * lookup and the map update) is answered by the commit, which stores those grains again from the
+ * plaintext it holds.
  *
  * Block size 512: a write that covers part of a grain reads the grain, patches it and writes it
  * whole (read-modify-write). Every write, unmap and copy of such a volume takes the grain locks
@@ -20,13 +22,16 @@
  * each other. A 4096-byte volume never does a partial grain, so it takes no lock: concurrent
  * overlapping writes land in an unspecified order, as SCSI allows.
  *
- * Read path: resolveGrains (one read snapshot), then records lying back to back in one container
- * are read with one pread (ChunkStore.readRun). A record that fails any check, or a map entry
- * whose chunk the index lacks, fails the read with MediumError and its LBA: never zeros, never
- * other data.
+ * Read path: resolveGrains (one read snapshot) with the staged grains laid over it in the same
+ * turn (served from their plaintext), then records lying back to back in one container are read
+ * with one pread (ChunkStore.readRun). A record that fails any check, or a map entry whose chunk
+ * the index lacks, fails the read with MediumError and its LBA: never zeros, never other data.
  *
- * Durability: `write` resolving means visible; `flush()` (MetaStore.flush) makes every resolved
- * write durable; FUA, or `writeCache: false`, flushes before resolving.
+ * Durability: `write` resolving means visible; `flush()` commits what is staged and flushes the
+ * metadata store, making every resolved write durable; FUA, or `writeCache: false`, does the same
+ * before resolving. Operations that read or change the map other than reads and writes (unmap,
+ * block status, copies) commit the staged grains they concern first, so that they see them and
+ * are ordered after them.
  *
  * Snapshot views (Pool.openSnapshot): the same class over `(volume, s)`: reads, block status and
  * copies from it read the map as of snapshot `s` (MetaStore `{ snapshot }` reads); writes, unmaps
@@ -45,6 +50,7 @@ import type { ChunkStore } from "./chunk-store.js";
 import { asStorageError } from "./chunk-store.js";
 import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
 import type { Registry, VolumeRecord } from "./registry.js";
+import type { WriteBack } from "./write-back.js";
 
 export const GRAIN = 4096;
 /** Largest atomic write (one writeGrains transaction): 256 grains. */
@@ -62,10 +68,19 @@ export interface PoolContext {
   readonly chunks: ChunkStore;
   readonly registry: Registry;
   readonly logger: Logger | undefined;
+  /** The pool's write-back stage: writes are staged there, and committed by it. */
+  readonly writeBack: WriteBack;
   /** Pool.setAllocationGuard; read at every write. */
   allocationGuard: AllocationGuard | undefined;
   /** Called when a volume closes, so the pool forgets it. */
   forget(volume: PoolVolume): void;
+}
+
+/** A grain of a write whose content is a chunk scrub found damaged (storeGrains, heal). */
+interface Heal {
+  readonly index: number;
+  readonly fingerprint: Buffer;
+  readonly from: { readonly containerId: number; readonly offset: number };
 }
 
 export class PoolVolume implements Volume {
@@ -189,6 +204,12 @@ export class PoolVolume implements Volume {
     retried = false,
   ): Promise<Buffer> {
     const resolved = this.resolve(first, count);
+    // Staged grains win over the map; read in the same turn as it (write-back.ts `overlay`).
+    const staged =
+      this.snapshot === undefined
+        ? this.ctx.writeBack.overlay(this.number, first, count)
+        : undefined;
+    const fromStage: number[] = [];
     const holes: number[] = [];
     interface Run {
       container: number;
@@ -199,6 +220,12 @@ export class PoolVolume implements Volume {
     const runs: Run[] = [];
     let run: Run | undefined;
     for (let i = 0; i < count; i++) {
+      const s = staged?.[i];
+      if (s !== undefined) {
+        if (s.plaintext === undefined) holes.push(i);
+        else fromStage.push(i);
+        continue;
+      }
       const r = resolved[i];
       if (r === undefined) {
         holes.push(i);
@@ -253,6 +280,8 @@ export class PoolVolume implements Volume {
     }
     const out = Buffer.allocUnsafe(count * GRAIN);
     for (const i of holes) out.fill(0, i * GRAIN, (i + 1) * GRAIN);
+    // A copy: the caller may patch what it reads (read-modify-write); staged text never changes.
+    for (const i of fromStage) staged![i]!.plaintext!.copy(out, i * GRAIN);
     if (failed === undefined) {
       for (let k = 0; k < runs.length; k++) {
         const r = runs[k]!;
@@ -309,7 +338,7 @@ export class PoolVolume implements Volume {
     this.enter();
     try {
       await this.writeBytes(lba * this.blockSize, data);
-      if (options?.fua === true || !this.rec.writeCache) await this.syncMeta();
+      if (options?.fua === true || !this.rec.writeCache) await this.commitStaged(true);
     } finally {
       this.leave();
     }
@@ -375,6 +404,7 @@ export class PoolVolume implements Volume {
   ): Promise<void> {
     const { store, chunks } = this.ctx;
     const { fps, zero } = await chunks.jobs.fingerprint(chunks.domainId(this.domain), grains);
+    let freshBytes = 0;
     if (!admitted && this.ctx.allocationGuard !== undefined) {
       // Capacity admission before anything is stored: grains that are holes now and will hold
       // data (zero grains stay holes; overwrites of mapped grains allocate nothing logical).
@@ -382,9 +412,11 @@ export class PoolVolume implements Volume {
       let fresh = 0;
       for (let i = 0; i < grains.length; i++) if (zero[i] !== 1 && mapped[i] === 0) fresh++;
       if (fresh > 0) this.ctx.allocationGuard(this.name, fresh * GRAIN);
+      freshBytes = fresh * GRAIN;
     }
     const updates: GrainUpdate[] = new Array(grains.length);
-    let misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
+    const misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
+    const heals: Heal[] = [];
     for (let i = 0; i < grains.length; i++) {
       if (zero[i] === 1) {
         updates[i] = { grain: first + i, fingerprint: null };
@@ -393,64 +425,128 @@ export class PoolVolume implements Volume {
       const fingerprint = Buffer.from(fps.buffer, fps.byteOffset + i * 32, 32);
       const hit = store.lookupChunk(this.domain, fingerprint);
       if (hit !== undefined && chunks.reads.isDamaged(hit.containerId, hit.offset)) {
-        // Mapping this grain to a chunk scrub found damaged would acknowledge data that cannot
-        // be read back; healing it needs the index to accept a new copy (see README, "Limits").
-        throw this.mediumError(first + i, "the stored copy of this content is damaged", lbaFrom);
+        // The write brings the content of a chunk scrub found damaged: store it afresh and move
+        // the index to the new copy (heal) before anything maps to it.
+        const from = { containerId: hit.containerId, offset: hit.offset };
+        heals.push({ index: i, fingerprint, from });
       }
       updates[i] = { grain: first + i, fingerprint };
       if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
     }
+    if (heals.length > 0) await this.heal(heals, grains, first, lbaFrom);
     const batch = chunks.batch(this.domain);
+    let staged = false;
     try {
-      for (let attempt = 0; ; attempt++) {
-        if (misses.length > 0) {
-          const locations = await batch.appendAll(misses);
-          misses.forEach((m, k) => {
-            updates[m.index] = { ...updates[m.index]!, chunk: locations[k]! };
-          });
-          await batch.sync();
-        }
-        try {
-          await store.writeGrains(this.number, updates);
-          return;
-        } catch (error) {
-          if (!(error instanceof MetaError) || error.code !== MetaErrorCode.ChunkMissing) {
-            throw metaFailure(error, this.name);
-          }
-          if (attempt >= 3) throw metaFailure(error, this.name);
-          // GC claimed chunks we deduplicated against: store those grains (README, "GC").
-          const gone = new Set(error.fingerprints ?? []);
-          misses = [];
-          updates.forEach((u, i) => {
-            if (u.fingerprint !== null && u.chunk === undefined) {
-              if (gone.has(Buffer.from(u.fingerprint).toString("hex"))) {
-                misses.push({
-                  index: i,
-                  fingerprint: Buffer.from(u.fingerprint),
-                  grain: grains[i]!,
-                });
-              }
-            }
-          });
-        }
+      if (misses.length > 0) {
+        const locations = await batch.appendAll(misses);
+        misses.forEach((m, k) => {
+          updates[m.index] = { ...updates[m.index]!, chunk: locations[k]! };
+        });
       }
+      // The stage keeps the plaintext (reads of staged grains, ChunkMissing at commit): its own
+      // copy, since the caller may reuse `grains` once the write resolved (Volume contract).
+      let nonZero = 0;
+      for (let i = 0; i < grains.length; i++) if (zero[i] !== 1) nonZero++;
+      const text = Buffer.allocUnsafe(nonZero * GRAIN);
+      const plaintext: (Buffer | undefined)[] = new Array<Buffer | undefined>(grains.length);
+      for (let i = 0, at = 0; i < grains.length; i++) {
+        if (zero[i] === 1) continue;
+        grains[i]!.copy(text, at);
+        plaintext[i] = text.subarray(at, at + GRAIN);
+        at += GRAIN;
+      }
+      const stage = this.ctx.writeBack.stage({
+        volume: this.number,
+        domain: this.domain,
+        updates,
+        plaintext,
+        batch,
+        freshBytes,
+      });
+      staged = true; // the stage owns the batch now (released by the commit that lands it)
+      await stage;
+    } catch (error) {
+      throw metaFailure(error, this.name);
+    } finally {
+      if (!staged) batch.release();
+    }
+  }
+
+  /**
+   * Heal chunks scrub found damaged with the content this write brings (its fingerprint proves
+   * it is the same content): seal a fresh copy, make it durable, then move the index entry from
+   * the damaged copy to it in one transaction (MetaStore.relocateChunks, as GC compaction does);
+   * every grain mapping that chunk reads the good copy from then on, and the damaged record is
+   * dead (GC removes it with its container). A copy that could not replace it (its stored length
+   * differs, so the accounting could not follow) leaves the write refused, as before healing.
+   */
+  private async heal(
+    heals: readonly Heal[],
+    grains: readonly Buffer[],
+    first: number,
+    lbaFrom: number,
+  ): Promise<void> {
+    const { store, chunks } = this.ctx;
+    const fingerprints = heals.map((h) => h.fingerprint);
+    const contents = heals.map((h) => grains[h.index]!);
+    const batch = chunks.batch(this.domain);
+    let moved: readonly boolean[];
+    try {
+      const copies = await batch.appendSealed(
+        fingerprints,
+        contents.map((g) => g.length),
+        (container, base) =>
+          chunks.jobs.seal(chunks.domainId(this.domain), container, base, fingerprints, contents),
+      );
+      await batch.sync(); // durable before the index names it (write protocol)
+      const result = await store.relocateChunks(
+        this.domain,
+        heals.map((h, k) => ({ fingerprint: h.fingerprint, from: h.from, to: copies[k]! })),
+      );
+      moved = result.movedItems;
+    } catch (error) {
+      throw metaFailure(error, this.name);
     } finally {
       batch.release();
     }
+    heals.forEach((h, k) => {
+      if (moved[k] === true) {
+        const where = { container: h.from.containerId, offset: h.from.offset };
+        this.ctx.logger?.warn(
+          { volume: this.name, grain: first + h.index, ...where },
+          "healed a damaged chunk: the same content was written again",
+        );
+        return;
+      }
+      const now = store.lookupChunk(this.domain, h.fingerprint);
+      if (now !== undefined && chunks.reads.isDamaged(now.containerId, now.offset)) {
+        const why = "the stored copy of this content is damaged";
+        throw this.mediumError(first + h.index, why, lbaFrom);
+      }
+    });
   }
 
   async flush(): Promise<void> {
     if (this.closed) throw this.notReady();
-    await this.syncMeta();
+    await this.commitStaged(true);
   }
 
-  /** Container bytes are durable before any map update (write protocol), so the store is all. */
-  private async syncMeta(): Promise<void> {
+  /**
+   * Commit what is staged (write-back.ts; the pool's whole stage: one group commit); `durable`
+   * also flushes the metadata store (container bytes are durable before any map update names
+   * them, so that is all). Rejects with WriteFault when that could not be done.
+   */
+  private async commitStaged(durable = false): Promise<void> {
     try {
-      await this.ctx.store.flush();
+      await this.ctx.writeBack.commit({ durable });
     } catch (error) {
       throw metaFailure(error, this.name);
     }
+  }
+
+  /** Commit first when grains of [first, first + count) of this volume are staged. */
+  private async commitIfStaged(first: number, count: number): Promise<void> {
+    if (this.ctx.writeBack.stagedIn(this.number, first, count)) await this.commitStaged();
   }
 
   async unmap(lba: number, blocks: number): Promise<void> {
@@ -474,6 +570,8 @@ export class PoolVolume implements Volume {
       if (b > a) {
         const unlock = this.blockSize < GRAIN ? await this.lock(a, b) : undefined;
         try {
+          // Ordered after the staged writes to these grains (and the edges written above).
+          await this.commitIfStaged(a, b - a);
           await this.ctx.store.unmapGrains(this.number, a, b - a);
         } catch (error) {
           throw metaFailure(error, this.name);
@@ -490,6 +588,7 @@ export class PoolVolume implements Volume {
     this.check(lba, 1);
     const grain = Math.floor((lba * this.blockSize) / GRAIN);
     const lastGrain = Math.ceil(this.rec.size / GRAIN);
+    if (this.snapshot === undefined) await this.commitIfStaged(grain, lastGrain - grain);
     let s: ReturnType<MetaStore["extentStatus"]>;
     try {
       s = this.ctx.store.extentStatus(
@@ -547,6 +646,8 @@ export class PoolVolume implements Volume {
     try {
       const unlock = this.blockSize < GRAIN ? await this.lock(dst, dst + count) : undefined;
       try {
+        // The copy reads and writes the map: it sees, and comes after, every staged write.
+        if (this.ctx.writeBack.busy) await this.commitStaged();
         const guard = this.ctx.allocationGuard;
         if (guard !== undefined) {
           // Grains mapped in the source whose destination is a hole now (module comment).
@@ -579,7 +680,7 @@ export class PoolVolume implements Volume {
       } finally {
         unlock?.();
       }
-      if (options?.fua === true || !this.rec.writeCache) await this.syncMeta();
+      if (options?.fua === true || !this.rec.writeCache) await this.commitStaged(true);
     } finally {
       source.leave();
       this.leave();
@@ -595,7 +696,7 @@ export class PoolVolume implements Volume {
       this.closed = true;
       if (this.inFlight > 0) await new Promise<void>((r) => (this.idle = r));
       try {
-        await this.ctx.store.flush();
+        await this.ctx.writeBack.commit({ durable: true });
       } finally {
         this.ctx.forget(this);
       }
@@ -665,6 +766,13 @@ export class PoolVolume implements Volume {
       }
     } catch (error) {
       throw metaFailure(error, this.name);
+    }
+    if (options.snapshot === undefined) {
+      // Staged grains as the next commit will leave them: data mapped, zeros and unmaps holes.
+      const staged = this.ctx.writeBack.overlay(volume, first, count);
+      staged?.forEach((s, i) => {
+        if (s !== undefined) mask[i] = s.plaintext === undefined ? 0 : 1;
+      });
     }
     return mask;
   }

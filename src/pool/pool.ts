@@ -14,6 +14,11 @@
  * plus the containers' own: torn tails of unsealed containers are truncated (FORMAT.md §6; the
  * write protocol never lets the index name bytes that were not synced).
  *
+ * Write-back (write-back.ts): writes are staged and committed in groups. Everything here that
+ * reads the maps or counters as a whole, or changes them other than by writes (snapshots, GC,
+ * scrub, check, rebuild), commits the staged writes first (`commitStaged`); `flush` and `close`
+ * commit and flush.
+ *
  * Concurrency: catalog changes (ensureVolume, deleteVolume, addDevice) run one at a time;
  * volume I/O, scrub, check and gc run alongside them.
  */
@@ -26,7 +31,7 @@ import { isValidName, NAME_RULE } from "../util/names.js";
 import { ChunkStore } from "./chunk-store.js";
 import { JobRunner } from "./chunk-worker.js";
 import { type DeviceStatus, Devices } from "./devices.js";
-import { collectGarbage, type GcReport } from "./gc.js";
+import { collectGarbage, type GcOptions, type GcReport } from "./gc.js";
 import {
   type AuditReport,
   type DomainUsage,
@@ -39,8 +44,9 @@ import { type AllocationGuard, GRAIN, type PoolContext, PoolVolume } from "./poo
 import { type RebuildReport, rebuildPool } from "./rebuild.js";
 import { REGISTRY_FILE, Registry, type SnapshotRecord, type VolumeRecord } from "./registry.js";
 import { type ScrubProgress, type ScrubReport, scrubPool } from "./scrub.js";
+import { WriteBack, type WriteBackOptions } from "./write-back.js";
 
-export type { GcReport } from "./gc.js";
+export type { GcOptions, GcProgress, GcReport } from "./gc.js";
 export { type AllocationGuard, PoolVolume } from "./pool-volume.js";
 export type { ScrubProgress, ScrubReport } from "./scrub.js";
 
@@ -70,6 +76,12 @@ export interface PoolOpenOptions {
   readonly workers?: number | undefined;
   /** The compiled worker module (tests of the sources point at dist/); default beside this one. */
   readonly workerScript?: string | undefined;
+  /**
+   * Write-back of WCE=1 writes (write-back.ts): acknowledged once staged, committed in groups.
+   * Default: on, unless the environment sets SANMUX_WRITE_BACK=0 (every write then commits
+   * before it resolves, as before write-back existed).
+   */
+  readonly writeBack?: WriteBackOptions | undefined;
 }
 
 export interface VolumeSpec {
@@ -183,12 +195,14 @@ export class Pool {
     private readonly chunks: ChunkStore,
     private readonly applier: RefcountApplier,
     private readonly logger: Logger | undefined,
+    private readonly writeBack: WriteBack,
   ) {
     this.ctx = {
       store,
       chunks,
       registry,
       logger,
+      writeBack,
       allocationGuard: undefined,
       forget: (v) => {
         if (this.volumes.get(v.name) === v) this.volumes.delete(v.name);
@@ -278,7 +292,11 @@ export class Pool {
         },
         "pool open",
       );
-      const pool = new Pool(dir, registry, store, devices, chunks, applier, log);
+      const writeBack = new WriteBack(store, chunks, log, {
+        enabled: process.env.SANMUX_WRITE_BACK !== "0",
+        ...o.writeBack,
+      });
+      const pool = new Pool(dir, registry, store, devices, chunks, applier, log, writeBack);
       pool.maxBytes = o.maxBytes;
       return pool;
     } catch (error) {
@@ -428,6 +446,7 @@ export class Pool {
       if ((rec.snapshots ?? []).some((s) => s.name === name)) {
         throw new Error(`volume "${volume}" already has a snapshot "${name}"`);
       }
+      await this.commitStaged(); // the snapshot holds every write that resolved before the call
       const generation = await this.store.createSnapshot(rec.number);
       // Durable in the store before the registry names it; a crash in between leaves a store
       // snapshot the registry does not know, deleted at the next start (recoverSnapshots).
@@ -701,10 +720,16 @@ export class Pool {
     this.maxBytes = maxBytes;
   }
 
-  /** Logical bytes a volume holds (mapped grains), 0 for an unknown volume. */
+  /**
+   * Logical bytes a volume holds (mapped grains), 0 for an unknown volume. Staged writes count
+   * as soon as they resolve (the holes they map, as the allocation guard counted them: an upper
+   * bound), so that capacity rules never fall behind the write-back stage.
+   */
   volumeLogicalBytes(name: string): number {
     const v = this.registry.volumes.find((x) => x.name === name && x.deleting !== true);
-    return v === undefined ? 0 : (this.store.volumeUsage(v.number)?.logicalBytes ?? 0);
+    if (v === undefined) return 0;
+    const mapped = this.store.volumeUsage(v.number)?.logicalBytes ?? 0;
+    return mapped + this.writeBack.freshBytes(v.number);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -714,15 +739,17 @@ export class Pool {
   scrub(onProgress?: (p: ScrubProgress) => void): Promise<ScrubReport> {
     this.checkOpen();
     return this.track(
-      scrubPool(
-        {
-          registry: this.registry,
-          chunks: this.chunks,
-          store: this.store,
-          logger: this.logger,
-          stopped: () => this.closing !== undefined,
-        },
-        onProgress,
+      this.commitStaged().then(() =>
+        scrubPool(
+          {
+            registry: this.registry,
+            chunks: this.chunks,
+            store: this.store,
+            logger: this.logger,
+            stopped: () => this.closing !== undefined,
+          },
+          onProgress,
+        ),
       ),
     );
   }
@@ -731,12 +758,14 @@ export class Pool {
   rebuild(): Promise<RebuildReport> {
     this.checkOpen();
     return this.track(
-      rebuildPool({
-        registry: this.registry,
-        store: this.store,
-        containerPath: (rec) => this.chunks.containerPath(rec),
-        logger: this.logger,
-      }),
+      this.commitStaged().then(() =>
+        rebuildPool({
+          registry: this.registry,
+          store: this.store,
+          containerPath: (rec) => this.chunks.containerPath(rec),
+          logger: this.logger,
+        }),
+      ),
     );
   }
 
@@ -749,6 +778,7 @@ export class Pool {
   /** The metadata audit (mark and sweep, src/pool/meta/README.md) and missing container files. */
   async check(): Promise<CheckReport> {
     this.checkOpen();
+    await this.commitStaged();
     const audit = this.store.audit();
     const missingContainers: string[] = [];
     for (const c of this.registry.containers) {
@@ -776,15 +806,19 @@ export class Pool {
    * Apply the journal, claim every container's dead chunks (MetaStore.reclaimDeadChunks: no
    * write deduplicates against them any more), and delete the containers left with no live chunk
    * (a fully dead current container is sealed first). Containers past `minDeadFraction` (default
-   * 0.3) that still hold live chunks are reported, not compacted: see GcReport.notCompacted.
-   * Yields to I/O between containers.
+   * 0.3) that still hold live chunks are compacted: their live chunks move to the domain's current
+   * container, then the file goes (gc.ts); those skipped are in GcReport.notCompacted, with why.
+   * Yields to I/O between containers and between batches of moved chunks.
    */
-  gc(options: { minDeadFraction?: number } = {}): Promise<GcReport> {
+  gc(options: GcOptions = {}): Promise<GcReport> {
     this.checkOpen();
     // One GC at a time: a second call runs after the first (two would race for the same
     // containers, harmlessly but for nothing).
-    const run = this.gcTail.then(() =>
-      collectGarbage(
+    // Staged writes first: GC then sees their references, and what is staged meanwhile is
+    // protected by its holds and by ChunkMissing at its commit (write-back.ts).
+    const run = this.gcTail.then(async () => {
+      await this.commitStaged();
+      return collectGarbage(
         {
           registry: this.registry,
           store: this.store,
@@ -793,18 +827,20 @@ export class Pool {
           stopped: () => this.closing !== undefined,
           applyJournal: () => this.applyJournal(),
         },
-        options.minDeadFraction ?? 0.3,
-      ),
-    );
+        options,
+      );
+    });
     this.gcTail = run.catch(() => undefined);
     return this.track(run);
   }
 
   /**
-   * Apply every pending refcount journal record now (the applier does it within 100 ms anyway):
-   * physical, live and dead figures are exact afterwards. Resolves with the records applied.
+   * Commit the staged writes, then apply every pending refcount journal record now (the applier
+   * does it within 100 ms anyway): logical, physical, live and dead figures are exact
+   * afterwards. Resolves with the records applied.
    */
   async applyJournal(): Promise<number> {
+    await this.commitStaged(); // the staged writes' references first: figures exact afterwards
     // At least one call, even with nothing pending: the background applier's batch may have
     // counted its records off before it committed, and a transaction queued after it resolves
     // only once that commit is visible.
@@ -818,9 +854,19 @@ export class Pool {
     return n;
   }
 
-  /** Every write that resolved before this call is durable. */
+  /** Every write that resolved before this call is durable (staged writes are committed). */
   async flush(): Promise<void> {
-    await this.store.flush();
+    await this.writeBack.commit({ durable: true });
+  }
+
+  /**
+   * Move every write staged before this call to the block maps and the index (write-back.ts),
+   * without flushing the metadata store: what anything that reads the maps or the counters as a
+   * whole (GC, audits, reports that must be exact) calls first. Rejects (WriteFault) when the
+   * commit failed; the writes then stay staged.
+   */
+  async commitStaged(): Promise<void> {
+    await this.writeBack.commit();
   }
 
   /**
@@ -832,6 +878,11 @@ export class Pool {
       await this.catalogTail;
       await Promise.allSettled([...this.maintenance]);
       for (const v of [...this.volumes.values()]) await v.close();
+      await this.writeBack.close().catch((err: unknown) => {
+        // Staged writes that could not be committed are lost, as in a crash (never acknowledged
+        // as durable: a flush would have reported the same failure).
+        this.logger?.error({ err }, "committing staged writes at close failed");
+      });
       await this.applier.stop({ drain: true });
       await this.chunks.close();
       await this.chunks.jobs.close();

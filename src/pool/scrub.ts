@@ -182,8 +182,13 @@ export async function scrubPool(
     const grains: AffectedGrain[] = [];
     if (d.fingerprint !== undefined) {
       const e = store.lookupChunk(d.domain, Buffer.from(d.fingerprint, "hex"));
-      inUse = e !== undefined && e.containerId === d.number && e.offset === d.offset;
-      if (!inUse && !d.trusted) inUse = "unknown"; // a damaged header may name anything
+      if (e !== undefined) {
+        // The index names one copy of this content: this record, or another one (a healed or
+        // relocated chunk), whose readers this damage does not touch.
+        inUse = e.containerId === d.number && e.offset === d.offset;
+      } else {
+        inUse = d.trusted ? false : "unknown"; // a damaged header may name anything
+      }
       if (inUse) {
         const byFp = wanted.get(d.domain) ?? new Map<string, AffectedGrain[]>();
         byFp.set(d.fingerprint, grains);

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32c } from "@node-rs/crc32";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { Decompressor } from "zstd-napi";
 import {
   chunkFingerprint,
   type DomainKeys,
@@ -21,11 +22,12 @@ import {
   DamageReason,
   FILE_HEADER_BYTES,
   FOOTER_BYTES,
+  FormatError,
   RECORD_HEADER_BYTES,
   recordCrc,
 } from "./format.js";
 import { ContainerReader, readContainerHeader, readDirectory } from "./reader.js";
-import { containerKeys, newRecordCompressor, sealRecords, zstdPays } from "./record.js";
+import { containerKeys, newRecordCompressor, openRecord, sealRecords, zstdPays } from "./record.js";
 import { type AppendResult, ContainerWriter, containerFileName } from "./writer.js";
 
 let dir: string;
@@ -467,5 +469,67 @@ describe("ContainerReader integrity", () => {
   it("leaves no stray files", async () => {
     const { w } = await twoRecords();
     expect(await readdir(dir)).toEqual([containerFileName(w.containerId)]);
+  });
+});
+
+// The read path opens records without the CRC first (record.ts `checkCrc: false`; FORMAT.md §3,
+// "Reading without the CRC"): every damage is still refused, and named as before.
+describe("openRecord without the CRC check", () => {
+  it("opens what the CRC-first order opens, refuses the same damage with the same reasons", async () => {
+    const w = await create();
+    const grains = [randomBytes(4096), compressible(4096)];
+    const results: AppendResult[] = [];
+    for (const g of grains) results.push(await w.append(fp(g), g));
+    await w.close();
+    const file = await readFile(w.path);
+    const ck = containerKeys(keys, w.containerId);
+    const decompressor = new Decompressor();
+    const aad = Buffer.alloc(64, 0xee); // reused, with stale bytes: every byte is rewritten
+    const openAt = (i: number, rec: Buffer, checkCrc: boolean, offset = results[i]!.offset) => {
+      try {
+        return openRecord(ck, offset, rec, {
+          expectFingerprint: fp(grains[i]!),
+          verifyFingerprint: false,
+          decompressor,
+          checkCrc,
+          aad,
+        });
+      } catch (error) {
+        expect(error).toBeInstanceOf(FormatError);
+        return (error as FormatError).reason;
+      }
+    };
+    const record = (i: number) => {
+      const a = results[i]!;
+      return Buffer.from(file.subarray(a.offset, a.offset + a.recordLength));
+    };
+    for (const i of [0, 1]) {
+      expect(openAt(i, record(i), false)).toEqual(grains[i]);
+      // Every byte the CRC covers (header 0..55, payload), flipped, is refused by both orders
+      // with the same reason; only the CRC field itself (56..59) is not: GCM vouches for the rest.
+      const length = results[i]!.recordLength;
+      for (let at = 0; at < length; at++) {
+        const rec = record(i);
+        rec[at]! ^= 0x10;
+        const first = openAt(i, rec, true);
+        const second = openAt(i, rec, false);
+        if (at >= 56 && at < 60) {
+          expect(first).toBe(DamageReason.Crc);
+          expect(second).toEqual(grains[i]);
+        } else {
+          expect(Buffer.isBuffer(second)).toBe(false);
+          expect(second).toBe(first);
+        }
+      }
+      // A header forged with a recomputed CRC: the tag refuses it, as before.
+      const forged = record(i);
+      randomBytes(12).copy(forged, 44); // nonce
+      forged.writeUInt32LE(recordCrc(forged), 56);
+      expect(openAt(i, forged, false)).toBe(DamageReason.Tag);
+      // Moved to another offset: the AAD binds it.
+      expect(openAt(i, record(i), false, results[i]!.offset + 4096)).toBe(DamageReason.Tag);
+      // Cut short.
+      expect(openAt(i, record(i).subarray(0, length - 1), false)).toBe(DamageReason.Truncated);
+    }
   });
 });

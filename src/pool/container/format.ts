@@ -218,12 +218,36 @@ export function recordAad(
   flags: number,
   logicalLength: number,
 ): Buffer {
-  const aad = Buffer.alloc(AAD_BYTES);
+  return recordAadInto(
+    Buffer.alloc(AAD_BYTES),
+    containerId,
+    offset,
+    fingerprint,
+    codec,
+    flags,
+    logicalLength,
+  );
+}
+
+/** `recordAad` written into `aad` (64 bytes, every byte rewritten), which it returns. */
+export function recordAadInto(
+  aad: Buffer,
+  containerId: Buffer,
+  offset: number,
+  fingerprint: Uint8Array,
+  codec: Codec,
+  flags: number,
+  logicalLength: number,
+): Buffer {
   containerId.copy(aad, 0, 0, ID_BYTES);
-  aad.writeBigUInt64LE(BigInt(offset), 16);
+  // Offsets are below 2^53: two 32-bit halves, no BigInt.
+  aad.writeUInt32LE(offset >>> 0, 16);
+  aad.writeUInt32LE(Math.floor(offset / 0x1_0000_0000), 20);
   aad.set(fingerprint, 24);
   aad[56] = codec;
   aad[57] = flags;
+  aad[58] = 0;
+  aad[59] = 0;
   aad.writeUInt32LE(logicalLength, 60);
   return aad;
 }

@@ -24,6 +24,7 @@ import {
   RECORD_HEADER_BYTES,
   type RecordHeader,
   recordAad,
+  recordAadInto,
   recordCrc,
   writeRecordHeader,
 } from "./format.js";
@@ -188,6 +189,14 @@ export interface OpenRecordOptions {
   /** Recompute HMAC(plaintext) and compare with the record's fingerprint. */
   readonly verifyFingerprint: boolean;
   readonly decompressor: Decompressor;
+  /**
+   * Check the CRC32C before the tag (default true). False (the read path, chunk-worker.ts): the
+   * GCM tag authenticates every byte the CRC covers (FORMAT.md §3, "Reading without the CRC"), so
+   * the CRC is computed only when another check fails, to report the damage as `crc` as before.
+   */
+  readonly checkCrc?: boolean | undefined;
+  /** Reused for the AAD (64 bytes) instead of a new buffer per record. */
+  readonly aad?: Buffer | undefined;
 }
 
 /**
@@ -201,21 +210,51 @@ export function openRecord(
   record: Buffer,
   options: OpenRecordOptions,
 ): Buffer {
-  const h = checkRecord(record);
+  if (options.checkCrc ?? true) {
+    return openChecked(keys, offset, checkRecord(record), record, options);
+  }
+  const h = decodeRecordHeader(record, 0);
+  const length = RECORD_HEADER_BYTES + h.storedLength;
+  if (record.length < length) {
+    throw new FormatError(DamageReason.Truncated, "record payload cut short");
+  }
+  try {
+    return openChecked(keys, offset, h, record, options);
+  } catch (error) {
+    // Report damage as the CRC-first order did: a record whose CRC fails is `crc` damage.
+    const whole = record.length === length ? record : record.subarray(0, length);
+    if (error instanceof FormatError && recordCrc(whole) !== h.crc) {
+      throw new FormatError(DamageReason.Crc, "record CRC32C mismatch");
+    }
+    throw error;
+  }
+}
+
+function openChecked(
+  keys: ContainerKeys,
+  offset: number,
+  h: RecordHeader,
+  record: Buffer,
+  options: OpenRecordOptions,
+): Buffer {
   if (options.expectFingerprint !== undefined && !h.fingerprint.equals(options.expectFingerprint)) {
     throw new FormatError(
       DamageReason.Fingerprint,
       "the record at this offset holds another fingerprint than the one asked for",
     );
   }
-  const aad = recordAad(
-    keys.containerIdBytes,
-    offset,
-    h.fingerprint,
-    h.codec,
-    h.flags,
-    h.logicalLength,
-  );
+  const aad =
+    options.aad === undefined
+      ? recordAad(keys.containerIdBytes, offset, h.fingerprint, h.codec, h.flags, h.logicalLength)
+      : recordAadInto(
+          options.aad,
+          keys.containerIdBytes,
+          offset,
+          h.fingerprint,
+          h.codec,
+          h.flags,
+          h.logicalLength,
+        );
   const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.storedLength);
   let body: Buffer;
   try {
@@ -253,4 +292,93 @@ export function openRecord(
     );
   }
   return plaintext;
+}
+
+/** A record's payload opened for re-sealing (`openPayload`): still compressed if it was. */
+export interface OpenedPayload {
+  readonly fingerprint: Buffer;
+  readonly codec: Codec;
+  readonly flags: number;
+  readonly logicalLength: number;
+  /** The codec's output (zstd frame, or the grain): what the record sealed. */
+  readonly body: Buffer;
+}
+
+/**
+ * GC compaction (src/pool/gc.ts) moves records to another container. A record cannot be copied
+ * byte for byte: its AAD binds container id and offset, and the container key derives from the
+ * container id (§3). `openPayload` checks a record like `openRecord` up to the GCM tag (header,
+ * CRC32C, expected fingerprint, tag) and returns its payload without decompressing it;
+ * `sealPayloads` seals such payloads again for their new places. Codec, logical and stored lengths
+ * do not change (the index's figures for the chunk stay exact), and no zstd work is done. Throws
+ * FormatError on any failure.
+ */
+export function openPayload(
+  keys: ContainerKeys,
+  offset: number,
+  record: Buffer,
+  expectFingerprint: Uint8Array,
+): OpenedPayload {
+  const h = checkRecord(record);
+  if (!h.fingerprint.equals(expectFingerprint)) {
+    throw new FormatError(
+      DamageReason.Fingerprint,
+      "the record at this offset holds another fingerprint than the one asked for",
+    );
+  }
+  const aad = recordAad(
+    keys.containerIdBytes,
+    offset,
+    h.fingerprint,
+    h.codec,
+    h.flags,
+    h.logicalLength,
+  );
+  const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.storedLength);
+  try {
+    const body = open(keys.key, h.nonce, payload, aad);
+    const { codec, flags, logicalLength } = h;
+    return { fingerprint: Buffer.from(h.fingerprint), codec, flags, logicalLength, body };
+  } catch {
+    throw new FormatError(DamageReason.Tag, "AES-GCM tag mismatch");
+  }
+}
+
+/**
+ * Seal opened payloads (`openPayload`) as contiguous records from container offset `base`, each
+ * under a fresh nonce and the AAD of its new place: the `seal` callback of ContainerWriter's
+ * appendBatch. Pure.
+ */
+export function sealPayloads(
+  keys: ContainerKeys,
+  base: number,
+  payloads: readonly OpenedPayload[],
+): SealedRecords {
+  let bound = 0;
+  for (const p of payloads) bound += RECORD_HEADER_BYTES + p.body.length + TAG_BYTES;
+  const out = Buffer.allocUnsafeSlow(bound);
+  const storedLengths = new Uint32Array(payloads.length);
+  const codecs = new Uint8Array(payloads.length);
+  let at = 0;
+  payloads.forEach((p, i) => {
+    const { codec, flags, logicalLength, fingerprint } = p;
+    const aad = recordAad(
+      keys.containerIdBytes,
+      base + at,
+      fingerprint,
+      codec,
+      flags,
+      logicalLength,
+    );
+    const storedLength = p.body.length + TAG_BYTES;
+    const end = at + RECORD_HEADER_BYTES + storedLength;
+    const nonce = randomNonce();
+    sealInto(out, at + RECORD_HEADER_BYTES, keys.key, nonce, p.body, aad);
+    writeRecordHeader(out, at, { codec, flags, logicalLength, storedLength, fingerprint, nonce });
+    out.writeUInt32LE(recordCrc(out.subarray(at, end)), at + 56);
+    storedLengths[i] = storedLength;
+    codecs[i] = codec;
+    at = end;
+  });
+  return { bytes: out.subarray(0, at), storedLengths, codecs };
 }

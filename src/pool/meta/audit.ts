@@ -39,6 +39,7 @@ import {
   decodeDeadKey,
   decodeDeathKey,
   decodeDomain,
+  decodeFpKey,
   decodeJournalRecord,
   decodeMapKey,
   decodeOldKey,
@@ -47,11 +48,12 @@ import {
   encodeDomain,
   encodeVolume,
   FINGERPRINT_BYTES,
-  FP_KEY_BYTES,
   fpKey,
+  fpRange,
+  idPrefixEnd,
   keyString,
-  MAX_U32,
   mapVolumeEnd,
+  mapVolumeStart,
   oldKey,
   readU32,
   SnapshotState,
@@ -262,9 +264,9 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
           }
         }
         for (const { key, value } of dbs.fp.getRange({ ...indexRange(domainId, lo, hi), ...ro })) {
-          if (key.length !== FP_KEY_BYTES) continue;
+          const fp = decodeFpKey(key)?.fingerprint;
+          if (!fp) continue;
           chunks++;
-          const fp = key.subarray(4);
           const k = keyString(fp);
           const e = decodeChunk(value);
           const refs = seen.get(k)?.refs ?? 0;
@@ -435,8 +437,8 @@ export async function repairMeta(
         }
         const fixes: { fp: Buffer; entry: ChunkEntry; refs: number; listed: boolean }[] = [];
         for (const { key, value } of dbs.fp.getRange(indexRange(domainId, lo, hi))) {
-          if (key.length !== FP_KEY_BYTES) continue;
-          const fp = Buffer.from(key.subarray(4));
+          const fp = decodeFpKey(key)?.fingerprint;
+          if (!fp) continue;
           const entry = decodeChunk(value);
           const n = refs.get(keyString(fp)) ?? 0;
           const listed = dbs.dead.get(deadKey(entry.containerId, domainId, fp)) !== undefined;
@@ -504,7 +506,7 @@ function recomputeCounters(
     unlisted++;
   }
   for (const { key, value } of dbs.fp.getRange(indexRange(domainId, 0, 256))) {
-    if (key.length !== FP_KEY_BYTES) continue;
+    if (!decodeFpKey(key)) continue;
     const e = decodeChunk(value);
     if (e.refcount > 0) {
       actual.liveChunks++;
@@ -666,9 +668,10 @@ export function allDomains(dbs: MetaDbs, ro: ReadOpts): number[] {
   while (start) {
     let next: Buffer | undefined;
     for (const key of dbs.fp.getKeys({ start, limit: 1, ...(ro ?? {}) })) {
-      const d = readU32(key);
+      const d = decodeFpKey(key)?.domainId;
+      if (d === undefined) break; // not an index key: stop here rather than loop
       set.add(d);
-      next = d < MAX_U32 ? u32Key(d + 1) : undefined;
+      next = idPrefixEnd(d);
     }
     start = next;
   }
@@ -686,7 +689,7 @@ export function volumesOf(dbs: MetaDbs, domainId: number, ro: ReadOpts): number[
 /** Every key of a volume in a db keyed by volume first (map, mapold, mapdeath). */
 function volumeRange(volume: number, ro: ReadOpts) {
   const end = mapVolumeEnd(volume);
-  return { start: u32Key(volume), ...(end ? { end } : {}), ...(ro ?? {}) };
+  return { start: mapVolumeStart(volume), ...(end ? { end } : {}), ...(ro ?? {}) };
 }
 
 /** Key range of a domain's index entries whose fingerprint starts with a byte in [lo, hi). */
@@ -695,9 +698,7 @@ export function indexRange(
   lo: number,
   hi: number,
 ): { start: Buffer; end?: Buffer } {
-  const start = Buffer.from([...u32Key(domainId), lo]);
-  if (hi < 256) return { start, end: Buffer.from([...u32Key(domainId), hi]) };
-  return domainId < MAX_U32 ? { start, end: u32Key(domainId + 1) } : { start };
+  return fpRange(domainId, lo, hi);
 }
 
 function partitionBounds(p: number, partitions: number): [number, number] {

@@ -5,10 +5,12 @@ import {
   decodeChunk,
   decodeDeathKey,
   decodeDomain,
+  decodeFpKey,
   decodeJournalRecord,
   decodeMapKey,
   decodeOldKey,
   decodeOldValue,
+  decodeSnapshotKey,
   decodeVolume,
   encodeChunk,
   encodeDomain,
@@ -16,13 +18,20 @@ import {
   encodeMapValue,
   encodeOldValue,
   encodeVolume,
+  fpKey,
+  fpRange,
+  IMPLIED_LOGICAL_LENGTH,
+  idPrefix,
+  idPrefixEnd,
   keyAfter,
   mapKey,
   mapValueBirth,
   mapValueFingerprint,
   mapVolumeEnd,
+  mapVolumeStart,
   oldKey,
   readU64,
+  snapshotKey,
   writeU64,
 } from "./codec.js";
 import { fp } from "./testing/helpers.js";
@@ -47,6 +56,113 @@ describe("codec", () => {
       expect(decodeMapKey(encoded[i]!)).toEqual({ volume: v, grain: g });
     expect(Buffer.compare(mapKey(1, Number.MAX_SAFE_INTEGER - 1), mapVolumeEnd(1)!)).toBe(-1);
     expect(Buffer.compare(mapVolumeEnd(1)!, mapKey(2, 0))).toBe(-1);
+  });
+
+  // Ids around every boundary of the ordered-id classes (1 to 5 bytes).
+  const IDS = [
+    0, 1, 127, 128, 255, 0x3fff, 0x4000, 0x1f_ffff, 0x20_0000, 0x0fff_ffff, 0x1000_0000,
+    0xffff_fffe, 0xffff_ffff,
+  ];
+
+  it("writes ordered ids in 1 to 5 bytes, prefix-free, byte order = numeric order", () => {
+    const prefixes = IDS.map(idPrefix);
+    expect(prefixes.map((p) => p.length)).toEqual([1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 5]);
+    expect([...prefixes].sort(Buffer.compare)).toEqual(prefixes);
+    for (const [i, id] of IDS.entries()) {
+      // Every key of an id sorts between the id alone and the next id.
+      const low = mapKey(id, 0);
+      const high = mapKey(id, Number.MAX_SAFE_INTEGER - 1);
+      expect(Buffer.compare(mapVolumeStart(id), low)).toBe(-1);
+      const end = idPrefixEnd(id);
+      if (end) expect(Buffer.compare(high, end)).toBe(-1);
+      else expect(id).toBe(0xffff_ffff);
+      if (i > 0)
+        expect(Buffer.compare(mapKey(IDS[i - 1]!, Number.MAX_SAFE_INTEGER - 1), low)).toBe(-1);
+      expect(decodeMapKey(high)).toEqual({ volume: id, grain: Number.MAX_SAFE_INTEGER - 1 });
+      expect(decodeSnapshotKey(snapshotKey(id, 7))).toEqual({ volume: id, snapshot: 7 });
+      expect(decodeFpKey(fpKey(id, fp(i)))).toEqual({ domainId: id, fingerprint: fp(i) });
+    }
+  });
+
+  it("lays out index keys by domain, then fingerprint, in 33 bytes for a domain below 128", () => {
+    expect(fpKey(1, fp(1)).length).toBe(33);
+    expect(fpKey(128, fp(1)).length).toBe(34);
+    const low = Buffer.alloc(32, 0);
+    const high = Buffer.alloc(32, 0xff);
+    const keys = [
+      fpKey(127, low),
+      fpKey(127, high),
+      fpKey(128, low),
+      fpKey(128, high),
+      fpKey(129, low),
+    ];
+    expect([...keys].sort(Buffer.compare)).toEqual(keys);
+    // Ranges: whole domain, and partitions by the fingerprint's first byte.
+    const inRange = (k: Buffer, r: { start: Buffer; end?: Buffer }) =>
+      Buffer.compare(r.start, k) <= 0 && (!r.end || Buffer.compare(k, r.end) < 0);
+    expect(keys.map((k) => inRange(k, fpRange(128, 0, 256)))).toEqual([
+      false,
+      false,
+      true,
+      true,
+      false,
+    ]);
+    expect(keys.map((k) => inRange(k, fpRange(128, 0, 128)))).toEqual([
+      false,
+      false,
+      true,
+      false,
+      false,
+    ]);
+    expect(keys.map((k) => inRange(k, fpRange(128, 128, 256)))).toEqual([
+      false,
+      false,
+      false,
+      true,
+      false,
+    ]);
+    expect(fpRange(0xffff_ffff, 0, 256).end).toBeUndefined();
+    // Not an index key: wrong length, unknown first byte, or an id not in its shortest form.
+    expect(decodeFpKey(fpKey(1, fp(1)).subarray(0, 32))).toBeUndefined();
+    expect(decodeFpKey(Buffer.concat([Buffer.from([0xf8]), fp(1)]))).toBeUndefined();
+    expect(decodeFpKey(Buffer.concat([Buffer.from([0x80, 0x05]), fp(1)]))).toBeUndefined();
+  });
+
+  it("packs index values in varints: 8 bytes for a 4 KiB chunk at refcount 1", () => {
+    const typical = {
+      containerId: 31,
+      offset: 200 * 1024 * 1024,
+      storedLength: 4112,
+      logicalLength: IMPLIED_LOGICAL_LENGTH,
+      refcount: 1,
+    };
+    expect(encodeChunk(typical).length).toBe(8);
+    expect(decodeChunk(encodeChunk(typical))).toEqual(typical);
+    // Refcount 0 → 1 keeps the length: applying a batch does not grow the entry.
+    expect(encodeChunk({ ...typical, refcount: 0 }).length).toBe(8);
+    // Other logical lengths are written out.
+    expect(encodeChunk({ ...typical, logicalLength: 8192 }).length).toBe(10);
+    const extremes = [
+      { containerId: 0, offset: 0, storedLength: 1, logicalLength: 1, refcount: 0 },
+      {
+        containerId: 0xffff_ffff,
+        offset: 2 ** 48 - 1,
+        storedLength: 2 ** 24 - 1,
+        logicalLength: 2 ** 24 - 1,
+        refcount: 2 ** 48 - 1,
+      },
+      { containerId: 127, offset: 128, storedLength: 63, logicalLength: 4096, refcount: 127 },
+      { containerId: 128, offset: 16383, storedLength: 64, logicalLength: 65_536, refcount: 128 },
+    ];
+    for (const e of extremes) expect(decodeChunk(encodeChunk(e))).toEqual(e);
+    // A refcount beyond u48 is clamped, a negative one written as 0.
+    expect(decodeChunk(encodeChunk({ ...typical, refcount: 2 ** 50 })).refcount).toBe(2 ** 48 - 1);
+    expect(decodeChunk(encodeChunk({ ...typical, refcount: -3 })).refcount).toBe(0);
+    // Truncated, or with trailing bytes: refused.
+    const v = encodeChunk(typical);
+    expect(() => decodeChunk(v.subarray(0, 7))).toThrow(RangeError);
+    expect(() => decodeChunk(Buffer.concat([v, Buffer.from([0])]))).toThrow(RangeError);
+    expect(() => decodeChunk(Buffer.alloc(12, 0xff))).toThrow(RangeError);
   });
 
   it("round-trips chunk entries, volume records, journal records and u64", () => {
@@ -86,7 +202,7 @@ describe("codec", () => {
       oldKey(2, 0, 0),
     ];
     expect([...olds].sort(Buffer.compare)).toEqual(olds);
-    // A grain's 12-byte map key sorts before its old versions, the next grain's after them.
+    // A grain's map key sorts before its old versions, the next grain's after them.
     expect(Buffer.compare(mapKey(1, 0), oldKey(1, 0, 0))).toBe(-1);
     expect(Buffer.compare(oldKey(1, 0, 0xffff_ffff), mapKey(1, 1))).toBe(-1);
     expect(decodeOldKey(oldKey(3, 2 ** 40 + 5, 9))).toEqual({

@@ -1,20 +1,23 @@
 /**
  * Binary layout of every key and value the pool metadata keeps in LMDB.
  *
- * All integers are big-endian, so that LMDB's byte-wise key order is numeric order: a range scan
- * over `map` visits one volume's grains in ascending grain order, and a range scan over `dead`
- * visits one container's dead chunks together. Nothing here touches LMDB; these are pure
- * functions over Buffers so that tests and the rebuild tools can reason about the layout.
+ * Keys sort byte-wise in numeric order: fixed-width integers are big-endian, and the volume and
+ * domain numbers that start most keys are written as an *ordered id* (`idPrefix`: 1 byte below
+ * 128, 2 below 16384, ... 5 at most; the first byte says how many, and byte order is numeric
+ * order). A range scan over `map` visits one volume's grains in ascending grain order, and a range
+ * scan over `dead` visits one container's dead chunks together. Values that are never range
+ * scanned by content (the `fp` index value) use LEB128 varints. Nothing here touches LMDB; these
+ * are pure functions over Buffers so that tests and the rebuild tools can reason about the layout.
  *
- * Sub-databases (one LMDB environment, named databases):
+ * Sub-databases (one LMDB environment, named databases); sizes for ids below 128:
  *
  * | db          | key                                        | value                                   |
  * | ----------- | ------------------------------------------ | --------------------------------------- |
- * | `fp`        | domain u32 · fingerprint[32]          (36) | container u32 · offset u48 · stored u24 · logical u24 · refcount u48 (22) |
- * | `map`       | volume u32 · grain u64                (12) | fingerprint[32] (· birth u32 once the volume had a snapshot) |
- * | `mapold`    | volume u32 · grain u64 · birth u32    (16) | fingerprint[32] · death u32 (36)         |
- * | `mapdeath`  | volume u32 · death u32 · grain u64    (16) | birth u32                                |
- * | `snapshot`  | volume u32 · snapshot u32              (8) | state u8 (0 live, 1 being deleted)       |
+ * | `fp`        | domain id · fingerprint[32]           (33) | varints: container · offset · stored×2+x (· logical if x) · refcount (8–10 typical) |
+ * | `map`       | volume id · grain u56                  (8) | fingerprint[32] (· birth u32 once the volume had a snapshot) |
+ * | `mapold`    | volume id · grain u56 · birth u32     (12) | fingerprint[32] · death u32 (36)         |
+ * | `mapdeath`  | volume id · death u32 · grain u56     (12) | birth u32                                |
+ * | `snapshot`  | volume id · snapshot u32               (5) | state u8 (0 live, 1 being deleted)       |
  * | `journal`   | sequence u64                           (8) | domain u32 · n u32 · n × (fingerprint[32] · delta i32) |
  * | `dead`      | container u32 · domain u32 · fingerprint[32] (40) | stored u32                       |
  * | `volume`    | volume u32                             (4) | domain u32 · mappedGrains u64 · referencedBytes u64 (· snapshot state, see VolumeSnapshots) |
@@ -26,13 +29,17 @@
  */
 
 export const FINGERPRINT_BYTES = 32;
-export const META_FORMAT_VERSION = 1;
+/**
+ * The layout above. Formats 1 and 2 (fixed-width `fp` values, u32 id prefixes, u64 grains) were
+ * never released: a store written in them is refused, not converted.
+ */
+export const META_FORMAT_VERSION = 3;
 /**
  * Written by the first snapshot of a store: from then on old versions live in `mapold`, which a
  * build without snapshots would not count (its audit would report leaks and its repair would
  * drop references). Such a build refuses the store; this one opens both.
  */
-export const SNAPSHOT_FORMAT_VERSION = 2;
+export const SNAPSHOT_FORMAT_VERSION = 4;
 
 /** Names of the LMDB sub-databases (exported for tests and offline tools). */
 export const DB_NAMES = {
@@ -79,6 +86,117 @@ function asBuffer(bytes: Uint8Array): Buffer {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ordered ids: u32 numbers at the start of keys, in as few bytes as their size needs
+
+/** Bytes of the ordered id that starts with `first`, or 0 if no id starts with that byte. */
+function idLength(first: number): number {
+  if (first < 0x80) return 1;
+  if (first < 0xc0) return 2;
+  if (first < 0xe0) return 3;
+  if (first < 0xf0) return 4;
+  return first === 0xf0 ? 5 : 0;
+}
+
+function idBytes(n: number): number {
+  if (n < 0x80) return 1;
+  if (n < 0x4000) return 2;
+  if (n < 0x20_0000) return 3;
+  if (n < 0x1000_0000) return 4;
+  return 5;
+}
+
+/** Writes the ordered id of the u32 `n` at `at`; returns the offset after it. */
+function writeId(buf: Buffer, at: number, n: number): number {
+  switch (idBytes(n)) {
+    case 1:
+      buf[at] = n;
+      return at + 1;
+    case 2:
+      buf[at] = 0x80 | (n >>> 8);
+      buf[at + 1] = n & 0xff;
+      return at + 2;
+    case 3:
+      buf[at] = 0xc0 | (n >>> 16);
+      buf.writeUInt16BE(n & 0xffff, at + 1);
+      return at + 3;
+    case 4:
+      buf.writeUInt32BE((0xe000_0000 | n) >>> 0, at);
+      return at + 4;
+    default:
+      buf[at] = 0xf0;
+      buf.writeUInt32BE(n, at + 1);
+      return at + 5;
+  }
+}
+
+/**
+ * The ordered id at `at` and its length; throws RangeError when the bytes are not one (unknown
+ * first byte, truncated, or not the shortest form: every number has exactly one encoding).
+ */
+function readId(b: Buffer, at: number): { id: number; length: number } {
+  const first = b[at];
+  const length = first === undefined ? 0 : idLength(first);
+  if (length === 0 || at + length > b.length) throw new RangeError("malformed id in a key");
+  let id: number;
+  if (length === 1) id = first!;
+  else if (length === 2) id = ((first! & 0x3f) << 8) | b[at + 1]!;
+  else if (length === 3) id = (first! & 0x1f) * 0x1_0000 + b.readUInt16BE(at + 1);
+  else if (length === 4) id = b.readUInt32BE(at) & 0x0fff_ffff;
+  else id = b.readUInt32BE(at + 1);
+  if (idBytes(id) !== length) throw new RangeError("id in a key not in its shortest form");
+  return { id, length };
+}
+
+/**
+ * The ordered id of the u32 `n` alone: a key prefix. Every key that starts with a number's id
+ * sorts after the id alone and before the id of the next number (ids are prefix-free).
+ */
+export function idPrefix(n: number): Buffer {
+  const b = Buffer.allocUnsafe(idBytes(n));
+  writeId(b, 0, n);
+  return b;
+}
+
+/** The first key after every key that starts with the id of `n`, or undefined for the last u32. */
+export function idPrefixEnd(n: number): Buffer | undefined {
+  return n === MAX_U32 ? undefined : idPrefix(n + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LEB128 varints (values only: their byte order is not numeric order)
+
+function varintBytes(n: number): number {
+  let len = 1;
+  for (let v = n; v >= 0x80; v = Math.floor(v / 0x80)) len++;
+  return len;
+}
+
+/** Writes the non-negative safe integer `n` at `at`; returns the offset after it. */
+function writeVarint(buf: Buffer, at: number, n: number): number {
+  let v = n;
+  let i = at;
+  while (v >= 0x80) {
+    buf[i++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  buf[i++] = v;
+  return i;
+}
+
+/** The varint at `at` and the offset after it; throws RangeError on a truncated or overlong one. */
+function readVarint(b: Buffer, at: number): [number, number] {
+  let v = 0;
+  let scale = 1;
+  for (let i = at; i < b.length && i < at + 8; i++) {
+    const byte = b[i]!;
+    v += (byte & 0x7f) * scale;
+    if (byte < 0x80) return [v, i + 1];
+    scale *= 0x80;
+  }
+  throw new RangeError("malformed varint in a value");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fingerprint index
 
 export interface ChunkLocation {
@@ -97,20 +215,37 @@ export interface ChunkEntry extends ChunkLocation {
   readonly refcount: number;
 }
 
-export const FP_KEY_BYTES = 4 + FINGERPRINT_BYTES;
-export const FP_VALUE_BYTES = 22;
-
 export function fpKey(domainId: number, fingerprint: Uint8Array): Buffer {
-  const key = Buffer.allocUnsafe(FP_KEY_BYTES);
-  key.writeUInt32BE(domainId, 0);
-  key.set(fingerprint, 4);
+  const key = Buffer.allocUnsafe(idBytes(domainId) + FINGERPRINT_BYTES);
+  key.set(fingerprint, writeId(key, 0, domainId));
   return key;
 }
 
-/** Domain and fingerprint of an `fp` key (the fingerprint is a copy). */
-export function decodeFpKey(key: Uint8Array): { domainId: number; fingerprint: Buffer } {
+/** Domain and fingerprint of an `fp` key (the fingerprint is a copy), or undefined if malformed. */
+export function decodeFpKey(
+  key: Uint8Array,
+): { domainId: number; fingerprint: Buffer } | undefined {
   const b = asBuffer(key);
-  return { domainId: b.readUInt32BE(0), fingerprint: Buffer.from(b.subarray(4, FP_KEY_BYTES)) };
+  let id: { id: number; length: number };
+  try {
+    id = readId(b, 0);
+  } catch {
+    return undefined;
+  }
+  if (b.length !== id.length + FINGERPRINT_BYTES) return undefined;
+  return { domainId: id.id, fingerprint: Buffer.from(b.subarray(id.length)) };
+}
+
+/**
+ * Key range of a domain's index entries whose fingerprint starts with a byte in [lo, hi)
+ * (0 ≤ lo < hi ≤ 256): the whole domain for [0, 256).
+ */
+export function fpRange(domainId: number, lo: number, hi: number): { start: Buffer; end?: Buffer } {
+  const prefix = idPrefix(domainId);
+  const start = Buffer.concat([prefix, Buffer.from([lo])]);
+  if (hi < 256) return { start, end: Buffer.concat([prefix, Buffer.from([hi])]) };
+  const end = idPrefixEnd(domainId);
+  return end ? { start, end } : { start };
 }
 
 /** Why a location cannot be stored, or undefined when it fits the layout. */
@@ -125,53 +260,93 @@ export function locationProblem(loc: ChunkLocation): string | undefined {
   return undefined;
 }
 
+/**
+ * The logical length an `fp` value leaves out: the default grain size. A chunk of another length
+ * (a store with larger grains) carries it explicitly, 2 or 3 bytes more.
+ */
+export const IMPLIED_LOGICAL_LENGTH = 4096;
+
+/**
+ * An `fp` value: LEB128 varints `containerId · offset · storedLength×2+x · [logicalLength] ·
+ * refcount`, where x = 1 says the logical length follows (x = 0: it is IMPLIED_LOGICAL_LENGTH).
+ * 8 to 10 bytes for a 4 KiB chunk in a container below 256 MiB (fixed widths took 22).
+ */
 export function encodeChunk(entry: ChunkEntry): Buffer {
-  const v = Buffer.allocUnsafe(FP_VALUE_BYTES);
-  v.writeUInt32BE(entry.containerId, 0);
-  v.writeUIntBE(entry.offset, 4, 6);
-  v.writeUIntBE(entry.storedLength, 10, 3);
-  v.writeUIntBE(entry.logicalLength, 13, 3);
-  v.writeUIntBE(Math.min(Math.max(entry.refcount, 0), MAX_U48), 16, 6);
+  const explicit = entry.logicalLength === IMPLIED_LOGICAL_LENGTH ? 0 : 1;
+  const stored = entry.storedLength * 2 + explicit;
+  const refcount = Math.min(Math.max(entry.refcount, 0), MAX_U48);
+  const v = Buffer.allocUnsafe(
+    varintBytes(entry.containerId) +
+      varintBytes(entry.offset) +
+      varintBytes(stored) +
+      (explicit ? varintBytes(entry.logicalLength) : 0) +
+      varintBytes(refcount),
+  );
+  let at = writeVarint(v, 0, entry.containerId);
+  at = writeVarint(v, at, entry.offset);
+  at = writeVarint(v, at, stored);
+  if (explicit) at = writeVarint(v, at, entry.logicalLength);
+  writeVarint(v, at, refcount);
   return v;
 }
 
+/** Decodes an `fp` value; throws RangeError when it is not one (truncated or trailing bytes). */
 export function decodeChunk(value: Uint8Array): ChunkEntry {
   const v = asBuffer(value);
-  return {
-    containerId: v.readUInt32BE(0),
-    offset: v.readUIntBE(4, 6),
-    storedLength: v.readUIntBE(10, 3),
-    logicalLength: v.readUIntBE(13, 3),
-    refcount: v.readUIntBE(16, 6),
-  };
+  const [containerId, a] = readVarint(v, 0);
+  const [offset, b] = readVarint(v, a);
+  const [stored, c] = readVarint(v, b);
+  let logicalLength = IMPLIED_LOGICAL_LENGTH;
+  let d = c;
+  if (stored % 2 === 1) [logicalLength, d] = readVarint(v, c);
+  const [refcount, end] = readVarint(v, d);
+  if (end !== v.length) throw new RangeError(`fp value of ${v.length} bytes has trailing bytes`);
+  return { containerId, offset, storedLength: Math.floor(stored / 2), logicalLength, refcount };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Block maps
 
-export const MAP_KEY_BYTES = 12;
 /** Grain indexes are safe integers (2^53 grains of 4 KiB is far beyond any volume). */
 export const MAX_GRAIN = Number.MAX_SAFE_INTEGER;
+const GRAIN_BYTES = 7;
 
+/** Writes a grain (< 2^56) as 7 big-endian bytes at `at`. */
+function writeGrain(buf: Buffer, at: number, grain: number): void {
+  const high = Math.floor(grain / TWO_32);
+  buf[at] = high >>> 16;
+  buf.writeUInt16BE(high & 0xffff, at + 1);
+  buf.writeUInt32BE(grain >>> 0, at + 3);
+}
+
+function readGrain(b: Buffer, at: number): number {
+  return (b[at]! * 0x1_0000 + b.readUInt16BE(at + 1)) * TWO_32 + b.readUInt32BE(at + 3);
+}
+
+/** `map` key: volume id · grain u56 (8 bytes for a volume below 128). */
 export function mapKey(volume: number, grain: number): Buffer {
-  const key = Buffer.allocUnsafe(MAP_KEY_BYTES);
-  key.writeUInt32BE(volume, 0);
-  key.writeUInt32BE(Math.floor(grain / TWO_32), 4);
-  key.writeUInt32BE(grain >>> 0, 8);
+  const key = Buffer.allocUnsafe(idBytes(volume) + GRAIN_BYTES);
+  writeGrain(key, writeId(key, 0, volume), grain);
   return key;
 }
 
-/** The first key after every grain of `volume` (the end of its range), or undefined for the last u32. */
+/**
+ * The first key of `volume` in a db keyed by volume first (`map`, `mapold`, `mapdeath`,
+ * `snapshot`): the volume's id alone, below every key of the volume.
+ */
+export function mapVolumeStart(volume: number): Buffer {
+  return idPrefix(volume);
+}
+
+/** The first key after every key of `volume` (the end of its range), or undefined for the last u32. */
 export function mapVolumeEnd(volume: number): Buffer | undefined {
-  if (volume === MAX_U32) return undefined;
-  const key = Buffer.alloc(4);
-  key.writeUInt32BE(volume + 1, 0);
-  return key;
+  return idPrefixEnd(volume);
 }
 
 export function decodeMapKey(key: Uint8Array): { volume: number; grain: number } {
   const b = asBuffer(key);
-  return { volume: b.readUInt32BE(0), grain: b.readUInt32BE(4) * TWO_32 + b.readUInt32BE(8) };
+  const { id, length } = readId(b, 0);
+  return { volume: id, grain: readGrain(b, length) };
 }
 
 /**
@@ -199,24 +374,22 @@ export function encodeMapValue(fingerprint: Uint8Array, birth: number): Buffer {
 // ---------------------------------------------------------------------------------------------
 // Snapshots: old versions, their death list, snapshot records
 
-export const OLD_KEY_BYTES = 16;
-
 /** `mapold` key: one old version of a grain, found by the birth of that version. */
 export function oldKey(volume: number, grain: number, birth: number): Buffer {
-  const key = Buffer.allocUnsafe(OLD_KEY_BYTES);
-  key.writeUInt32BE(volume, 0);
-  key.writeUInt32BE(Math.floor(grain / TWO_32), 4);
-  key.writeUInt32BE(grain >>> 0, 8);
-  key.writeUInt32BE(birth, 12);
+  const key = Buffer.allocUnsafe(idBytes(volume) + GRAIN_BYTES + 4);
+  const at = writeId(key, 0, volume);
+  writeGrain(key, at, grain);
+  key.writeUInt32BE(birth, at + GRAIN_BYTES);
   return key;
 }
 
 export function decodeOldKey(key: Uint8Array): { volume: number; grain: number; birth: number } {
   const b = asBuffer(key);
+  const { id, length } = readId(b, 0);
   return {
-    volume: b.readUInt32BE(0),
-    grain: b.readUInt32BE(4) * TWO_32 + b.readUInt32BE(8),
-    birth: b.readUInt32BE(12),
+    volume: id,
+    grain: readGrain(b, length),
+    birth: b.readUInt32BE(length + GRAIN_BYTES),
   };
 }
 
@@ -237,35 +410,40 @@ export function decodeOldValue(value: Uint8Array): { fingerprint: Buffer; death:
 
 /** `mapdeath` key: old versions grouped by the generation that ended them (value: birth u32). */
 export function deathKey(volume: number, death: number, grain: number): Buffer {
-  const key = Buffer.allocUnsafe(OLD_KEY_BYTES);
-  key.writeUInt32BE(volume, 0);
-  key.writeUInt32BE(death, 4);
-  key.writeUInt32BE(Math.floor(grain / TWO_32), 8);
-  key.writeUInt32BE(grain >>> 0, 12);
+  const key = Buffer.allocUnsafe(idBytes(volume) + 4 + GRAIN_BYTES);
+  const at = writeId(key, 0, volume);
+  key.writeUInt32BE(death, at);
+  writeGrain(key, at + 4, grain);
   return key;
 }
 
 export function decodeDeathKey(key: Uint8Array): { volume: number; death: number; grain: number } {
   const b = asBuffer(key);
+  const { id, length } = readId(b, 0);
   return {
-    volume: b.readUInt32BE(0),
-    death: b.readUInt32BE(4),
-    grain: b.readUInt32BE(8) * TWO_32 + b.readUInt32BE(12),
+    volume: id,
+    death: b.readUInt32BE(length),
+    grain: readGrain(b, length + 4),
   };
 }
 
-/** `snapshot` key. */
+/** `snapshot` key: volume id · snapshot u32. */
 export function snapshotKey(volume: number, snapshot: number): Buffer {
-  const key = Buffer.allocUnsafe(8);
-  key.writeUInt32BE(volume, 0);
-  key.writeUInt32BE(snapshot, 4);
+  const key = Buffer.allocUnsafe(idBytes(volume) + 4);
+  key.writeUInt32BE(snapshot, writeId(key, 0, volume));
   return key;
+}
+
+export function decodeSnapshotKey(key: Uint8Array): { volume: number; snapshot: number } {
+  const b = asBuffer(key);
+  const { id, length } = readId(b, 0);
+  return { volume: id, snapshot: b.readUInt32BE(length) };
 }
 
 export const SnapshotState = { live: 0, deleting: 1 } as const;
 export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
 
-/** The smallest key above `key` (keys of one db have a fixed length): a cursor that excludes it. */
+/** The smallest key above `key` (in byte order): a cursor that excludes it. */
 export function keyAfter(key: Uint8Array): Buffer {
   const next = Buffer.alloc(key.length + 1);
   next.set(key, 0);

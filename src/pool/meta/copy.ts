@@ -18,6 +18,7 @@ import {
   MAX_GRAIN,
   mapKey,
   mapValueFingerprint,
+  mapVolumeStart,
   u32Key,
 } from "./codec.js";
 import type { JournalState, MetaDbs } from "./dbs.js";
@@ -202,11 +203,11 @@ function* headEntriesDown(
   low: number,
 ): Generator<{ grain: number; fingerprint: Buffer }> {
   if (high <= low) return;
-  // Reverse ranges: start inclusive, end exclusive. The 4-byte volume prefix sorts before every
+  // Reverse ranges: start inclusive, end exclusive. The volume's id alone sorts before every
   // grain key of the volume.
   for (const { key, value } of dbs.map.getRange({
     start: mapKey(volume, high - 1),
-    end: u32Key(volume),
+    end: mapVolumeStart(volume),
     reverse: true,
   })) {
     const grain = decodeMapKey(key).grain;

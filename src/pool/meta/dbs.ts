@@ -22,6 +22,7 @@ import {
   zeroContainer,
   zeroDomain,
 } from "./codec.js";
+import { MetaError, MetaErrorCode } from "./errors.js";
 
 export type BinDb = Database<Buffer, Buffer>;
 
@@ -53,17 +54,73 @@ export interface OpenEnvOptions {
 /** Initial map size: 256 GiB of address space (metadata of ≈ 1 billion unique grains). */
 const DEFAULT_MAP_SIZE = 256 * 1024 ** 3;
 
+/**
+ * lmdb-js 3.5.6 keeps LMDB's free-page list in memory between commits and rewrites only the part
+ * a commit changed (mdb.c, mdb_freelist_save). When the commit's own reservations hand overflow
+ * pages back to that list, the changed range is not widened, the first record stays unwritten,
+ * and the check that follows reads an uninitialised `data.mv_size` before it tests for
+ * MDB_NOTFOUND: on a fresh thread stack that value is 0 and the commit fails with "MDB_BAD_TXN:
+ * reserved freelist had a data entry with zero-size" (the first commits after a start: about 1
+ * in 400 SIGKILL restarts of bench/crash-loop; 6 in 3000 restarts of a standalone reproduction).
+ * With `maxFreeSpaceToRetain: 0` the list is dropped after every commit, as upstream LMDB does,
+ * and every commit reloads and rewrites it whole: 0 failures in 3000 restarts, and 0 in 36 742
+ * commits of a replay harness that fails every occurrence (21 in 18 158 without it). Read by
+ * lmdb-js' native open, absent from its typings, hence a spread.
+ */
+const LMDB_FREELIST_OPTIONS: Record<string, unknown> = { maxFreeSpaceToRetain: 0 };
+
+/** How lmdb-js rejects the writes of a failed commit: `commitError` rejects with the LMDB error. */
+type CommitFailure = Error & { commitError: Promise<unknown> };
+
+function isCommitFailure(err: unknown): err is CommitFailure {
+  const c = (err as { commitError?: { then?: unknown } } | null)?.commitError;
+  return err instanceof Error && typeof c?.then === "function";
+}
+
+let commitGuardInstalled = false;
+
+/**
+ * A failed commit must not kill the process: lmdb-js rejects, besides the writes' own promises,
+ * one promise per failed commit that no caller holds (the start of its event-turn batch, whose
+ * result it ignores), and Node ends the process on that unhandled rejection. This listener
+ * swallows exactly those (lmdb-js has printed the cause); any other unhandled rejection is
+ * rethrown and ends the process as before.
+ */
+function installCommitFailureGuard(): void {
+  if (commitGuardInstalled) return;
+  commitGuardInstalled = true;
+  process.on("unhandledRejection", (reason) => {
+    if (!isCommitFailure(reason)) throw reason;
+    reason.commitError.catch(() => undefined);
+  });
+}
+
+/** lmdb-js' "Commit failed" as MetaError(CommitFailed), with the LMDB error as its cause. */
+export async function commitFailed(err: unknown): Promise<never> {
+  if (!isCommitFailure(err)) throw err;
+  let cause: unknown;
+  try {
+    await err.commitError;
+  } catch (e) {
+    cause = e;
+  }
+  const detail = cause instanceof Error ? cause.message.trim() : String(cause);
+  throw new MetaError(MetaErrorCode.CommitFailed, `metadata commit failed: ${detail}`, undefined, {
+    cause,
+  });
+}
+
 export function openDbs(options: OpenEnvOptions): MetaDbs {
+  installCommitFailureGuard();
   const root = open<Buffer, Buffer>({
     path: options.path,
     maxDbs: 16,
     encoding: "binary",
     keyEncoding: "binary",
-    // lmdb-js' overlapping sync (its default on Linux) failed a commit with "MDB_BAD_TXN:
-    // reserved freelist had a data entry with zero-size" about once in 130 restarts after
-    // SIGKILL in bench/crash-loop (3 in 400), and the process died of the rejection; with
-    // classic synchronous commits, 250 kill/restart iterations ran clean (seed 777).
+    // Classic synchronous commits: the write path orders container fdatasyncs before the
+    // commits that name them (src/pool/README.md, "Write path").
     overlappingSync: false,
+    ...LMDB_FREELIST_OPTIONS,
     ...(options.noSync ? { noSync: true } : {}),
     // Address space, not memory. lmdb-js otherwise starts with a 128 KiB map and doubles it as
     // the file grows, keeping every earlier mapping: the pages touched through each of them count
@@ -71,6 +128,16 @@ export function openDbs(options: OpenEnvOptions): MetaDbs {
     // bench/pool-vs-tgt.sh BIG=1). Beyond this size it grows as before.
     mapSize: options.mapSize ?? DEFAULT_MAP_SIZE,
   });
+  // Every mutation goes through root.childTransaction (store, snapshots, copies, relocation):
+  // a failed commit becomes a MetaError the pool maps to a failed command. Inside a write
+  // transaction it returns the callback's value synchronously: that is left alone.
+  const childTransaction = root.childTransaction.bind(root);
+  root.childTransaction = ((fn: () => unknown) => {
+    const r: unknown = childTransaction(fn);
+    return typeof (r as { then?: unknown } | null)?.then === "function"
+      ? Promise.resolve(r).catch(commitFailed)
+      : r;
+  }) as typeof root.childTransaction;
   const sub = (name: string): BinDb =>
     root.openDB<Buffer, Buffer>({ name, encoding: "binary", keyEncoding: "binary" });
   return {

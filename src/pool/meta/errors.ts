@@ -29,6 +29,12 @@ export const MetaErrorCode = {
   Incompatible: "INCOMPATIBLE",
   /** The store is closed. */
   Closed: "CLOSED",
+  /**
+   * The LMDB commit that carried the mutation failed (lmdb-js "Commit failed"): nothing of it,
+   * nor of the other mutations in that commit, was applied; the store stays usable and the next
+   * commit runs normally. The request fails; nothing of it was acknowledged.
+   */
+  CommitFailed: "COMMIT_FAILED",
 } as const;
 export type MetaErrorCode = (typeof MetaErrorCode)[keyof typeof MetaErrorCode];
 
@@ -39,7 +45,8 @@ export class MetaError extends Error {
     message: string,
     /** For ChunkMissing: the fingerprints (hex) that were missing. */
     readonly fingerprints?: readonly string[],
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }

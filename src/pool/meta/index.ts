@@ -40,6 +40,8 @@ export {
   type PoolUsage,
   type ReadOptions,
   type RefcountAnomaly,
+  type RelocateResult,
+  type Relocation,
   type ResolvedGrain,
   type SnapshotUsage,
   type VolumeUsage,

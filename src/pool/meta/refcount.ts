@@ -9,9 +9,9 @@ import {
   type ChunkLocation,
   deadKey,
   decodeChunk,
+  decodeFpKey,
   decodeJournalRecord,
   encodeChunk,
-  FP_KEY_BYTES,
   fpKey,
   keyFromString,
   keyString,
@@ -149,8 +149,8 @@ export function applyJournalInTxn(
   for (const k of ordered) {
     const delta = sums.get(k) ?? 0;
     const key = keyFromString(k);
-    const domainId = key.readUInt32BE(0);
-    const fingerprint = key.subarray(4, FP_KEY_BYTES);
+    // fpKey built it: it decodes.
+    const { domainId, fingerprint } = decodeFpKey(key)!;
     const raw = dbs.fp.get(key);
     if (!raw) {
       if (delta !== 0) {

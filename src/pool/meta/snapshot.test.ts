@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { mapKey } from "./codec.js";
+import { mapKey, SNAPSHOT_FORMAT_VERSION, snapshotKey } from "./codec.js";
 import type { MetaDbs } from "./dbs.js";
 import { MetaErrorCode } from "./errors.js";
 import type { MetaStore } from "./store.js";
@@ -304,7 +304,7 @@ describe("snapshots", () => {
     await withRawDbs(t.dir, (dbs) => {
       expect(dbs.map.get(mapKey(1, 0))?.length).toBe(32);
       expect(dbs.map.get(mapKey(1, 1))?.length).toBe(36);
-      expect(dbs.meta.get(Buffer.from("format"))?.readUInt32BE(0)).toBe(2);
+      expect(dbs.meta.get(Buffer.from("format"))?.readUInt32BE(0)).toBe(SNAPSHOT_FORMAT_VERSION);
     });
     const store2 = await t.reopen();
     expect(view(store2, 1, 2, 0)).toEqual(["A", null]);
@@ -402,7 +402,7 @@ describe("snapshots", () => {
 
     await s.close();
     await withRawDbs(t.dir, (dbs) => {
-      dbs.snapshots.removeSync(Buffer.from([0, 0, 0, 1, 0, 0, 0, 0]));
+      dbs.snapshots.removeSync(snapshotKey(1, 0));
     });
     s = await t.reopen();
     report = s.audit();

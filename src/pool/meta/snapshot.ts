@@ -15,6 +15,7 @@ import {
   decodeMapKey,
   decodeOldKey,
   decodeOldValue,
+  decodeSnapshotKey,
   decodeVolume,
   encodeVolume,
   keyAfter,
@@ -24,6 +25,7 @@ import {
   mapValueBirth,
   mapValueFingerprint,
   mapVolumeEnd,
+  mapVolumeStart,
   oldKey,
   readU32,
   SNAPSHOT_FORMAT_VERSION,
@@ -67,7 +69,7 @@ export interface SnapshotHost {
 
 function volumeSnapshotRange(volume: number, ro: ReadOpts) {
   const end = mapVolumeEnd(volume);
-  return { start: u32Key(volume), ...(end ? { end } : {}), ...(ro ?? {}) };
+  return { start: mapVolumeStart(volume), ...(end ? { end } : {}), ...(ro ?? {}) };
 }
 
 /** Every snapshot record of a volume, ascending, with its state. */
@@ -78,7 +80,7 @@ export function snapshotRecords(
 ): { snapshot: number; state: number }[] {
   const out: { snapshot: number; state: number }[] = [];
   for (const { key, value } of dbs.snapshots.getRange(volumeSnapshotRange(volume, ro))) {
-    out.push({ snapshot: readU32(key, 4), state: value[0] ?? SnapshotState.live });
+    out.push({ snapshot: decodeSnapshotKey(key).snapshot, state: value[0] ?? SnapshotState.live });
   }
   return out;
 }
@@ -345,7 +347,7 @@ export function releaseSomeOldVersionsInTxn(
   const versions: OldVersion[] = [];
   const end = mapVolumeEnd(volume);
   for (const { key, value } of dbs.mapold.getRange({
-    start: u32Key(volume),
+    start: mapVolumeStart(volume),
     ...(end ? { end } : {}),
     limit: batch,
   })) {
@@ -363,7 +365,7 @@ export function releaseSomeOldVersionsInTxn(
  */
 export function forgetVolumeInTxn(dbs: MetaDbs, volume: number): boolean {
   const end = mapVolumeEnd(volume);
-  const range = { start: u32Key(volume), ...(end ? { end } : {}) };
+  const range = { start: mapVolumeStart(volume), ...(end ? { end } : {}) };
   for (const _ of dbs.map.getKeys({ ...range, limit: 1 })) return false;
   for (const _ of dbs.mapold.getKeys({ ...range, limit: 1 })) return false;
   for (const k of [...dbs.snapshots.getKeys(range)]) dbs.snapshots.removeSync(k);
@@ -376,8 +378,7 @@ export function forgetVolumeInTxn(dbs: MetaDbs, volume: number): boolean {
 export function unfinishedSnapshotDeletions(dbs: MetaDbs): { volume: number; snapshot: number }[] {
   const out: { volume: number; snapshot: number }[] = [];
   for (const { key, value } of dbs.snapshots.getRange()) {
-    if (value[0] !== SnapshotState.live)
-      out.push({ volume: readU32(key, 0), snapshot: readU32(key, 4) });
+    if (value[0] !== SnapshotState.live) out.push(decodeSnapshotKey(key));
   }
   return out;
 }

@@ -93,6 +93,7 @@ import {
   rebuildIndex,
 } from "./rebuild.js";
 import { type ApplyResult, applyJournalInTxn, type DeadChunk } from "./refcount.js";
+import { type RelocateResult, type Relocation, relocateInTxn } from "./relocate.js";
 import {
   checkLiveSnapshot,
   createSnapshotInTxn,
@@ -129,6 +130,7 @@ export type { ChunkEntry, ChunkLocation, ContainerCounters } from "./codec.js";
 export type { CopyOptions, CopyResult, CopySource } from "./copy.js";
 export type { JournalState } from "./dbs.js";
 export type { ApplyResult, DeadChunk, RefcountAnomaly } from "./refcount.js";
+export type { RelocateResult, Relocation } from "./relocate.js";
 export type { DeleteSnapshotOptions, DeleteSnapshotResult } from "./snapshot.js";
 export type {
   ApplyOptions,
@@ -200,6 +202,7 @@ export class MetaStore {
         }
         const version = readU32(format);
         if (version !== META_FORMAT_VERSION && version !== SNAPSHOT_FORMAT_VERSION) {
+          // Formats 1 and 2 are the pre-release layout (README "Key layout"): not converted.
           throw new MetaError(
             MetaErrorCode.Incompatible,
             `metadata format ${version} is not ${META_FORMAT_VERSION} or ${SNAPSHOT_FORMAT_VERSION}`,
@@ -933,6 +936,39 @@ export class MetaStore {
       deadChunks: d.deadChunks,
       deadBytes: d.deadBytes,
     };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Relocation (relocate.ts): container compaction and healing
+
+  /**
+   * Points index entries at new copies of their chunks, in one transaction: an entry moves only
+   * if it still names `from` (GC may have claimed it, or something else moved it, since the
+   * caller looked); the copies of entries that did not move count as dead bytes of their
+   * container. Container and domain counters move with the entries (relocate.ts). The new copies
+   * must be durable before this is called (write protocol step 3); the old copies may be deleted
+   * once a later `flush()` resolved.
+   */
+  async relocateChunks(domainId: number, items: readonly Relocation[]): Promise<RelocateResult> {
+    this.checkOpen();
+    checkU32("domainId", domainId);
+    const copies = items.map((r) => {
+      checkFingerprint(r.fingerprint);
+      checkLocation({ ...r.from, storedLength: 1, logicalLength: 1 });
+      checkLocation({ ...r.to, logicalLength: 1 });
+      return {
+        fingerprint: Buffer.from(r.fingerprint),
+        from: { containerId: r.from.containerId, offset: r.from.offset },
+        to: { containerId: r.to.containerId, offset: r.to.offset, storedLength: r.to.storedLength },
+      };
+    });
+    if (copies.length === 0) return { moved: 0, stale: 0, movedItems: [] };
+    return this.dbs.root.childTransaction(() => {
+      const deltas = new CounterDeltas();
+      const result = relocateInTxn(this.dbs, deltas, domainId, copies);
+      deltas.writeTo(this.dbs);
+      return result;
+    });
   }
 }
 

@@ -1,8 +1,8 @@
 /**
  * Crash-test worker for the pool (run with vite-node by crash.test.ts, then killed with SIGKILL
  * at a random moment): concurrent writes (4096- and 512-byte volumes, so read-modify-writes
- * too), unmaps, copies by reference and GC, with tiny containers so that seals and container
- * deletions happen all the time. Every sector it writes is self-describing (`versioned`), so the
+ * too), unmaps, copies by reference and GC with compaction, with tiny containers so that seals,
+ * compactions and container deletions happen all the time. Every sector it writes is self-describing (`versioned`), so the
  * parent can tell any version from garbage. After every 5th round it writes a marker grain,
  * flushes and prints `synced <version>`; every 7th round it writes one with FUA and prints
  * `fua <version>`. Versions grow across restarts (they start from the clock).
@@ -67,7 +67,9 @@ for (let round = 1; ; round++) {
       const from = rand(GRAINS - 8);
       ops.push(big.copyFrom(big, from, first, n));
     } else {
-      ops.push(pool.gc({ minDeadFraction: 0.5 }));
+      // Compaction too (containers a fifth dead or more), in batches of a few records, so that
+      // kills land between a batch's copies, its relocation and the container's deletion.
+      ops.push(pool.gc({ minDeadFraction: rand(2) === 0 ? 0.5 : 0.2, batchBytes: 12 * 1024 }));
     }
   }
   await Promise.all(ops);

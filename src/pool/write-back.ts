@@ -1,0 +1,478 @@
+/**
+ * The pool's write-back stage: the "ordered journal with group-commit fdatasync" of DESIGN.md
+ * "Durability". One per Pool.
+ *
+ * A write on a volume with its write cache on (WCE=1) and without FUA is acknowledged once its
+ * grains are fingerprinted, deduplicated, and its new chunks appended to their container (not
+ * synced): it is then *staged* here (`stage`) — its map updates, the new chunks' locations, a
+ * private copy of its plaintext and a sequence number — and visible at once: reads overlay the
+ * staged grains on the block map and serve them from the plaintext (`overlay`).
+ *
+ * A *commit* (`commit`) moves everything staged so far to the metadata store, in the order the
+ * writes were staged: (1) fdatasync every open container a staged update names (ContainerWriter
+ * shares one fdatasync between all its waiters); (2) one `writeGrains` per staged write, all
+ * queued in one turn so that lmdb-js puts them in one LMDB commit (meta/README.md, "Write
+ * protocol"); each write's grains are in one child transaction, so a write is still all or
+ * nothing (`writeAtomic`); (3) staged grains not superseded by a newer staged write leave the
+ * overlay, and the write's chunk batches are released (container holds, in-flight dedup entries).
+ * Writes go on staging into a fresh list while a commit runs; commits run one at a time.
+ *
+ * The invariant that makes a crash safe is unchanged: the map never names container bytes that
+ * were not durable first (step 1 before step 2), and LMDB is never run with noSync. A crash loses
+ * what was staged and not committed; the appended records are then bytes no index entry names,
+ * exactly what a crash between append and map update always left (src/pool/README.md,
+ * "Recovery"). The volume promises durability only after SYNCHRONIZE CACHE or FUA (DESIGN.md
+ * "Durability"), and both commit and flush before they answer.
+ *
+ * What triggers a commit: a FUA write or any write of a `writeCache: false` volume (it stages,
+ * then waits for a durable commit), `flush()`, the staged bytes passing `maxStagedBytes`, a timer
+ * `commitDelayMs` after the first staged write (what a crash can lose is bounded by it), and
+ * anything that reads or changes the maps other than reads and writes (unmap, block status,
+ * copies, snapshots, GC, scrub, check, rebuild, volume close, pool close): see pool-volume.ts and
+ * pool.ts.
+ *
+ * Chunk holds. A staged write keeps its ChunkBatch (and so its container holds and its in-flight
+ * dedup entries) until it is committed: a container a staged update names is never sealed under
+ * it or deleted by GC, and a staged new chunk stays findable for dedup (chunk-store.ts "In-flight
+ * dedup") until the index has it.
+ *
+ * ChunkMissing. A staged write that deduplicated against a chunk GC has claimed since gets
+ * `ChunkMissing` from its writeGrains; the commit stores those grains again from the plaintext
+ * it holds and retries that write (up to three times), as the write path did before staging.
+ *
+ * Failures. A container whose fdatasync fails is marked broken (chunk-store.ts); the grains whose
+ * new chunks it holds are stored again from their plaintext in another container before their map
+ * update. Any other failure of a commit keeps the writes that did not land staged (still visible,
+ * still ordered before later ones) and rejects the commit: a background commit logs it and tries
+ * again after `retryDelayMs`; a flush or FUA write that asked for the commit reports it
+ * (WriteFault) rather than pretend durability.
+ *
+ * Ordering. Commits apply whole writes in staging order. When one write of a commit fails while
+ * later ones land, the grains those later writes cover are dropped from the failed write before
+ * it is retried, so a retry never brings back an older version of a grain; the failed write
+ * stays all or nothing. (Its loss together with the survival of a later write that was not
+ * flushed either is allowed: neither was acknowledged as durable.)
+ */
+import type { Logger } from "pino";
+import { StorageError, StorageErrorCode } from "../volume/errors.js";
+import type { ChunkBatch, ChunkStore } from "./chunk-store.js";
+import { asStorageError } from "./chunk-store.js";
+import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
+
+const GRAIN = 4096;
+const MiB = 1024 * 1024;
+
+export interface WriteBackOptions {
+  /**
+   * Off: every write commits before it resolves (the map is updated, not yet flushed), as before
+   * write-back existed. Default on.
+   */
+  readonly enabled?: boolean | undefined;
+  /** A commit starts this long after the first write staged since the last one. Default 200. */
+  readonly commitDelayMs?: number | undefined;
+  /**
+   * A commit starts once this many bytes are staged; writes wait for a commit when twice as many
+   * are. Default 64 MiB.
+   */
+  readonly maxStagedBytes?: number | undefined;
+  /** A background commit that failed is tried again after this long. Default 1000. */
+  readonly retryDelayMs?: number | undefined;
+}
+
+/** One grain as staged: its sequence number and content (undefined: a hole). */
+export interface StagedGrain {
+  readonly seq: number;
+  /** The grain's 4 KiB of plaintext, never modified once staged; undefined for a hole. */
+  readonly plaintext: Buffer | undefined;
+}
+
+/** A write handed to `stage`. */
+export interface WriteToStage {
+  /** MetaStore volume number and the volume's domain number. */
+  readonly volume: number;
+  readonly domain: number;
+  /** The write's map updates, new chunks with their (appended, unsynced) location. */
+  readonly updates: GrainUpdate[];
+  /** Per update: the grain's plaintext, owned by the stage from now on; undefined for holes. */
+  readonly plaintext: (Buffer | undefined)[];
+  /** The write's chunk batch: released by the commit that lands the write. */
+  readonly batch: ChunkBatch;
+  /**
+   * Bytes of grains the write turns from hole to mapped, when the allocation guard counted them
+   * (else 0): `freshBytes` adds them to the volume's logical bytes until the write lands.
+   */
+  readonly freshBytes?: number;
+}
+
+interface StagedWrite {
+  readonly volume: number;
+  readonly domain: number;
+  readonly seq: number;
+  updates: GrainUpdate[];
+  plaintext: (Buffer | undefined)[];
+  /** The first is the write's own; ChunkMissing and broken containers add more. */
+  readonly batches: ChunkBatch[];
+  readonly freshBytes: number;
+}
+
+export class WriteBack {
+  readonly enabled: boolean;
+  private readonly commitDelayMs: number;
+  private readonly maxStagedBytes: number;
+  private readonly retryDelayMs: number;
+  /** Per volume, per grain: the newest staged version (what reads see). */
+  private readonly grains = new Map<number, Map<number, StagedGrain>>();
+  /** Writes waiting for a commit, in staging order. */
+  private staged: StagedWrite[] = [];
+  private stagedBytes = 0;
+  /** Per volume: WriteToStage.freshBytes of the writes not landed yet. */
+  private readonly fresh = new Map<number, number>();
+  /** Writes taken by the commit under way (still in the overlay). */
+  private committing = 0;
+  private seq = 0;
+  private timer: NodeJS.Timeout | undefined;
+  /** The last commit queued or under way, and the one queued behind it (shared by callers). */
+  private tail: Promise<void> = Promise.resolve();
+  private queued: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly store: MetaStore,
+    private readonly chunks: ChunkStore,
+    private readonly logger: Logger | undefined,
+    options: WriteBackOptions = {},
+  ) {
+    this.enabled = options.enabled ?? true;
+    this.commitDelayMs = options.commitDelayMs ?? 200;
+    this.maxStagedBytes = options.maxStagedBytes ?? 64 * MiB;
+    this.retryDelayMs = options.retryDelayMs ?? 1000;
+  }
+
+  /** Bytes of grains staged and not yet taken by a commit. */
+  get bytesStaged(): number {
+    return this.stagedBytes;
+  }
+
+  /** Whether anything is staged or being committed (reads of the maps alone are not current). */
+  get busy(): boolean {
+    return this.staged.length > 0 || this.committing > 0;
+  }
+
+  /**
+   * Stage a write (module comment): visible to reads at once, durable after a commit. The write
+   * resolves after this; when too much is staged already, `stage` resolves only once a commit
+   * made room (backpressure), so memory stays bounded.
+   */
+  async stage(write: WriteToStage): Promise<void> {
+    if (this.closed) {
+      write.batch.release();
+      throw new StorageError(StorageErrorCode.NotReady, "the pool is closed");
+    }
+    const seq = ++this.seq;
+    let volume = this.grains.get(write.volume);
+    if (volume === undefined) {
+      volume = new Map();
+      this.grains.set(write.volume, volume);
+    }
+    write.updates.forEach((u, i) => {
+      volume.set(u.grain, { seq, plaintext: write.plaintext[i] });
+    });
+    this.staged.push({
+      volume: write.volume,
+      domain: write.domain,
+      seq,
+      updates: write.updates,
+      plaintext: write.plaintext,
+      batches: [write.batch],
+      freshBytes: write.freshBytes ?? 0,
+    });
+    if (write.freshBytes !== undefined && write.freshBytes > 0) {
+      this.fresh.set(write.volume, (this.fresh.get(write.volume) ?? 0) + write.freshBytes);
+    }
+    this.stagedBytes += write.updates.length * GRAIN;
+    if (!this.enabled) return this.commit();
+    if (this.stagedBytes >= 2 * this.maxStagedBytes) return this.commit();
+    if (this.stagedBytes >= this.maxStagedBytes) this.commitInBackground();
+    else this.timer ??= setTimeout(() => this.commitInBackground(), this.commitDelayMs).unref();
+  }
+
+  /**
+   * The staged versions of `count` grains from `first` of `volume`, or undefined when none of
+   * them is staged. Read it in the same turn as the map (resolveGrains): a commit removes a grain
+   * from here only after the map holds it.
+   */
+  overlay(volume: number, first: number, count: number): (StagedGrain | undefined)[] | undefined {
+    const staged = this.grains.get(volume);
+    if (staged === undefined) return undefined;
+    let out: (StagedGrain | undefined)[] | undefined;
+    for (let i = 0; i < count; i++) {
+      const s = staged.get(first + i);
+      if (s === undefined) continue;
+      out ??= new Array<StagedGrain | undefined>(count).fill(undefined);
+      out[i] = s;
+    }
+    return out;
+  }
+
+  /**
+   * Logical bytes the staged writes of `volume` add to what its map holds (holes they map, as
+   * the allocation guard counted them): capacity rules compare map + staged with a quota.
+   */
+  freshBytes(volume: number): number {
+    return this.fresh.get(volume) ?? 0;
+  }
+
+  /**
+   * Whether a grain of [first, first + count) of `volume` is staged or being committed (what
+   * unmap and block status must commit first). O(min(count, grains staged for the volume)).
+   */
+  stagedIn(volume: number, first: number, count: number): boolean {
+    const staged = this.grains.get(volume);
+    if (staged === undefined) return false;
+    if (count <= staged.size) {
+      for (let g = first; g < first + count; g++) if (staged.has(g)) return true;
+      return false;
+    }
+    for (const g of staged.keys()) if (g >= first && g < first + count) return true;
+    return false;
+  }
+
+  /**
+   * Commit everything staged before this call (module comment); with `durable`, also flush the
+   * metadata store, so that every write that resolved before the call survives a power loss.
+   * Rejects with a StorageError (WriteFault) when that could not be done.
+   */
+  async commit(options: { durable?: boolean } = {}): Promise<void> {
+    let p = this.queued;
+    if (p === undefined) {
+      p = this.tail.then(() => {
+        this.queued = undefined;
+        return this.commitStaged();
+      });
+      this.queued = p;
+      this.tail = p.catch(() => undefined);
+    }
+    await p;
+    if (options.durable === true) {
+      try {
+        await this.store.flush();
+      } catch (error) {
+        throw asFault(error, "flushing the metadata store");
+      }
+    }
+  }
+
+  /** Commit everything and refuse further staging (Pool.close). */
+  async close(): Promise<void> {
+    try {
+      await this.commit({ durable: true });
+    } finally {
+      this.closed = true;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private commitInBackground(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.commit().catch(() => undefined); // logged, and retried, by commitStaged
+  }
+
+  /** One commit of everything staged now (module comment). Runs alone (`commit` chains them). */
+  private async commitStaged(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const taken = this.staged;
+    if (taken.length === 0) return;
+    this.staged = [];
+    this.stagedBytes = 0;
+    this.committing = taken.length;
+    let writes = taken;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        await this.makeChunksDurable(writes);
+        // All queued in this turn: one LMDB commit for the lot, applied in staging order.
+        const results = await Promise.allSettled(
+          writes.map((w) => this.store.writeGrains(w.volume, w.updates)),
+        );
+        const failed: { write: StagedWrite; error: unknown }[] = [];
+        results.forEach((r, k) => {
+          if (r.status === "rejected") failed.push({ write: writes[k]!, error: r.reason });
+        });
+        this.dropCoveredGrains(
+          writes,
+          results.map((r) => r.status === "fulfilled"),
+        );
+        results.forEach((r, k) => {
+          if (r.status === "fulfilled") this.landed(writes[k]!);
+        });
+        // From here on `writes` is what has not landed: on any throw it goes back to staging.
+        writes = [];
+        for (const { write } of failed) {
+          if (write.updates.length === 0)
+            this.landed(write); // all its grains were overwritten
+          else writes.push(write);
+        }
+        const fatal = failed.find(
+          ({ write, error }) =>
+            write.updates.length > 0 &&
+            !(
+              attempt < 3 &&
+              error instanceof MetaError &&
+              error.code === MetaErrorCode.ChunkMissing
+            ),
+        );
+        if (fatal !== undefined) throw fatal.error;
+        if (writes.length === 0) return;
+        for (const { write, error } of failed) {
+          if (write.updates.length === 0) continue;
+          // GC claimed chunks it deduplicated against: store those grains again (README, "GC").
+          await this.storeAgain(write, new Set((error as MetaError).fingerprints ?? []));
+        }
+      }
+    } catch (error) {
+      // What did not land stays staged, before what was staged meanwhile (it is older).
+      this.staged = [...writes, ...this.staged];
+      for (const w of writes) this.stagedBytes += w.updates.length * GRAIN;
+      // Already acknowledged: they stay staged (and readable) and the commit is tried again,
+      // whoever asked for this one; a flush or FUA write meanwhile reports the failure.
+      this.logger?.error(
+        { err: error, stagedWrites: this.staged.length },
+        "committing staged writes failed: they stay staged and the commit is retried",
+      );
+      if (!this.closed) {
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.commitInBackground(), this.retryDelayMs).unref();
+      }
+      throw asFault(error, "committing staged writes");
+    } finally {
+      this.committing = 0;
+    }
+  }
+
+  /**
+   * Step 1: every open container a staged update names is made durable (fdatasync, shared by
+   * ContainerWriter between concurrent callers). Sealed containers were synced at sealing. A
+   * container whose sync fails is broken: the grains it holds are stored again elsewhere from
+   * their plaintext, and those new containers synced in turn.
+   */
+  private async makeChunksDurable(writes: readonly StagedWrite[]): Promise<void> {
+    for (let round = 0; ; round++) {
+      const containers = new Set<number>();
+      for (const w of writes) {
+        for (const u of w.updates) if (u.chunk !== undefined) containers.add(u.chunk.containerId);
+      }
+      await Promise.all(
+        [...containers].map(async (id) => {
+          const oc = this.chunks.openContainer(id);
+          if (oc === undefined || oc.broken) return;
+          try {
+            await oc.writer.sync();
+          } catch (error) {
+            this.chunks.markBroken(oc, error);
+          }
+        }),
+      );
+      const isBroken = (id: number) => this.chunks.openContainer(id)?.broken === true;
+      let again = false;
+      for (const w of writes) {
+        const lost = new Set<string>();
+        for (const u of w.updates) {
+          if (u.chunk !== undefined && u.fingerprint !== null && isBroken(u.chunk.containerId)) {
+            lost.add(Buffer.from(u.fingerprint).toString("hex"));
+          }
+        }
+        if (lost.size === 0) continue;
+        if (round >= 3) {
+          throw new StorageError(
+            StorageErrorCode.WriteFault,
+            "containers keep failing to sync: staged writes cannot be made durable",
+          );
+        }
+        await this.storeAgain(w, lost);
+        again = true;
+      }
+      if (!again) return;
+    }
+  }
+
+  /**
+   * Append the grains of `w` whose fingerprint (hex) is in `which` again, from the plaintext,
+   * with a new batch (held until `w` lands); their updates then name the new location.
+   */
+  private async storeAgain(w: StagedWrite, which: ReadonlySet<string>): Promise<void> {
+    const index: number[] = [];
+    const items: { fingerprint: Buffer; grain: Buffer }[] = [];
+    w.updates.forEach((u, i) => {
+      const text = w.plaintext[i];
+      if (u.fingerprint === null || text === undefined) return;
+      const fingerprint = Buffer.from(u.fingerprint);
+      if (!which.has(fingerprint.toString("hex"))) return;
+      index.push(i);
+      items.push({ fingerprint, grain: text });
+    });
+    if (items.length === 0) return;
+    const batch = this.chunks.batch(w.domain);
+    w.batches.push(batch);
+    const locations = await batch.appendAll(items);
+    const updates = [...w.updates];
+    index.forEach((i, k) => {
+      updates[i] = { ...updates[i]!, chunk: locations[k]! };
+    });
+    w.updates = updates;
+  }
+
+  /**
+   * A failed write must not bring back, when retried, a grain a later write of the same commit
+   * has landed: drop those grains from it (module comment, "Ordering").
+   */
+  private dropCoveredGrains(writes: readonly StagedWrite[], ok: readonly boolean[]): void {
+    if (ok.every(Boolean)) return;
+    const covered = new Map<number, Set<number>>();
+    for (let k = writes.length - 1; k >= 0; k--) {
+      const w = writes[k]!;
+      let set = covered.get(w.volume);
+      if (ok[k] === true) {
+        if (set === undefined) {
+          set = new Set();
+          covered.set(w.volume, set);
+        }
+        for (const u of w.updates) set.add(u.grain);
+        continue;
+      }
+      if (set === undefined) continue;
+      const keep = w.updates.map((u) => !set.has(u.grain));
+      if (keep.every(Boolean)) continue;
+      w.updates = w.updates.filter((_, i) => keep[i]);
+      w.plaintext = w.plaintext.filter((_, i) => keep[i]);
+    }
+  }
+
+  /** `w` is in the map: its grains leave the overlay unless staged again since; release it. */
+  private landed(w: StagedWrite): void {
+    const volume = this.grains.get(w.volume);
+    if (volume !== undefined) {
+      for (const u of w.updates) {
+        if (volume.get(u.grain)?.seq === w.seq) volume.delete(u.grain);
+      }
+      if (volume.size === 0) this.grains.delete(w.volume);
+    }
+    for (const b of w.batches) b.release();
+    if (w.freshBytes > 0) {
+      const left = (this.fresh.get(w.volume) ?? 0) - w.freshBytes;
+      if (left > 0) this.fresh.set(w.volume, left);
+      else this.fresh.delete(w.volume);
+    }
+  }
+}
+
+function asFault(error: unknown, what: string): StorageError {
+  if (error instanceof StorageError) return error;
+  if (error instanceof MetaError) {
+    return new StorageError(StorageErrorCode.WriteFault, `${what}: ${error.message}`, undefined, {
+      cause: error,
+    });
+  }
+  return asStorageError(error, what);
+}
