@@ -190,6 +190,14 @@ export class ChunkStore {
   // -------------------------------------------------------------------------------------------
   // Write side
 
+  /**
+   * Whether some device has room for `grains` new records beside its reserve (appends would
+   * not fail with PoolFull). Deferred writes ask it before they are acknowledged (pool-volume.ts).
+   */
+  hasRoomFor(grains: number): boolean {
+    return this.devices.pick(grains * RECORD_BOUND) !== undefined;
+  }
+
   batch(domain: number): ChunkBatch {
     return new ChunkBatch(this, this.domain(domain));
   }
@@ -484,6 +492,12 @@ export class ChunkBatch {
    */
   async appendAll(
     items: readonly { fingerprint: Buffer; grain: Buffer }[],
+    /**
+     * Called once the grains are findable by other writes (in-flight dedup) and have their
+     * place in the container, before they are sealed and written: the commit pipeline lets
+     * the next write take its turn from then on (write-back.ts).
+     */
+    placed?: () => void,
   ): Promise<ChunkLocation[]> {
     const out: Promise<ChunkLocation>[] = new Array(items.length);
     let absent = 0;
@@ -559,6 +573,7 @@ export class ChunkBatch {
         for (const i of f.items) out[i] = location;
       });
     }
+    placed?.();
     if (oc !== undefined && oc.writer.size >= this.store.sealBytes) this.store.retire(oc);
     const all = await Promise.all(out);
     // The batch took its offsets (appendBatch) after the check above: check again.

@@ -14,7 +14,10 @@
  * same path, bounded) and a grain read as old or new after any crash: the map never names
  * container bytes that were not durable first. `ChunkMissing` (GC claimed a chunk between our
  * lookup and the map update) is answered by the commit, which stores those grains again from the
- * plaintext it holds.
+ * plaintext it holds. A WCE=1 write without FUA defers all of that (write-back.ts "Commit
+ * pipeline"): it is admitted, its zero grains found by a compare, its plaintext staged, and it
+ * resolves; `prepareGrains` runs in the background before the commit that lands it (near the
+ * devices' reserve it takes the direct path, so that PoolFull is refused before acknowledging).
  *
  * Block size 512: a write that covers part of a grain reads the grain, patches it and writes it
  * whole (read-modify-write). Every write, unmap and copy of such a volume takes the grain locks
@@ -50,7 +53,7 @@ import type { ChunkStore } from "./chunk-store.js";
 import { asStorageError } from "./chunk-store.js";
 import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
 import type { Registry, VolumeRecord } from "./registry.js";
-import type { WriteBack } from "./write-back.js";
+import type { PreparedWrite, WriteBack } from "./write-back.js";
 
 export const GRAIN = 4096;
 /** Largest atomic write (one writeGrains transaction): 256 grains. */
@@ -337,8 +340,11 @@ export class PoolVolume implements Volume {
     if (data.length === 0) return;
     this.enter();
     try {
-      await this.writeBytes(lba * this.blockSize, data);
-      if (options?.fua === true || !this.rec.writeCache) await this.commitStaged(true);
+      const durableNow = options?.fua === true || !this.rec.writeCache;
+      // A write that must be durable when it resolves takes the direct path: its own failure
+      // (PoolFull, MediumError) is then reported as such, not as a later write fault.
+      await this.writeBytes(lba * this.blockSize, data, !durableNow);
+      if (durableNow) await this.commitStaged(true);
     } finally {
       this.leave();
     }
@@ -369,7 +375,7 @@ export class PoolVolume implements Volume {
   }
 
   /** Write `data` at byte `start` (a multiple of the block size). */
-  private async writeBytes(start: number, data: Buffer): Promise<void> {
+  private async writeBytes(start: number, data: Buffer, mayDefer = false): Promise<void> {
     const end = start + data.length;
     const first = Math.floor(start / GRAIN);
     const last = Math.ceil(end / GRAIN);
@@ -389,72 +395,37 @@ export class PoolVolume implements Volume {
         data.copy(old, from - gs, from - start, to - start);
         grains.push(old);
       }
-      await this.storeGrains(first, grains, start / this.blockSize);
+      const deferred = mayDefer && this.ctx.writeBack.deferredSeal;
+      await this.storeGrains(first, grains, start / this.blockSize, false, deferred);
     } finally {
       unlock?.();
     }
   }
 
-  /** The write protocol for whole grains `first ..` (module comment). */
+  /**
+   * The write protocol for whole grains `first ..` (module comment). `deferred` (a WCE=1 write
+   * without FUA, when the stage defers sealing): stage the plaintext and leave the rest to the
+   * commit pipeline (`stageDeferred`).
+   */
   private async storeGrains(
     first: number,
     grains: readonly Buffer[],
     lbaFrom = 0,
     admitted = false,
+    deferred = false,
   ): Promise<void> {
-    const { store, chunks } = this.ctx;
+    // Near the devices' reserve (room for less than what is staged and this write, as new
+    // chunks) a write takes the direct path: a PoolFull is then refused before it is
+    // acknowledged, not found by the pipeline afterwards (README "Write-back", PoolFull).
+    const room = this.ctx.chunks.hasRoomFor(this.ctx.writeBack.bytesStaged / GRAIN + grains.length);
+    if (deferred && room) return this.stageGrains(first, grains, lbaFrom);
+    const { chunks } = this.ctx;
     const { fps, zero } = await chunks.jobs.fingerprint(chunks.domainId(this.domain), grains);
-    let freshBytes = 0;
-    if (!admitted && this.ctx.allocationGuard !== undefined) {
-      // Capacity admission before anything is stored: grains that are holes now and will hold
-      // data (zero grains stay holes; overwrites of mapped grains allocate nothing logical).
-      const mapped = this.mappedMask(this.number, first, grains.length, {});
-      let fresh = 0;
-      for (let i = 0; i < grains.length; i++) if (zero[i] !== 1 && mapped[i] === 0) fresh++;
-      if (fresh > 0) this.ctx.allocationGuard(this.name, fresh * GRAIN);
-      freshBytes = fresh * GRAIN;
-    }
-    const updates: GrainUpdate[] = new Array(grains.length);
-    const misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
-    const heals: Heal[] = [];
-    for (let i = 0; i < grains.length; i++) {
-      if (zero[i] === 1) {
-        updates[i] = { grain: first + i, fingerprint: null };
-        continue;
-      }
-      const fingerprint = Buffer.from(fps.buffer, fps.byteOffset + i * 32, 32);
-      const hit = store.lookupChunk(this.domain, fingerprint);
-      if (hit !== undefined && chunks.reads.isDamaged(hit.containerId, hit.offset)) {
-        // The write brings the content of a chunk scrub found damaged: store it afresh and move
-        // the index to the new copy (heal) before anything maps to it.
-        const from = { containerId: hit.containerId, offset: hit.offset };
-        heals.push({ index: i, fingerprint, from });
-      }
-      updates[i] = { grain: first + i, fingerprint };
-      if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
-    }
-    if (heals.length > 0) await this.heal(heals, grains, first, lbaFrom);
-    const batch = chunks.batch(this.domain);
+    const freshBytes = admitted ? 0 : this.admit(first, zero);
+    const { updates, batch } = await this.prepareGrains(first, grains, zero, fps, lbaFrom);
     let staged = false;
     try {
-      if (misses.length > 0) {
-        const locations = await batch.appendAll(misses);
-        misses.forEach((m, k) => {
-          updates[m.index] = { ...updates[m.index]!, chunk: locations[k]! };
-        });
-      }
-      // The stage keeps the plaintext (reads of staged grains, ChunkMissing at commit): its own
-      // copy, since the caller may reuse `grains` once the write resolved (Volume contract).
-      let nonZero = 0;
-      for (let i = 0; i < grains.length; i++) if (zero[i] !== 1) nonZero++;
-      const text = Buffer.allocUnsafe(nonZero * GRAIN);
-      const plaintext: (Buffer | undefined)[] = new Array<Buffer | undefined>(grains.length);
-      for (let i = 0, at = 0; i < grains.length; i++) {
-        if (zero[i] === 1) continue;
-        grains[i]!.copy(text, at);
-        plaintext[i] = text.subarray(at, at + GRAIN);
-        at += GRAIN;
-      }
+      const plaintext = copyPlaintext(grains, zero);
       const stage = this.ctx.writeBack.stage({
         volume: this.number,
         domain: this.domain,
@@ -470,6 +441,115 @@ export class PoolVolume implements Volume {
     } finally {
       if (!staged) batch.release();
     }
+  }
+
+  /**
+   * Deferred write (write-back.ts "Commit pipeline"): find the zero grains here (a compare, no
+   * fingerprint), admit, and stage a copy of the plaintext; what `prepareGrains` does runs in
+   * the background and a failure there surfaces at the next flush.
+   */
+  private async stageGrains(first: number, grains: readonly Buffer[], lbaFrom: number) {
+    const zero = new Uint8Array(grains.length);
+    for (let i = 0; i < grains.length; i++) if (grains[i]!.equals(ZERO_GRAIN)) zero[i] = 1;
+    const freshBytes = this.admit(first, zero);
+    const plaintext = copyPlaintext(grains, zero);
+    const copies = plaintext.map((text) => text ?? ZERO_GRAIN);
+    try {
+      await this.ctx.writeBack.stageDeferred({
+        volume: this.number,
+        domain: this.domain,
+        first,
+        plaintext,
+        freshBytes,
+        prepare: async (inOrder) => {
+          const { chunks } = this.ctx;
+          const nonZero = copies.filter((_, i) => zero[i] !== 1);
+          const found =
+            nonZero.length === 0
+              ? { fps: new Uint8Array(0) }
+              : await chunks.jobs.fingerprint(chunks.domainId(this.domain), nonZero);
+          // Back to one fingerprint slot per grain of the write (zero grains: no fingerprint).
+          const fps = new Uint8Array(copies.length * 32);
+          for (let i = 0, k = 0; i < copies.length; i++) {
+            if (zero[i] === 1) continue;
+            fps.set(found.fps.subarray(k * 32, (k + 1) * 32), i * 32);
+            k++;
+          }
+          return inOrder((turnOver) =>
+            this.prepareGrains(first, copies, zero, fps, lbaFrom, turnOver),
+          );
+        },
+      });
+    } catch (error) {
+      throw metaFailure(error, this.name);
+    }
+  }
+
+  /**
+   * Capacity admission (module comment): asks the allocation guard about the grains that are
+   * holes now and will hold data (zero grains stay holes; overwrites of mapped grains allocate
+   * nothing logical). Returns those bytes.
+   */
+  private admit(first: number, zero: Uint8Array): number {
+    if (this.ctx.allocationGuard === undefined) return 0;
+    const mapped = this.mappedMask(this.number, first, zero.length, {});
+    let fresh = 0;
+    for (let i = 0; i < zero.length; i++) if (zero[i] !== 1 && mapped[i] === 0) fresh++;
+    if (fresh > 0) this.ctx.allocationGuard(this.name, fresh * GRAIN);
+    return fresh * GRAIN;
+  }
+
+  /**
+   * Dedup lookups, healing of damaged chunks this write brings again, and the append of the
+   * grains the index lacks (not synced): the write's map updates and its batch (released by the
+   * commit that lands it; here on failure).
+   */
+  private async prepareGrains(
+    first: number,
+    grains: readonly Buffer[],
+    zero: Uint8Array,
+    fps: Uint8Array,
+    lbaFrom: number,
+    placed?: () => void,
+  ): Promise<PreparedWrite> {
+    const { store, chunks } = this.ctx;
+    const updates: GrainUpdate[] = new Array(grains.length);
+    const misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
+    const heals: Heal[] = [];
+    try {
+      for (let i = 0; i < grains.length; i++) {
+        if (zero[i] === 1) {
+          updates[i] = { grain: first + i, fingerprint: null };
+          continue;
+        }
+        const fingerprint = Buffer.from(fps.buffer, fps.byteOffset + i * 32, 32);
+        const hit = store.lookupChunk(this.domain, fingerprint);
+        if (hit !== undefined && chunks.reads.isDamaged(hit.containerId, hit.offset)) {
+          // The write brings the content of a chunk scrub found damaged: store it afresh and
+          // move the index to the new copy (heal) before anything maps to it.
+          const from = { containerId: hit.containerId, offset: hit.offset };
+          heals.push({ index: i, fingerprint, from });
+        }
+        updates[i] = { grain: first + i, fingerprint };
+        if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
+      }
+    } catch (error) {
+      throw metaFailure(error, this.name);
+    }
+    if (heals.length > 0) await this.heal(heals, grains, first, lbaFrom);
+    const batch = chunks.batch(this.domain);
+    try {
+      if (misses.length > 0) {
+        const locations = await batch.appendAll(misses, placed);
+        misses.forEach((m, k) => {
+          updates[m.index] = { ...updates[m.index]!, chunk: locations[k]! };
+        });
+      }
+    } catch (error) {
+      batch.release();
+      throw metaFailure(error, this.name);
+    }
+    return { updates, batch };
   }
 
   /**
@@ -799,6 +879,27 @@ export class PoolVolume implements Volume {
       idle();
     }
   }
+}
+
+const ZERO_GRAIN = Buffer.alloc(GRAIN);
+
+/**
+ * The stage keeps the plaintext (reads of staged grains, preparation, ChunkMissing at commit):
+ * its own copy, one allocation, since the caller may reuse `grains` once the write resolved
+ * (Volume contract). Zero grains are holes: undefined.
+ */
+function copyPlaintext(grains: readonly Buffer[], zero: Uint8Array): (Buffer | undefined)[] {
+  let nonZero = 0;
+  for (let i = 0; i < grains.length; i++) if (zero[i] !== 1) nonZero++;
+  const text = Buffer.allocUnsafe(nonZero * GRAIN);
+  const plaintext = new Array<Buffer | undefined>(grains.length);
+  for (let i = 0, at = 0; i < grains.length; i++) {
+    if (zero[i] === 1) continue;
+    grains[i]!.copy(text, at);
+    plaintext[i] = text.subarray(at, at + GRAIN);
+    at += GRAIN;
+  }
+  return plaintext;
 }
 
 function splitGrains(data: Buffer): Buffer[] {

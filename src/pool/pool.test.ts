@@ -405,6 +405,7 @@ describe("Pool: containers, damage and gc", () => {
     const keep = await tp.pool.ensureVolume({ name: "k", size: 16 * MiB, blockSize: 4096 });
     await keep.write(0, pattern("keep", 32 * G));
     for (let i = 0; i < 8; i++) await v.write(i * 64, pattern(`gc${i}`, 64 * G));
+    await tp.pool.commitStaged(); // deferred writes are sealed into containers in the background
     const before = containerFiles(tp.dir).length;
     expect(before).toBeGreaterThan(4);
     await v.unmap(0, v.blockCount());

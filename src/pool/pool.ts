@@ -79,7 +79,9 @@ export interface PoolOpenOptions {
   /**
    * Write-back of WCE=1 writes (write-back.ts): acknowledged once staged, committed in groups.
    * Default: on, unless the environment sets SANMUX_WRITE_BACK=0 (every write then commits
-   * before it resolves, as before write-back existed).
+   * before it resolves, as before write-back existed). `deferredSeal` (a WCE=1 write is
+   * acknowledged once its plaintext is staged; write-back.ts "Commit pipeline"): off unless the
+   * environment sets SANMUX_DEFERRED_SEAL=1 (it raised the peak RSS of an 8 GiB write past 1 GiB).
    */
   readonly writeBack?: WriteBackOptions | undefined;
 }
@@ -294,6 +296,7 @@ export class Pool {
       );
       const writeBack = new WriteBack(store, chunks, log, {
         enabled: process.env.SANMUX_WRITE_BACK !== "0",
+        deferredSeal: process.env.SANMUX_DEFERRED_SEAL === "1",
         ...o.writeBack,
       });
       const pool = new Pool(dir, registry, store, devices, chunks, applier, log, writeBack);
@@ -700,15 +703,19 @@ export class Pool {
    */
   capacity(): { usedBytes: number; freeBytes: number; totalBytes: number } {
     const p = this.store.poolUsage();
-    const usedBytes = p.physicalBytes + p.deadBytes;
+    // Acknowledged grains the commit pipeline has not appended yet count as used already
+    // (write-back.ts "Commit pipeline"): a burst of deferred writes cannot run past the space.
+    const unsealed = this.writeBack.unsealedBytes;
+    const usedBytes = p.physicalBytes + p.deadBytes + unsealed;
     let freeBytes = 0;
     for (const d of this.devices.status()) {
       if (d.online) freeBytes += Math.max(0, d.freeBytes - d.reserveBytes);
     }
+    freeBytes = Math.max(0, freeBytes - unsealed);
     if (this.maxBytes !== undefined) {
       // The cap is on what the container files hold now, appends not yet in the journal's
       // figures included: a burst of writes cannot run past it.
-      const onDisk = Math.max(usedBytes, this.chunks.containerBytes());
+      const onDisk = Math.max(usedBytes, this.chunks.containerBytes() + unsealed);
       freeBytes = Math.max(0, Math.min(freeBytes, this.maxBytes - onDisk));
       return { usedBytes: onDisk, freeBytes, totalBytes: onDisk + freeBytes };
     }

@@ -23,7 +23,8 @@ afterEach(async () => {
 
 /** A pool whose timer never commits during a test: only explicit triggers do. */
 async function setup(options: Partial<PoolOpenOptions> = {}): Promise<TempPool> {
-  t = await tempPool({ writeBack: { commitDelayMs: 60_000 }, ...options });
+  // Deferred sealing on unless a test says otherwise: most tests here are about its pipeline.
+  t = await tempPool({ writeBack: { commitDelayMs: 60_000, deferredSeal: true }, ...options });
   return t;
 }
 
@@ -317,5 +318,178 @@ describe("write-back: staged writes", () => {
     const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
     await Promise.all([v.write(0, pattern("p", 4 * G)), v.write(8, pattern("q", 4 * G))]);
     expect(mappedInMap(pool, "v")).toBe(8);
+  });
+});
+
+/** The pool's chunk store and worker jobs, to hold back or fail the commit pipeline. */
+function internals(pool: Pool): {
+  jobs: { fingerprint: (...args: unknown[]) => Promise<unknown> };
+  chunks: { hasRoomFor(grains: number): boolean };
+} {
+  const chunks = (pool as unknown as { chunks: { jobs: never; hasRoomFor(g: number): boolean } })
+    .chunks;
+  return { jobs: chunks.jobs, chunks };
+}
+
+/** Hold every fingerprint job until `open()`; `calls` counts the jobs asked for. */
+function gateFingerprints(pool: Pool): { calls: () => number; open: () => void } {
+  const { jobs } = internals(pool);
+  const original = jobs.fingerprint.bind(jobs);
+  let calls = 0;
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  jobs.fingerprint = async (...args: unknown[]) => {
+    calls++;
+    await gate;
+    return original(...args);
+  };
+  return { calls: () => calls, open };
+}
+
+describe("write-back: deferred sealing (commit pipeline)", () => {
+  it("acknowledges a write before it is fingerprinted, and reads it back from the stage", async () => {
+    const { pool } = await setup();
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const gate = gateFingerprints(pool);
+    const data = pattern("early", 64 * G);
+    await v.write(0, data); // resolves although no fingerprint can be computed yet
+    await v.write(80, Buffer.alloc(4 * G)); // zeros: holes
+    expect((await v.read(0, 64)).equals(data)).toBe(true);
+    expect((await v.read(80, 4)).equals(Buffer.alloc(4 * G))).toBe(true);
+    expect(mappedInMap(pool, "v")).toBe(0);
+    const flushed = v.flush();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(mappedInMap(pool, "v")).toBe(0); // the commit waits for the preparation
+    gate.open();
+    await flushed;
+    expect(gate.calls()).toBeGreaterThan(0);
+    expect(mappedInMap(pool, "v")).toBe(64);
+    const reopened = await t!.reopen();
+    expect((await reopened.volume("v")!.read(0, 64)).equals(data)).toBe(true);
+  });
+
+  it("many overlapping writes prepared concurrently: the last one staged wins, after reopen too", async () => {
+    const { pool } = await setup({
+      writeBack: { commitDelayMs: 5, maxStagedBytes: 256 * 1024, deferredSeal: true },
+    });
+    const v = await pool.ensureVolume({ name: "v", size: 4 * MiB, blockSize: 4096 });
+    const grains = 256;
+    const expected = Buffer.alloc(grains * G);
+    let seed = 12345;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const writes: Promise<void>[] = [];
+    for (let k = 0; k < 300; k++) {
+      const count = 1 + random(48);
+      const at = random(grains - count);
+      // Some repeats of earlier content (dedup against chunks still being appended), some zeros.
+      const kind = random(8);
+      const data =
+        kind === 0 ? Buffer.alloc(count * G) : pattern(kind === 1 ? "repeat" : `w${k}`, count * G);
+      data.copy(expected, at * G);
+      writes.push(v.write(at, data));
+      if (k % 50 === 49) await Promise.all(writes.splice(0)); // now and then all acknowledged
+    }
+    await Promise.all(writes);
+    expect((await v.read(0, grains)).equals(expected)).toBe(true);
+    await v.flush();
+    expect((await v.read(0, grains)).equals(expected)).toBe(true);
+    const reopened = await t!.reopen();
+    expect((await reopened.volume("v")!.read(0, grains)).equals(expected)).toBe(true);
+    expect((await reopened.check()).clean).toBe(true);
+  });
+
+  it("deduplicates across staged writes not yet sealed", async () => {
+    const { pool } = await setup();
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const chunks = (pool as unknown as { chunks: { containerBytes(): number } }).chunks;
+    const before = chunks.containerBytes();
+    const data = pattern("twice", 64 * G);
+    await v.write(0, data);
+    await v.write(512, data); // staged while the first is not prepared yet
+    await v.write(1024, data);
+    await pool.commitStaged();
+    const grown = chunks.containerBytes() - before;
+    expect(grown).toBeGreaterThan(64 * G);
+    expect(grown).toBeLessThan(2 * 64 * G); // stored once
+    await pool.applyJournal();
+    expect(pool.usage().pool.liveChunks).toBe(64);
+    for (const at of [0, 512, 1024]) expect((await v.read(at, 64)).equals(data)).toBe(true);
+  });
+
+  it("admits capacity before acknowledging: a refused write stages nothing", async () => {
+    const { pool } = await setup();
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const gate = gateFingerprints(pool);
+    pool.setAllocationGuard((_name, bytes) => {
+      if (bytes > 8 * G) throw new StorageError(StorageErrorCode.QuotaExceeded, "quota");
+    });
+    await v.write(0, pattern("ok", 8 * G));
+    await expect(v.write(8, pattern("no", 16 * G))).rejects.toMatchObject({
+      code: StorageErrorCode.QuotaExceeded,
+    });
+    await v.write(0, pattern("over", 8 * G)); // overwrites of staged grains allocate nothing
+    await v.write(100, Buffer.alloc(64 * G)); // zeros allocate nothing
+    expect((await v.read(8, 16)).equals(Buffer.alloc(16 * G))).toBe(true);
+    gate.open(); // all of the above resolved with no fingerprint computed
+    await v.flush();
+    expect(mappedInMap(pool, "v")).toBe(8);
+  });
+
+  it("a write that fails in the pipeline stays readable and fails the next flush, then lands", async () => {
+    const tp = await setup();
+    const v = await tp.pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const { jobs } = internals(tp.pool);
+    const original = jobs.fingerprint.bind(jobs);
+    let failing = true;
+    jobs.fingerprint = async (...args: unknown[]) => {
+      if (failing) throw new Error("injected pipeline failure");
+      return original(...args);
+    };
+    await v.write(0, pattern("before", 4 * G)); // acknowledged: fails in the background
+    await v.write(2, pattern("after", 4 * G)); // a later write over part of it
+    const expected = Buffer.concat([pattern("before", 2 * G), pattern("after", 4 * G)]);
+    const fault = await v.flush().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(fault).toBeInstanceOf(StorageError);
+    expect((fault as StorageError).code).toBe(StorageErrorCode.WriteFault);
+    expect((await v.read(0, 6)).equals(expected)).toBe(true); // still staged, still ordered
+    expect(mappedInMap(tp.pool, "v")).toBe(0); // the later write waits behind it
+    failing = false;
+    await v.flush(); // prepared again, then landed in order
+    expect(mappedInMap(tp.pool, "v")).toBe(6);
+    const reopened = await tp.reopen();
+    expect((await reopened.volume("v")!.read(0, 6)).equals(expected)).toBe(true);
+  });
+
+  it("near the devices' reserve a write takes the direct path: PoolFull before the acknowledgement", async () => {
+    const { pool } = await setup();
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const { chunks } = internals(pool);
+    chunks.hasRoomFor = () => false;
+    const gate = gateFingerprints(pool);
+    const write = v.write(0, pattern("direct", 4 * G));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(gate.calls()).toBe(1); // fingerprinted before it resolves
+    gate.open();
+    await write;
+    expect((await v.read(0, 4)).equals(pattern("direct", 4 * G))).toBe(true);
+  });
+
+  it("the switch off (deferredSeal: false) fingerprints and seals before acknowledging", async () => {
+    const { pool } = await setup({ writeBack: { commitDelayMs: 60_000, deferredSeal: false } });
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const gate = gateFingerprints(pool);
+    let done = false;
+    const write = v.write(0, pattern("old path", 4 * G)).then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(done).toBe(false);
+    gate.open();
+    await write;
+    expect((await v.read(0, 4)).equals(pattern("old path", 4 * G))).toBe(true);
   });
 });

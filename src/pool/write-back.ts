@@ -47,6 +47,18 @@
  * again after `retryDelayMs`; a flush or FUA write that asked for the commit reports it
  * (WriteFault) rather than pretend durability.
  *
+ * Commit pipeline (`deferredSeal`, off by default: see src/pool/README.md "Deferred sealing"). PoolVolume stages a WCE=1 non-FUA write with
+ * its plaintext alone (`stageDeferred`), after capacity admission: it is acknowledged then. Its
+ * preparation (fingerprint, dedup, heal, seal, append: the volume's `prepare`) runs in the
+ * background, up to `maxPreparing` writes at once, taken up in staging order; their ordered
+ * parts (lookups and the placing of appends: `InOrder`) run one after the other in that order.
+ * A commit waits for the preparation of every write it takes before step 1, so map updates keep
+ * staging order. A preparation that fails is logged; the write stays staged and readable, the
+ * commit lands only the writes before it and rejects (WriteFault: the next flush or FUA write
+ * reports it), and the next commit prepares it again. Backpressure: `stageDeferred` resolves
+ * only while less than `maxUnpreparedBytes` wait for preparation. `unsealedBytes` (acknowledged,
+ * not appended) lets capacity rules count those bytes as used.
+ *
  * Ordering. Commits apply whole writes in staging order. When one write of a commit fails while
  * later ones land, the grains those later writes cover are dropped from the failed write before
  * it is retried, so a retry never brings back an older version of a grain; the failed write
@@ -77,6 +89,21 @@ export interface WriteBackOptions {
   readonly maxStagedBytes?: number | undefined;
   /** A background commit that failed is tried again after this long. Default 1000. */
   readonly retryDelayMs?: number | undefined;
+  /**
+   * Deferred sealing (module comment, "Commit pipeline"): PoolVolume stages a WCE=1 non-FUA
+   * write with its plaintext only (`stageDeferred`); fingerprinting, dedup, sealing and
+   * appending happen in the background before the commit that lands it. Off: a write is staged
+   * once its chunks are appended (`stage`). Default off (Pool.open: on when SANMUX_DEFERRED_SEAL=1).
+   */
+  readonly deferredSeal?: boolean | undefined;
+  /** Deferred writes being prepared at once (fingerprinted, sealed). Default 8. */
+  readonly maxPreparing?: number | undefined;
+  /**
+   * A deferred write resolves only once fewer than this many bytes of deferred writes wait for
+   * (or are in) their preparation: how far acknowledgements run ahead of the pipeline, so that
+   * a flush never has more than this to seal. Default 32 MiB.
+   */
+  readonly maxUnpreparedBytes?: number | undefined;
 }
 
 /** One grain as staged: its sequence number and content (undefined: a hole). */
@@ -104,15 +131,58 @@ export interface WriteToStage {
   readonly freshBytes?: number;
 }
 
+/** What `DeferredWrite.prepare` hands back: what `stage` takes beside the plaintext. */
+export interface PreparedWrite {
+  /** One per grain of the write, in order (new chunks with their appended location). */
+  readonly updates: GrainUpdate[];
+  /** Released by the commit that lands the write. */
+  readonly batch: ChunkBatch;
+}
+
+/**
+ * Runs `fn` once the ordered part of every earlier deferred write is over; `fn` may end its own
+ * ordered part early (`turnOver`), else it ends when `fn` settles.
+ */
+export type InOrder = <T>(fn: (turnOver: () => void) => Promise<T>) => Promise<T>;
+
+/** A write handed to `stageDeferred`: plaintext only, prepared in the background. */
+export interface DeferredWrite {
+  readonly volume: number;
+  readonly domain: number;
+  /** The first grain; the write covers `plaintext.length` grains from it. */
+  readonly first: number;
+  /** Per grain: its plaintext, owned by the stage from now on; undefined for a zero grain. */
+  readonly plaintext: (Buffer | undefined)[];
+  readonly freshBytes?: number;
+  /**
+   * Fingerprint, dedup, heal and append the write's grains. `inOrder` runs its callback after
+   * the `inOrder` part of every write staged before this one (appends in staging order keep a
+   * sequential writer's records back to back, and a repeat finds the earlier write's chunk).
+   * Called again by a later commit when it rejected.
+   */
+  readonly prepare: (inOrder: InOrder) => Promise<PreparedWrite>;
+}
+
 interface StagedWrite {
   readonly volume: number;
   readonly domain: number;
   readonly seq: number;
+  /** Empty until a deferred write is prepared. */
   updates: GrainUpdate[];
   plaintext: (Buffer | undefined)[];
   /** The first is the write's own; ChunkMissing and broken containers add more. */
   readonly batches: ChunkBatch[];
   readonly freshBytes: number;
+  /** A deferred write: how to prepare it, and the preparation under way or done. */
+  readonly deferred?: {
+    readonly first: number;
+    readonly prepare: DeferredWrite["prepare"];
+    /** Settles when the preparation ends: `updates` and `batches` are then set, or `failed`. */
+    prepared: Promise<void>;
+    settle: { resolve: () => void; reject: (error: unknown) => void };
+    /** The last preparation failed: the next commit that takes the write prepares it again. */
+    failed: boolean;
+  };
 }
 
 export class WriteBack {
@@ -135,6 +205,20 @@ export class WriteBack {
   private tail: Promise<void> = Promise.resolve();
   private queued: Promise<void> | undefined;
   private closed = false;
+  readonly deferredSeal: boolean;
+  private readonly maxPreparing: number;
+  private readonly maxUnpreparedBytes: number;
+  /** Bytes of deferred writes queued for or in preparation (backpressure). */
+  private unpreparedBytes = 0;
+  /** Writes waiting for `unpreparedBytes` to fall below the bound. */
+  private roomWaiters: (() => void)[] = [];
+  /** Deferred writes waiting for a preparation slot, in staging order. */
+  private readonly toPrepare: StagedWrite[] = [];
+  private preparing = 0;
+  /** Bytes of non-zero grains of deferred writes not prepared yet (`unsealedBytes`). */
+  private unsealed = 0;
+  /** Resolves when the `inOrder` part of the last deferred write taken up is over. */
+  private orderTail: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly store: MetaStore,
@@ -146,11 +230,23 @@ export class WriteBack {
     this.commitDelayMs = options.commitDelayMs ?? 200;
     this.maxStagedBytes = options.maxStagedBytes ?? 64 * MiB;
     this.retryDelayMs = options.retryDelayMs ?? 1000;
+    this.deferredSeal = this.enabled && (options.deferredSeal ?? false);
+    this.maxPreparing = Math.max(1, options.maxPreparing ?? 8);
+    this.maxUnpreparedBytes = options.maxUnpreparedBytes ?? 32 * MiB;
   }
 
   /** Bytes of grains staged and not yet taken by a commit. */
   get bytesStaged(): number {
     return this.stagedBytes;
+  }
+
+  /**
+   * Bytes of grains acknowledged and not yet appended to a container (deferred writes not
+   * prepared): capacity rules add them to what the containers hold, an upper bound (dedup may
+   * store less), so that a burst of acknowledged writes cannot run past a cap.
+   */
+  get unsealedBytes(): number {
+    return this.unsealed;
   }
 
   /** Whether anything is staged or being committed (reads of the maps alone are not current). */
@@ -169,15 +265,11 @@ export class WriteBack {
       throw new StorageError(StorageErrorCode.NotReady, "the pool is closed");
     }
     const seq = ++this.seq;
-    let volume = this.grains.get(write.volume);
-    if (volume === undefined) {
-      volume = new Map();
-      this.grains.set(write.volume, volume);
-    }
+    const volume = this.volumeGrains(write.volume);
     write.updates.forEach((u, i) => {
       volume.set(u.grain, { seq, plaintext: write.plaintext[i] });
     });
-    this.staged.push({
+    return this.enqueue({
       volume: write.volume,
       domain: write.domain,
       seq,
@@ -186,10 +278,63 @@ export class WriteBack {
       batches: [write.batch],
       freshBytes: write.freshBytes ?? 0,
     });
-    if (write.freshBytes !== undefined && write.freshBytes > 0) {
+  }
+
+  /**
+   * Stage a write by its plaintext alone (module comment, "Commit pipeline"): visible to reads
+   * at once; prepared in the background; landed, in staging order, by a commit, which waits for
+   * its preparation. Backpressure as for `stage`.
+   */
+  async stageDeferred(write: DeferredWrite): Promise<void> {
+    if (this.closed) throw new StorageError(StorageErrorCode.NotReady, "the pool is closed");
+    const seq = ++this.seq;
+    const volume = this.volumeGrains(write.volume);
+    // A plain loop: zero grains may be holes of a sparse array, which forEach would skip.
+    for (let i = 0; i < write.plaintext.length; i++) {
+      volume.set(write.first + i, { seq, plaintext: write.plaintext[i] });
+    }
+    const staged: StagedWrite = {
+      volume: write.volume,
+      domain: write.domain,
+      seq,
+      updates: [],
+      plaintext: write.plaintext,
+      batches: [],
+      freshBytes: write.freshBytes ?? 0,
+      deferred: newPreparation(write.first, write.prepare),
+    };
+    for (const text of write.plaintext) if (text !== undefined) this.unsealed += GRAIN;
+    this.queueForPreparation([staged]);
+    await this.enqueue(staged);
+    // Backpressure on the pipeline: acknowledgements run at most this far ahead of it.
+    while (this.unpreparedBytes > this.maxUnpreparedBytes && !this.closed) {
+      await new Promise<void>((r) => this.roomWaiters.push(r));
+    }
+  }
+
+  /** Queue deferred writes for preparation; `first`: they are older than all queued ones. */
+  private queueForPreparation(writes: StagedWrite[], first = false): void {
+    for (const w of writes) this.unpreparedBytes += w.plaintext.length * GRAIN;
+    if (first) this.toPrepare.unshift(...writes);
+    else this.toPrepare.push(...writes);
+    this.prepareNext();
+  }
+
+  private volumeGrains(volume: number): Map<number, StagedGrain> {
+    let grains = this.grains.get(volume);
+    if (grains === undefined) {
+      grains = new Map();
+      this.grains.set(volume, grains);
+    }
+    return grains;
+  }
+
+  private async enqueue(write: StagedWrite): Promise<void> {
+    this.staged.push(write);
+    if (write.freshBytes > 0) {
       this.fresh.set(write.volume, (this.fresh.get(write.volume) ?? 0) + write.freshBytes);
     }
-    this.stagedBytes += write.updates.length * GRAIN;
+    this.stagedBytes += write.plaintext.length * GRAIN;
     if (!this.enabled) return this.commit();
     if (this.stagedBytes >= 2 * this.maxStagedBytes) return this.commit();
     if (this.stagedBytes >= this.maxStagedBytes) this.commitInBackground();
@@ -268,9 +413,94 @@ export class WriteBack {
       await this.commit({ durable: true });
     } finally {
       this.closed = true;
+      for (const wake of this.roomWaiters.splice(0)) wake();
       clearTimeout(this.timer);
       this.timer = undefined;
     }
+  }
+
+  /** Start preparing deferred writes, in staging order, while slots are free. */
+  private prepareNext(): void {
+    while (this.preparing < this.maxPreparing && this.toPrepare.length > 0) {
+      this.startPreparing(this.toPrepare.shift()!);
+    }
+  }
+
+  /**
+   * Prepare `w`: fingerprint, dedup, seal and append through the volume's callback. `inOrder`
+   * parts run in the order writes were taken up here, which is staging order (FIFO slots; a
+   * retried write goes first, being older than anything queued), and never wait for a commit.
+   */
+  private startPreparing(w: StagedWrite): void {
+    const d = w.deferred!;
+    this.preparing++;
+    const before = this.orderTail;
+    let done!: () => void;
+    this.orderTail = new Promise<void>((r) => (done = r));
+    let ran = false;
+    const inOrder: InOrder = async (fn) => {
+      ran = true;
+      await before;
+      try {
+        return await fn(done);
+      } finally {
+        done();
+      }
+    };
+    void (async () => {
+      try {
+        const { updates, batch } = await d.prepare(inOrder);
+        w.updates = updates;
+        w.batches.push(batch);
+        for (const text of w.plaintext) if (text !== undefined) this.unsealed -= GRAIN;
+        d.settle.resolve();
+      } catch (error) {
+        // Acknowledged already: not lost silently. It stays staged and readable; the commit
+        // that needs it reports WriteFault (flush, FUA) and prepares it again (module comment).
+        this.logger?.error(
+          { err: error, volume: w.volume, firstGrain: d.first, grains: w.plaintext.length },
+          "a write acknowledged before it was stored failed in the commit pipeline: it stays " +
+            "staged and readable, the next flush reports a write fault, and it is retried",
+        );
+        d.failed = true;
+        d.settle.reject(error);
+      } finally {
+        if (!ran) done(); // failed before its ordered part: the next write must not wait
+        this.preparing--;
+        this.unpreparedBytes -= w.plaintext.length * GRAIN;
+        if (this.unpreparedBytes <= this.maxUnpreparedBytes) {
+          for (const wake of this.roomWaiters.splice(0)) wake();
+        }
+        this.prepareNext();
+      }
+    })();
+  }
+
+  /**
+   * Wait for the preparation of every deferred write of `writes` (preparing again, first, the
+   * ones whose last preparation failed). Returns the first one that failed, in staging order.
+   */
+  private async awaitPrepared(
+    writes: readonly StagedWrite[],
+  ): Promise<{ index: number; error: unknown } | undefined> {
+    const again = writes.filter((w) => w.deferred?.failed === true);
+    for (const w of again) {
+      const d = w.deferred!;
+      Object.assign(d, newPreparation(d.first, d.prepare));
+    }
+    this.queueForPreparation(again, true);
+    const outcomes = await Promise.all(
+      writes.map((w) =>
+        w.deferred === undefined
+          ? undefined
+          : w.deferred.prepared.then(
+              () => undefined,
+              (error: unknown) => ({ error }),
+            ),
+      ),
+    );
+    const index = outcomes.findIndex((o) => o !== undefined);
+    return index < 0 ? undefined : { index, error: outcomes[index]!.error };
   }
 
   private commitInBackground(): void {
@@ -289,8 +519,16 @@ export class WriteBack {
     this.stagedBytes = 0;
     this.committing = taken.length;
     let writes = taken;
+    /** Writes from the first that failed to prepare on: not landed by this commit. */
+    let unprepared: StagedWrite[] = [];
     try {
-      for (let attempt = 0; ; attempt++) {
+      const failedPreparation = await this.awaitPrepared(taken);
+      if (failedPreparation !== undefined) {
+        // Land what comes before it; it and what follows stay staged, in order (ordering).
+        writes = taken.slice(0, failedPreparation.index);
+        unprepared = taken.slice(failedPreparation.index);
+      }
+      for (let attempt = 0; writes.length > 0; attempt++) {
         await this.makeChunksDurable(writes);
         // All queued in this turn: one LMDB commit for the lot, applied in staging order.
         const results = await Promise.allSettled(
@@ -324,17 +562,28 @@ export class WriteBack {
             ),
         );
         if (fatal !== undefined) throw fatal.error;
-        if (writes.length === 0) return;
+        if (writes.length === 0) break;
         for (const { write, error } of failed) {
           if (write.updates.length === 0) continue;
           // GC claimed chunks it deduplicated against: store those grains again (README, "GC").
           await this.storeAgain(write, new Set((error as MetaError).fingerprints ?? []));
         }
       }
+      if (failedPreparation !== undefined) {
+        const cause = failedPreparation.error;
+        const why = cause instanceof Error ? cause.message : String(cause);
+        throw new StorageError(
+          StorageErrorCode.WriteFault,
+          `a write acknowledged earlier could not be stored: ${why}`,
+          undefined,
+          { cause },
+        );
+      }
     } catch (error) {
       // What did not land stays staged, before what was staged meanwhile (it is older).
+      writes = [...writes, ...unprepared];
       this.staged = [...writes, ...this.staged];
-      for (const w of writes) this.stagedBytes += w.updates.length * GRAIN;
+      for (const w of writes) this.stagedBytes += w.plaintext.length * GRAIN;
       // Already acknowledged: they stay staged (and readable) and the commit is tried again,
       // whoever asked for this one; a flush or FUA write meanwhile reports the failure.
       this.logger?.error(
@@ -475,4 +724,14 @@ function asFault(error: unknown, what: string): StorageError {
     });
   }
   return asStorageError(error, what);
+}
+
+function newPreparation(
+  first: number,
+  prepare: DeferredWrite["prepare"],
+): NonNullable<StagedWrite["deferred"]> {
+  let settle!: { resolve: () => void; reject: (error: unknown) => void };
+  const prepared = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+  prepared.catch(() => undefined); // observed by the commit that needs it
+  return { first, prepare, prepared, settle, failed: false };
 }

@@ -114,9 +114,20 @@ async function fillAsW(server: RunningSanmux, mib: number) {
   );
   expect(w.code).not.toBe(0);
   expect(w.stderr).toMatch(/DATA PROTECTION.*0x2707/);
-  const status = await statusJson<ReservationStatus>(server.dataDir);
-  const vw = status.pool.volumes.find((v) => v.name === "vw")?.logicalBytes ?? 0;
-  return { image, status, vw };
+  // What was acknowledged lands in the map at the next commit (no SYNCHRONIZE CACHE came; src/
+  // pool/write-back.ts "Commit pipeline"): read the status once it settled.
+  const read = async () => {
+    const status = await statusJson<ReservationStatus>(server.dataDir);
+    return { status, vw: status.pool.volumes.find((v) => v.name === "vw")?.logicalBytes ?? 0 };
+  };
+  let now = await read();
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 400));
+    const next = await read();
+    if (next.vw === now.vw && next.vw > 0) break;
+    now = next;
+  }
+  return { image, ...now };
 }
 
 /** r writes the first `mib` MiB of `image` into its reservation and reads them back. */

@@ -81,7 +81,21 @@ async function status(): Promise<Status> {
   throw new Error("the refcount journal was never applied");
 }
 
-const physical = async () => (await status()).pool.pool.physicalBytes;
+/**
+ * Physical bytes once the server has stored everything it acknowledged: qemu-img convert sends
+ * no SYNCHRONIZE CACHE (cache mode "unsafe"), and writes are acknowledged before they are sealed
+ * and committed (src/pool/write-back.ts, "Commit pipeline"): wait for the figure to settle.
+ */
+async function physical(): Promise<number> {
+  let last = (await status()).pool.pool.physicalBytes;
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 400));
+    const now = (await status()).pool.pool.physicalBytes;
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
 
 /** Bytes the pool's container files take on disk. */
 async function containerBytes(): Promise<number> {
