@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { usageFigures } from "../pool/pool.js";
 import { usageByAgent } from "./agent-usage.js";
 
 const MiB = 1024 * 1024;
@@ -9,14 +10,7 @@ function vol(name: string, logical: number, referenced: number, physical: number
     domain: "shared",
     blockSize: 4096,
     writeCache: true,
-    provisionedBytes: 64 * MiB,
-    logicalBytes: logical,
-    referencedBytes: referenced,
-    physicalBytes: physical,
-    savedByDedup: referenced - physical,
-    savedByCompression: logical - referenced,
-    dedupRatio: physical > 0 ? referenced / physical : 1,
-    compressionRatio: referenced > 0 ? logical / referenced : 1,
+    ...usageFigures(64 * MiB, logical, referenced, physical),
   };
 }
 

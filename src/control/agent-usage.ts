@@ -8,7 +8,7 @@
  * derived from the sums exactly as for a domain.
  */
 import type { AccessMode } from "../access/config.js";
-import type { PoolUsageReport, UsageFigures } from "../pool/pool.js";
+import { type PoolUsageReport, type UsageFigures, usageFigures } from "../pool/pool.js";
 
 export interface AgentUsage extends UsageFigures {
   readonly agent: string;
@@ -43,14 +43,7 @@ export function usageByAgent(
     return {
       agent,
       volumes: [...modes].map(([name, mode]) => ({ name, mode })),
-      provisionedBytes: provisioned,
-      logicalBytes: logical,
-      referencedBytes: referenced,
-      physicalBytes: physical,
-      savedByDedup: referenced - physical,
-      savedByCompression: logical - referenced,
-      dedupRatio: physical > 0 ? referenced / physical : 1,
-      compressionRatio: referenced > 0 ? logical / referenced : 1,
+      ...usageFigures(provisioned, logical, referenced, physical),
     };
   });
 }

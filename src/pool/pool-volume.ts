@@ -417,8 +417,12 @@ export class PoolVolume implements Volume {
     // Near the devices' reserve (room for less than what is staged and this write, as new
     // chunks) a write takes the direct path: a PoolFull is then refused before it is
     // acknowledged, not found by the pipeline afterwards (README "Write-back", PoolFull).
-    const room = this.ctx.chunks.hasRoomFor(this.ctx.writeBack.bytesStaged / GRAIN + grains.length);
-    if (deferred && room) return this.stageGrains(first, grains, lbaFrom);
+    if (
+      deferred &&
+      this.ctx.chunks.hasRoomFor(this.ctx.writeBack.bytesStaged / GRAIN + grains.length)
+    ) {
+      return this.stageGrains(first, grains, lbaFrom);
+    }
     const { chunks } = this.ctx;
     const { fps, zero } = await chunks.jobs.fingerprint(chunks.domainId(this.domain), grains);
     const freshBytes = admitted ? 0 : this.admit(first, zero);

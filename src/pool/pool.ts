@@ -971,9 +971,21 @@ function figures(
   provisioned: number,
   u: VolumeUsage | DomainUsage | PoolUsage | undefined,
 ): UsageFigures {
-  const logical = u?.logicalBytes ?? 0;
-  const referenced = u?.referencedBytes ?? 0;
-  const physical = u?.physicalBytes ?? 0;
+  return usageFigures(
+    provisioned,
+    u?.logicalBytes ?? 0,
+    u?.referencedBytes ?? 0,
+    u?.physicalBytes ?? 0,
+  );
+}
+
+/** The figures of a sum of volumes (or any scope) from its four byte counts: savings, ratios. */
+export function usageFigures(
+  provisioned: number,
+  logical: number,
+  referenced: number,
+  physical: number,
+): UsageFigures {
   return {
     provisionedBytes: provisioned,
     logicalBytes: logical,

@@ -17,6 +17,7 @@ import {
   iscsiImageOpts,
   probeCommand,
   type RunningSanmux,
+  settled,
   startSanmux,
   statusJson,
   tool,
@@ -120,14 +121,14 @@ async function fillAsW(server: RunningSanmux, mib: number) {
     const status = await statusJson<ReservationStatus>(server.dataDir);
     return { status, vw: status.pool.volumes.find((v) => v.name === "vw")?.logicalBytes ?? 0 };
   };
-  let now = await read();
-  for (let i = 0; i < 50; i++) {
-    await new Promise((r) => setTimeout(r, 400));
-    const next = await read();
-    if (next.vw === now.vw && next.vw > 0) break;
-    now = next;
-  }
-  return { image, ...now };
+  return {
+    image,
+    ...(await settled(
+      read,
+      (r) => r.vw,
+      (vw) => vw > 0,
+    )),
+  };
 }
 
 /** r writes the first `mib` MiB of `image` into its reservation and reads them back. */

@@ -11,7 +11,14 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, type RunningSanmux, startSanmux, tool } from "../helpers/sanmux.js";
+import {
+  CLI,
+  iscsiImageOpts,
+  type RunningSanmux,
+  settled,
+  startSanmux,
+  tool,
+} from "../helpers/sanmux.js";
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -58,10 +65,7 @@ let work: string;
 let image: string;
 
 function qemuOpts(agent: string, lun: number): string {
-  return (
-    `driver=iscsi,transport=tcp,portal=127.0.0.1:${server.port},target=${TARGET},lun=${lun},` +
-    `initiator-name=${INITIATOR(agent)}`
-  );
+  return iscsiImageOpts(server.port, TARGET, lun, INITIATOR(agent));
 }
 
 async function status(): Promise<Status> {
@@ -87,14 +91,7 @@ async function status(): Promise<Status> {
  * and committed (src/pool/write-back.ts, "Commit pipeline"): wait for the figure to settle.
  */
 async function physical(): Promise<number> {
-  let last = (await status()).pool.pool.physicalBytes;
-  for (let i = 0; i < 50; i++) {
-    await new Promise((r) => setTimeout(r, 400));
-    const now = (await status()).pool.pool.physicalBytes;
-    if (now === last) return now;
-    last = now;
-  }
-  return last;
+  return (await settled(status, (s) => s.pool.pool.physicalBytes)).pool.pool.physicalBytes;
 }
 
 /** Bytes the pool's container files take on disk. */

@@ -226,3 +226,23 @@ export async function statusJson<T = Record<string, unknown>>(dataDir: string): 
   });
   return JSON.parse(stdout) as T;
 }
+
+/**
+ * Read a figure until it stops moving: `read` every 400 ms until two reads in a row give the same
+ * `value` (and `accept` it), at most 50 times; the last read. For status figures that trail
+ * acknowledged writes by a commit (src/pool/write-back.ts) when no SYNCHRONIZE CACHE came.
+ */
+export async function settled<T>(
+  read: () => Promise<T>,
+  value: (t: T) => number,
+  accept: (v: number) => boolean = () => true,
+): Promise<T> {
+  let last = await read();
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 400));
+    const next = await read();
+    if (value(next) === value(last) && accept(value(next))) return next;
+    last = next;
+  }
+  return last;
+}
