@@ -10,9 +10,13 @@
  *
  * Contract: `open` returns plaintext only after the tag has verified; on any failure it throws
  * `AuthenticationError` and returns nothing, so unauthenticated bytes never escape.
+ *
+ * Implementation: the native accelerator (native.ts, README.md "Native acceleration") when it is
+ * loaded in this thread, else node:crypto. Both produce the same bytes.
  */
 import { createCipheriv, createDecipheriv, type KeyObject, randomFillSync } from "node:crypto";
 import { AuthenticationError } from "./errors.js";
+import { nativeCrypto, rawKeyBytes } from "./native.js";
 
 export const AEAD_KEY_BYTES = 32;
 export const NONCE_BYTES = 12;
@@ -41,6 +45,12 @@ export function seal(
   aad: Uint8Array,
 ): Buffer {
   checkArgs(key, nonce);
+  const native = nativeCrypto();
+  if (native !== undefined) {
+    const out = Buffer.allocUnsafe(plaintext.length + TAG_BYTES);
+    native.gcmSealInto(rawKeyBytes(key), nonce, aad, plaintext, out, 0);
+    return out;
+  }
   const cipher = createCipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);
   const body = cipher.update(plaintext);
@@ -65,6 +75,10 @@ export function sealInto(
   checkArgs(key, nonce);
   const length = plaintext.length + TAG_BYTES;
   if (at < 0 || at + length > out.length) throw new RangeError("no room for the sealed data");
+  const native = nativeCrypto();
+  if (native !== undefined) {
+    return native.gcmSealInto(rawKeyBytes(key), nonce, aad, plaintext, out, at);
+  }
   const cipher = createCipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);
   let n = cipher.update(plaintext).copy(out, at);
@@ -89,6 +103,16 @@ export function open(
     throw new AuthenticationError(`sealed data shorter than its ${TAG_BYTES}-byte tag`);
   }
   const split = sealed.length - TAG_BYTES;
+  const native = nativeCrypto();
+  if (native !== undefined) {
+    // A buffer of its own (not a slice of Buffer's shared pool), like node:crypto's result.
+    const out = Buffer.allocUnsafeSlow(split);
+    if (!native.gcmOpenInto(rawKeyBytes(key), nonce, aad, sealed, out, 0)) {
+      // The addon has already zeroed the unauthenticated plaintext it wrote to `out`.
+      throw new AuthenticationError("AES-256-GCM tag mismatch");
+    }
+    return out;
+  }
   const decipher = createDecipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
   decipher.setAAD(aad);
   decipher.setAuthTag(sealed.subarray(split));
@@ -98,6 +122,50 @@ export function open(
     return last.length === 0 ? body : Buffer.concat([body, last]);
   } catch (error) {
     body.fill(0);
+    throw new AuthenticationError("AES-256-GCM tag mismatch", { cause: error });
+  }
+}
+
+/**
+ * `open`, writing the plaintext into `out` at `at` instead of a new buffer (saves an allocation
+ * per record on read paths). Returns the bytes written: `sealed.length - TAG_BYTES`. `out` may
+ * be `sealed`'s own memory (decrypt in place: `out[at]` is `sealed[0]`) or separate from it, not
+ * partially overlapping. Throws `AuthenticationError` as `open` does, and then
+ * `out[at, at + sealed.length - TAG_BYTES)` is zeroed: no unauthenticated byte stays there.
+ */
+export function openInto(
+  out: Buffer,
+  at: number,
+  key: KeyObject,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+): number {
+  checkArgs(key, nonce);
+  if (sealed.length < TAG_BYTES) {
+    throw new AuthenticationError(`sealed data shorter than its ${TAG_BYTES}-byte tag`);
+  }
+  const split = sealed.length - TAG_BYTES;
+  if (at < 0 || at + split > out.length) throw new RangeError("no room for the plaintext");
+  const native = nativeCrypto();
+  if (native !== undefined) {
+    if (!native.gcmOpenInto(rawKeyBytes(key), nonce, aad, sealed, out, at)) {
+      throw new AuthenticationError("AES-256-GCM tag mismatch");
+    }
+    return split;
+  }
+  const decipher = createDecipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(sealed.subarray(split));
+  const body = decipher.update(sealed.subarray(0, split));
+  try {
+    const last = decipher.final();
+    body.copy(out, at);
+    last.copy(out, at + body.length);
+    return split;
+  } catch (error) {
+    body.fill(0);
+    out.fill(0, at, at + split);
     throw new AuthenticationError("AES-256-GCM tag mismatch", { cause: error });
   }
 }

@@ -5,6 +5,7 @@ export {
   AEAD_KEY_BYTES,
   NONCE_BYTES,
   open,
+  openInto,
   randomNonce,
   seal,
   sealInto,
@@ -34,3 +35,10 @@ export {
   parseKeyFile,
   verifyMasterKey,
 } from "./master-key.js";
+export {
+  type CryptoImplementation,
+  type CryptoImplementationInfo,
+  cryptoImplementation,
+  cryptoImplementationInfo,
+  NATIVE_CRYPTO_ENV,
+} from "./native.js";

@@ -20,6 +20,7 @@
  */
 import { createHmac, createSecretKey, hkdfSync, type KeyObject } from "node:crypto";
 import { idToBytes } from "./ids.js";
+import { nativeCrypto, rawKeyBytes } from "./native.js";
 
 export const KEY_BYTES = 32;
 export const FINGERPRINT_BYTES = 32;
@@ -123,7 +124,19 @@ export function channelKeys(master: KeyObject, channelId: number): ChannelKeys {
  * The identity of a chunk: HMAC-SHA256 of the plaintext grain under the domain's fingerprint
  * key. Equal grains in one domain get equal fingerprints (dedup); in different domains they get
  * unrelated ones, so nothing about the content is shared or revealed across domains.
+ * Computed by the native accelerator when it is loaded (native.ts), else node:crypto: same bytes.
  */
 export function chunkFingerprint(fingerprintKey: KeyObject, grain: Uint8Array): Buffer {
+  const native = nativeCrypto();
+  if (
+    native !== undefined &&
+    fingerprintKey.type === "secret" &&
+    (fingerprintKey.symmetricKeySize ?? 0) > 0
+  ) {
+    // A buffer of its own (not a slice of Buffer's shared pool), like digest()'s result.
+    const out = Buffer.allocUnsafeSlow(FINGERPRINT_BYTES);
+    native.hmacSha256Into(rawKeyBytes(fingerprintKey), grain, out, 0);
+    return out;
+  }
   return createHmac("sha256", fingerprintKey).update(grain).digest();
 }

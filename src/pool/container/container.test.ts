@@ -532,4 +532,53 @@ describe("openRecord without the CRC check", () => {
       expect(openAt(i, record(i).subarray(0, length - 1), false)).toBe(DamageReason.Truncated);
     }
   });
+
+  it("opens an uncompressed record straight into the caller's buffer; zeros there on failure", async () => {
+    const w = await create();
+    const grains = [randomBytes(4096), compressible(4096)];
+    const results: AppendResult[] = [];
+    for (const g of grains) results.push(await w.append(fp(g), g));
+    await w.close();
+    const file = await readFile(w.path);
+    const ck = containerKeys(keys, w.containerId);
+    const decompressor = new Decompressor();
+    const record = (i: number) => {
+      const a = results[i]!;
+      return Buffer.from(file.subarray(a.offset, a.offset + a.recordLength));
+    };
+    const into = Buffer.alloc(3 * 4096, 0xaa);
+    const opened = grains.map((g, i) =>
+      openRecord(ck, results[i]!.offset, record(i), {
+        expectFingerprint: fp(g),
+        verifyFingerprint: true,
+        decompressor,
+        checkCrc: false,
+        into,
+        intoAt: 4096 * (i + 1),
+      }),
+    );
+    // The random grain is stored raw: opened in place. The compressible one comes back in a
+    // buffer of its own, and `into` is left as it was there.
+    expect(opened[0]!.buffer).toBe(into.buffer);
+    expect(opened[0]!.byteOffset - into.byteOffset).toBe(4096);
+    expect(into.subarray(4096, 8192)).toEqual(grains[0]);
+    expect(opened[1]).toEqual(grains[1]);
+    expect(opened[1]!.buffer).not.toBe(into.buffer);
+    expect(into.subarray(8192).every((b) => b === 0xaa)).toBe(true);
+    expect(into.subarray(0, 4096).every((b) => b === 0xaa)).toBe(true);
+    // A flipped payload byte: a Tag failure, and nothing of the grain in the target.
+    const bad = record(0);
+    bad[RECORD_HEADER_BYTES + 100]! ^= 1;
+    const target = Buffer.alloc(4096, 0x55);
+    expect(() =>
+      openRecord(ck, results[0]!.offset, bad, {
+        expectFingerprint: fp(grains[0]!),
+        verifyFingerprint: false,
+        decompressor,
+        checkCrc: false,
+        into: target,
+      }),
+    ).toThrow(FormatError);
+    expect(target.every((b) => b === 0)).toBe(true);
+  });
 });

@@ -11,6 +11,7 @@ import {
   FINGERPRINT_BYTES,
   idToBytes,
   open,
+  openInto,
   randomNonce,
   sealInto,
   TAG_BYTES,
@@ -197,6 +198,14 @@ export interface OpenRecordOptions {
   readonly checkCrc?: boolean | undefined;
   /** Reused for the AAD (64 bytes) instead of a new buffer per record. */
   readonly aad?: Buffer | undefined;
+  /**
+   * Where an uncompressed record's plaintext goes (`into` from byte `intoAt`, which must have
+   * room for the logical length): decrypted in place of a new buffer and a copy (the read path
+   * opens most grains straight into the reply). A compressed record ignores it. On failure the
+   * bytes written there are zeros.
+   */
+  readonly into?: Buffer | undefined;
+  readonly intoAt?: number | undefined;
 }
 
 /**
@@ -256,9 +265,21 @@ function openChecked(
           h.logicalLength,
         );
   const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.storedLength);
+  const target = options.into;
+  const at = options.intoAt ?? 0;
+  const direct =
+    target !== undefined &&
+    h.codec !== Codec.Zstd &&
+    payload.length - TAG_BYTES === h.logicalLength &&
+    at + h.logicalLength <= target.length;
   let body: Buffer;
   try {
-    body = open(keys.key, h.nonce, payload, aad);
+    if (direct) {
+      const n = openInto(target, at, keys.key, h.nonce, payload, aad);
+      body = target.subarray(at, at + n);
+    } else {
+      body = open(keys.key, h.nonce, payload, aad);
+    }
   } catch {
     throw new FormatError(
       DamageReason.Tag,

@@ -1,0 +1,406 @@
+/*
+ * sanmux's native crypto accelerator: AES-256-GCM seal/open and HMAC-SHA-256 for
+ * src/crypto/aead.ts and src/crypto/kdf.ts (loaded by src/crypto/native.ts).
+ *
+ * Why it exists: node:crypto spends ~3 µs of JS and C++ glue per record (createDecipheriv,
+ * setAAD, setAuthTag, update, final each cross into C++ and allocate), while OpenSSL's own work
+ * on a 4 KiB grain is ~1 µs. Here one call does the whole operation on long-lived OpenSSL
+ * contexts that are only re-keyed (or, when the key repeats, only re-IV'd) per call.
+ *
+ * It computes exactly what node:crypto computes (same OpenSSL, same algorithms): the callers
+ * rely on byte-identical ciphertexts, tags and fingerprints whichever path runs.
+ *
+ * Build: scripts/build-native.mjs, against node's own headers (<prefix>/include/node, which
+ * include node's OpenSSL headers). It is not linked against libcrypto: the OpenSSL symbols
+ * resolve to the copy inside the node binary, so the addon always uses node's OpenSSL (and its
+ * default library context and providers). It is linked with -z now so that a node binary that
+ * does not export them fails at load time (and sanmux falls back to node:crypto) instead of at
+ * the first call.
+ *
+ * Threads: the module is context-aware (NAPI_MODULE_INIT), so every worker_thread that loads it
+ * gets its own napi_env and its own `state` (napi instance data). An env's JS code runs on one
+ * thread at a time, so a state is never used concurrently and needs no lock; its finalizer frees
+ * the OpenSSL contexts when the env is torn down (a terminated worker leaks nothing).
+ */
+#define NAPI_VERSION 8
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <node_api.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/opensslv.h>
+#include <openssl/params.h>
+
+#define KEY_BYTES 32
+#define NONCE_BYTES 12 /* SP 800-38D §5.2.1.1: 96-bit IVs are the recommended length */
+#define TAG_BYTES 16   /* SP 800-38D §5.2.1.2: t = 128, the full-length tag */
+#define HMAC_CACHE_MAX 64 /* SHA-256 block size: longer HMAC keys are hashed first, not cached */
+
+/* EVP_*Update take an int length: feed longer inputs in slices of this many bytes. GCM's
+ * streaming is exact across any split (a multiple of 16 keeps OpenSSL on its bulk path). */
+#define SLICE (1 << 30)
+
+typedef struct {
+  EVP_CIPHER *gcm;      /* fetched once: AES-256-GCM from the default provider */
+  EVP_CIPHER_CTX *enc;  /* sealing context */
+  EVP_CIPHER_CTX *dec;  /* opening context */
+  EVP_MAC *hmac;
+  EVP_MAC_CTX *mac;     /* HMAC with digest SHA-256 */
+  /* The key each context was last keyed with. Re-keying costs an AES key expansion plus GHASH
+   * table setup (GCM) or two SHA-256 compressions (HMAC); a worker usually processes runs of
+   * records under one container key and fingerprints under one domain key, so a repeated key
+   * only sets the IV (GCM) or restarts from the saved ipad/opad state (HMAC). */
+  unsigned char enc_key[KEY_BYTES];
+  unsigned char dec_key[KEY_BYTES];
+  unsigned char mac_key[HMAC_CACHE_MAX];
+  size_t mac_key_len;
+  int enc_keyed, dec_keyed, mac_keyed;
+} state;
+
+static void free_state(state *s) {
+  if (s == NULL) return;
+  EVP_CIPHER_CTX_free(s->enc);
+  EVP_CIPHER_CTX_free(s->dec);
+  EVP_MAC_CTX_free(s->mac);
+  EVP_MAC_free(s->hmac);
+  EVP_CIPHER_free(s->gcm);
+  OPENSSL_cleanse(s, sizeof(*s)); /* the cached keys */
+  OPENSSL_free(s);
+}
+
+static void finalize_state(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free_state((state *)data);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Argument handling: every check throws a JS error and returns NULL; nothing is trusted.   */
+
+#define THROW_TYPE(env, msg)                \
+  do {                                      \
+    napi_throw_type_error((env), NULL, (msg)); \
+    return NULL;                            \
+  } while (0)
+#define THROW_RANGE(env, msg)                \
+  do {                                       \
+    napi_throw_range_error((env), NULL, (msg)); \
+    return NULL;                             \
+  } while (0)
+
+/* A Uint8Array (a Buffer is one): its bytes and length. Other views are refused so that a
+ * caller cannot pass, say, a Float64Array whose "length" is not its byte length. */
+static int get_bytes(napi_env env, napi_value v, const char *what, unsigned char **data,
+                     size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *p = NULL;
+  char msg[128];
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, v, &type, &length, &p, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array) {
+    snprintf(msg, sizeof msg, "%s must be a Buffer or Uint8Array", what);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  /* A zero-length view may report a NULL data pointer; OpenSSL is never given one with a
+   * nonzero length, and the empty-string pointer keeps the "key != NULL" meaning intact. */
+  *data = p != NULL ? (unsigned char *)p : (unsigned char *)"";
+  *len = length;
+  return 1;
+}
+
+/* A non-negative integer offset (a JS number). */
+static int get_offset(napi_env env, napi_value v, size_t *out) {
+  napi_valuetype t;
+  double d;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number ||
+      napi_get_value_double(env, v, &d) != napi_ok) {
+    napi_throw_type_error(env, NULL, "outOffset must be a number");
+    return 0;
+  }
+  /* Range first: converting an out-of-range double to an integer is undefined behaviour. */
+  if (!(d >= 0) || d > 9007199254740991.0 /* 2^53 - 1 */ || d != (double)(uint64_t)d) {
+    napi_throw_range_error(env, NULL, "outOffset must be a non-negative integer");
+    return 0;
+  }
+  *out = (size_t)d;
+  return 1;
+}
+
+static int get_state(napi_env env, state **s) {
+  if (napi_get_instance_data(env, (void **)s) != napi_ok || *s == NULL) {
+    napi_throw_error(env, NULL, "sanmux_crypto: no per-thread state");
+    return 0;
+  }
+  return 1;
+}
+
+/* [a, a+alen) and [b, b+blen) share a byte but do not start at the same address: OpenSSL's
+ * GCM may read input after it wrote output there. Exactly in place (a == b) is allowed. */
+static int partially_overlap(const unsigned char *a, size_t alen, const unsigned char *b,
+                             size_t blen) {
+  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+  if (alen == 0 || blen == 0 || x == y) return 0;
+  return x < y + blen && y < x + alen;
+}
+
+static napi_value make_bool(napi_env env, bool b) {
+  napi_value v;
+  napi_get_boolean(env, b, &v);
+  return v;
+}
+
+static napi_value make_size(napi_env env, size_t n) {
+  napi_value v;
+  napi_create_double(env, (double)n, &v);
+  return v;
+}
+
+/* Feed `len` bytes to an EVP update in int-sized slices. `out` NULL means AAD. */
+static int cipher_update(EVP_CIPHER_CTX *ctx, int encrypt, unsigned char *out,
+                         const unsigned char *in, size_t len) {
+  while (len > 0) {
+    int n = len > SLICE ? SLICE : (int)len;
+    int written = 0;
+    int ok = encrypt ? EVP_EncryptUpdate(ctx, out, &written, in, n)
+                     : EVP_DecryptUpdate(ctx, out, &written, in, n);
+    /* GCM is a stream mode: OpenSSL writes exactly as much as it was given. */
+    if (!ok || (out != NULL && written != n)) return 0;
+    in += n;
+    if (out != NULL) out += n;
+    len -= (size_t)n;
+  }
+  return 1;
+}
+
+/* Key (or only re-IV) a GCM context. A repeated key skips the key schedule: re-initialising
+ * with key NULL and a new IV restarts GHASH and the counter from that IV (OpenSSL resets the
+ * per-message state on every IV), which is exactly a fresh GCM invocation (SP 800-38D §7.1). */
+static int gcm_init(EVP_CIPHER_CTX *ctx, int encrypt, unsigned char *cached, int *keyed,
+                    const unsigned char *key, const unsigned char *nonce) {
+  const unsigned char *k = key;
+  if (*keyed && CRYPTO_memcmp(cached, key, KEY_BYTES) == 0) k = NULL;
+  int ok = encrypt ? EVP_EncryptInit_ex(ctx, NULL, NULL, k, nonce)
+                   : EVP_DecryptInit_ex(ctx, NULL, NULL, k, nonce);
+  if (!ok) {
+    *keyed = 0; /* the context's key is unknown now: re-key next time */
+    return 0;
+  }
+  if (k != NULL) {
+    memcpy(cached, key, KEY_BYTES);
+    *keyed = 1;
+  }
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+/* gcmSealInto(key, nonce, aad, plaintext, out, outOffset) -> plaintext.length + 16
+ * Writes ciphertext ‖ tag at out[outOffset..]. The caller guarantees the nonce is fresh for
+ * the key (SP 800-38D §8.2: never reuse an IV under one key). */
+static napi_value gcm_seal_into(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  unsigned char *key, *nonce, *aad, *pt, *out;
+  size_t key_len, nonce_len, aad_len, pt_len, out_len, at;
+  state *s;
+
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 6) THROW_TYPE(env, "gcmSealInto(key, nonce, aad, plaintext, out, outOffset)");
+  if (!get_bytes(env, argv[0], "key", &key, &key_len) ||
+      !get_bytes(env, argv[1], "nonce", &nonce, &nonce_len) ||
+      !get_bytes(env, argv[2], "aad", &aad, &aad_len) ||
+      !get_bytes(env, argv[3], "plaintext", &pt, &pt_len) ||
+      !get_bytes(env, argv[4], "out", &out, &out_len) || !get_offset(env, argv[5], &at))
+    return NULL;
+  if (key_len != KEY_BYTES) THROW_RANGE(env, "AES-256-GCM needs a 32-byte key");
+  if (nonce_len != NONCE_BYTES) THROW_RANGE(env, "AES-256-GCM nonces here are 12 bytes");
+  /* SP 800-38D §5.2.1.1: len(P) <= 2^39 - 256 bits, i.e. 2^36 - 32 bytes. */
+  if ((uint64_t)pt_len > ((uint64_t)1 << 36) - 32) THROW_RANGE(env, "plaintext too long for GCM");
+  if (at > out_len || out_len - at < pt_len + TAG_BYTES)
+    THROW_RANGE(env, "no room for the sealed data in out");
+  unsigned char *dst = out + at;
+  if (partially_overlap(dst, pt_len + TAG_BYTES, pt, pt_len))
+    THROW_RANGE(env, "out partially overlaps the plaintext");
+  if (!get_state(env, &s)) return NULL;
+
+  int fin = 0;
+  if (!gcm_init(s->enc, 1, s->enc_key, &s->enc_keyed, key, nonce) ||
+      !cipher_update(s->enc, 1, NULL, aad, aad_len) ||
+      !cipher_update(s->enc, 1, dst, pt, pt_len) ||
+      !EVP_EncryptFinal_ex(s->enc, dst + pt_len, &fin) || fin != 0 ||
+      !EVP_CIPHER_CTX_ctrl(s->enc, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, dst + pt_len)) {
+    ERR_clear_error(); /* leave nothing on the thread's queue for node's own crypto calls */
+    s->enc_keyed = 0;
+    OPENSSL_cleanse(dst, pt_len + TAG_BYTES);
+    napi_throw_error(env, NULL, "AES-256-GCM encryption failed in OpenSSL");
+    return NULL;
+  }
+  return make_size(env, pt_len + TAG_BYTES);
+}
+
+/* gcmOpenInto(key, nonce, aad, sealed, out, outOffset) -> boolean
+ * `sealed` is ciphertext ‖ tag; on success the plaintext (sealed.length - 16 bytes) is at
+ * out[outOffset..] and the result is true. On a tag mismatch the result is false and the bytes
+ * written to out are zeroed: SP 800-38D §7.2 step 8 outputs FAIL and no plaintext, and OpenSSL
+ * decrypts before it can check the tag, so the unauthenticated plaintext must be wiped. */
+static napi_value gcm_open_into(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  unsigned char *key, *nonce, *aad, *sealed, *out;
+  size_t key_len, nonce_len, aad_len, sealed_len, out_len, at;
+  unsigned char tag[TAG_BYTES];
+  state *s;
+
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 6) THROW_TYPE(env, "gcmOpenInto(key, nonce, aad, sealed, out, outOffset)");
+  if (!get_bytes(env, argv[0], "key", &key, &key_len) ||
+      !get_bytes(env, argv[1], "nonce", &nonce, &nonce_len) ||
+      !get_bytes(env, argv[2], "aad", &aad, &aad_len) ||
+      !get_bytes(env, argv[3], "sealed", &sealed, &sealed_len) ||
+      !get_bytes(env, argv[4], "out", &out, &out_len) || !get_offset(env, argv[5], &at))
+    return NULL;
+  if (key_len != KEY_BYTES) THROW_RANGE(env, "AES-256-GCM needs a 32-byte key");
+  if (nonce_len != NONCE_BYTES) THROW_RANGE(env, "AES-256-GCM nonces here are 12 bytes");
+  if (sealed_len < TAG_BYTES) THROW_RANGE(env, "sealed data shorter than its 16-byte tag");
+  size_t ct_len = sealed_len - TAG_BYTES;
+  if (at > out_len || out_len - at < ct_len) THROW_RANGE(env, "no room for the plaintext in out");
+  unsigned char *dst = out + at;
+  if (partially_overlap(dst, ct_len, sealed, sealed_len))
+    THROW_RANGE(env, "out partially overlaps the sealed data");
+  if (!get_state(env, &s)) return NULL;
+
+  /* Copy the tag first: decrypting in place (dst == sealed) never reaches it (it follows the
+   * ciphertext), but a copy makes that independent of the layout. */
+  memcpy(tag, sealed + ct_len, TAG_BYTES);
+  int fin = 0;
+  int ok = gcm_init(s->dec, 0, s->dec_key, &s->dec_keyed, key, nonce) &&
+           EVP_CIPHER_CTX_ctrl(s->dec, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, tag) &&
+           cipher_update(s->dec, 0, NULL, aad, aad_len) &&
+           cipher_update(s->dec, 0, dst, sealed, ct_len);
+  /* DecryptFinal compares the computed tag with the expected one in constant time
+   * (CRYPTO_memcmp) and fails on mismatch (SP 800-38D §7.2 step 8). */
+  ok = ok && EVP_DecryptFinal_ex(s->dec, dst + ct_len, &fin) > 0 && fin == 0;
+  if (!ok) {
+    OPENSSL_cleanse(dst, ct_len);
+    ERR_clear_error();
+  }
+  OPENSSL_cleanse(tag, sizeof tag);
+  return make_bool(env, ok != 0);
+}
+
+/* hmacSha256Into(key, data, out, outOffset) -> 32
+ * HMAC-SHA-256 (FIPS 198-1) of data, written at out[outOffset..]. */
+static napi_value hmac_sha256_into(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  unsigned char *key, *data, *out;
+  size_t key_len, data_len, out_len, at, mac_len = 0;
+  state *s;
+
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 4) THROW_TYPE(env, "hmacSha256Into(key, data, out, outOffset)");
+  if (!get_bytes(env, argv[0], "key", &key, &key_len) ||
+      !get_bytes(env, argv[1], "data", &data, &data_len) ||
+      !get_bytes(env, argv[2], "out", &out, &out_len) || !get_offset(env, argv[3], &at))
+    return NULL;
+  if (key_len == 0) THROW_RANGE(env, "the HMAC key is empty");
+  if (at > out_len || out_len - at < 32) THROW_RANGE(env, "no room for the 32-byte MAC in out");
+  if (!get_state(env, &s)) return NULL;
+
+  /* EVP_MAC_init with key NULL restarts from the ipad/opad state of the previous key
+   * (OpenSSL's HMAC provider: HMAC_Init_ex(ctx, NULL, 0, NULL, NULL)), saving the two
+   * compressions that keying costs. */
+  const unsigned char *k = key;
+  if (s->mac_keyed && key_len == s->mac_key_len && CRYPTO_memcmp(s->mac_key, key, key_len) == 0)
+    k = NULL;
+  unsigned char mac[32];
+  int ok = EVP_MAC_init(s->mac, k, k != NULL ? key_len : 0, NULL);
+  if (ok && k != NULL) {
+    if (key_len <= HMAC_CACHE_MAX) {
+      memcpy(s->mac_key, key, key_len);
+      s->mac_key_len = key_len;
+      s->mac_keyed = 1;
+    } else {
+      s->mac_keyed = 0;
+    }
+  }
+  ok = ok && EVP_MAC_update(s->mac, data, data_len) &&
+       EVP_MAC_final(s->mac, mac, &mac_len, sizeof mac) && mac_len == sizeof mac;
+  if (!ok) {
+    ERR_clear_error();
+    s->mac_keyed = 0;
+    napi_throw_error(env, NULL, "HMAC-SHA-256 failed in OpenSSL");
+    return NULL;
+  }
+  memcpy(out + at, mac, sizeof mac);
+  OPENSSL_cleanse(mac, sizeof mac);
+  return make_size(env, sizeof mac);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static state *new_state(void) {
+  state *s = OPENSSL_zalloc(sizeof(state));
+  if (s == NULL) return NULL;
+  char digest[] = "SHA256";
+  OSSL_PARAM params[2];
+  params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+  params[1] = OSSL_PARAM_construct_end();
+  s->gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+  s->enc = EVP_CIPHER_CTX_new();
+  s->dec = EVP_CIPHER_CTX_new();
+  s->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  s->mac = s->hmac != NULL ? EVP_MAC_CTX_new(s->hmac) : NULL;
+  /* Bind the cipher once; calls only pass key and IV. 12-byte IVs are OpenSSL's default for
+   * GCM, the tag length is set per open (SET_TAG) and is 16 on seal (GET_TAG). */
+  if (s->gcm == NULL || s->enc == NULL || s->dec == NULL || s->mac == NULL ||
+      !EVP_EncryptInit_ex(s->enc, s->gcm, NULL, NULL, NULL) ||
+      !EVP_DecryptInit_ex(s->dec, s->gcm, NULL, NULL, NULL) ||
+      EVP_CIPHER_CTX_get_iv_length(s->enc) != NONCE_BYTES ||
+      !EVP_MAC_CTX_set_params(s->mac, params)) {
+    ERR_clear_error();
+    free_state(s);
+    return NULL;
+  }
+  return s;
+}
+
+static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback fn) {
+  napi_value f;
+  return napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &f) == napi_ok &&
+         napi_set_named_property(env, exports, name, f) == napi_ok;
+}
+
+static int export_string(napi_env env, napi_value exports, const char *name, const char *value) {
+  napi_value v;
+  return napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok &&
+         napi_set_named_property(env, exports, name, v) == napi_ok;
+}
+
+NAPI_MODULE_INIT() {
+  state *s = new_state();
+  if (s == NULL) {
+    napi_throw_error(env, NULL, "sanmux_crypto: OpenSSL AES-256-GCM / HMAC-SHA256 unavailable");
+    return NULL;
+  }
+  if (napi_set_instance_data(env, s, finalize_state, NULL) != napi_ok) {
+    free_state(s);
+    napi_throw_error(env, NULL, "sanmux_crypto: cannot set instance data");
+    return NULL;
+  }
+  if (!export_fn(env, exports, "gcmSealInto", gcm_seal_into) ||
+      !export_fn(env, exports, "gcmOpenInto", gcm_open_into) ||
+      !export_fn(env, exports, "hmacSha256Into", hmac_sha256_into) ||
+      /* the OpenSSL the addon was compiled against, and the one it runs on (node's) */
+      !export_string(env, exports, "opensslHeaders", OPENSSL_VERSION_TEXT) ||
+      !export_string(env, exports, "opensslRuntime", OpenSSL_version(OPENSSL_VERSION)))
+    return NULL;
+  return exports;
+}
