@@ -339,14 +339,42 @@ poolCommand("gc", "reclaim dead chunks and compact containers", "/v1/pool/gc", a
 pool
   .command("rebuild")
   .description(
-    "rebuild the fingerprint indexes from the containers and recount every reference (stopped server only)",
+    "rebuild the metadata store from the containers and the map log: fingerprint indexes, " +
+      "block maps and snapshots, references (stopped server only; a present meta/ is moved aside)",
   )
   .requiredOption("--data <dir>", "data directory")
   .option("--key-file <file>", KEY_FILE_HELP)
   .option("--json", "print JSON")
   .action(async (opts: { data: string; keyFile?: string; json?: boolean }) => {
-    const report = await withStoppedPool(path.resolve(opts.data), opts.keyFile, (p) => p.rebuild());
-    print(report, opts.json === true);
+    // Like withStoppedPool, but the pool opens in rebuild mode: the store is rebuilt before the
+    // open reconciles volumes and snapshots with the registry.
+    const dataDir = path.resolve(opts.data);
+    const lock = await lockDataDir(dataDir);
+    try {
+      const config = existsSync(path.join(dataDir, "sanmux.yaml"))
+        ? await loadConfig(path.join(dataDir, "sanmux.yaml"))
+        : undefined;
+      const p = await Pool.open({
+        dir: poolDir(dataDir),
+        masterKey: await requireKey(opts.keyFile),
+        logger: createLogger({
+          level: "warn",
+          destination: pino.destination({ dest: 2, sync: true }),
+        }),
+        devices: [...(config?.pool.devices ?? [])],
+        rebuildMaps: true,
+      });
+      try {
+        const report = p.mapRebuild;
+        print(report, opts.json === true);
+        if (report === undefined || !report.audit.clean || report.maps.failed > 0)
+          process.exitCode = 2;
+      } finally {
+        await p.close();
+      }
+    } finally {
+      await lock.release();
+    }
   });
 
 pool

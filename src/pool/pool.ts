@@ -8,6 +8,8 @@
  * Layout under `dir`:
  *   registry.json          devices, domains, containers, volumes (registry.ts)
  *   meta/                  the LMDB environment of the metadata store
+ *   maplog/                the map log: redo log + checkpoints of every block map change
+ *                          (src/pool/meta/README.md "Map log"), what `pool rebuild` rebuilds from
  *   devices/0/containers/  container files `<id>.sxc` of the default device (others: addDevice)
  *
  * Recovery is "open, then let the applier run" (src/pool/meta/README.md, "Crash consistency")
@@ -23,7 +25,7 @@
  * volume I/O, scrub, check and gc run alongside them.
  */
 import type { KeyObject } from "node:crypto";
-import { mkdir, readdir, stat } from "node:fs/promises";
+import { mkdir, readdir, rename, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { keyCheckValue, newId, verifyMasterKey } from "../crypto/index.js";
@@ -41,12 +43,21 @@ import {
   type VolumeUsage,
 } from "./meta/index.js";
 import { type AllocationGuard, GRAIN, type PoolContext, PoolVolume } from "./pool-volume.js";
-import { type RebuildReport, rebuildPool } from "./rebuild.js";
+import {
+  type MapRebuildReport,
+  type RebuildReport,
+  rebuildPool,
+  rebuildPoolMaps,
+} from "./rebuild.js";
 import { REGISTRY_FILE, Registry, type SnapshotRecord, type VolumeRecord } from "./registry.js";
 import { type ScrubProgress, type ScrubReport, scrubPool } from "./scrub.js";
 import { WriteBack, type WriteBackOptions } from "./write-back.js";
 
 export type { GcOptions, GcProgress, GcReport } from "./gc.js";
+export type { MapRebuildReport } from "./rebuild.js";
+
+/** The map log's directory under the pool directory. */
+export const MAPLOG_DIR = "maplog";
 export { type AllocationGuard, PoolVolume } from "./pool-volume.js";
 export type { ScrubProgress, ScrubReport } from "./scrub.js";
 
@@ -84,6 +95,12 @@ export interface PoolOpenOptions {
    * environment sets SANMUX_DEFERRED_SEAL=1 (it raised the peak RSS of an 8 GiB write past 1 GiB).
    */
   readonly writeBack?: WriteBackOptions | undefined;
+  /**
+   * `sanmux pool rebuild`: rebuild the metadata store from the containers and the map log
+   * before anything else (rebuild.ts, rebuildPoolMaps). A present `meta/` is moved aside to
+   * `meta.before-rebuild-<time>` first, whether it opens or not. The report is `mapRebuild`.
+   */
+  readonly rebuildMaps?: boolean | undefined;
 }
 
 export interface VolumeSpec {
@@ -188,6 +205,8 @@ export class Pool {
   private gcTail: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
   private maxBytes: number | undefined;
+  /** What the open with `rebuildMaps` did (undefined otherwise). */
+  mapRebuild: MapRebuildReport | undefined;
 
   private constructor(
     readonly dir: string,
@@ -249,7 +268,36 @@ export class Pool {
     await registry.save();
     const devices = new Devices(registry, { reserveBytes: o.reserveBytes });
     await devices.start();
-    const store = await MetaStore.open({ path: join(dir, "meta"), grainSize: GRAIN });
+    const metaPath = join(dir, "meta");
+    let movedAside: string | undefined;
+    if (o.rebuildMaps === true) {
+      // Nothing is moved unless the log can give the maps back.
+      const can = await MetaStore.checkMapLogRebuildable(join(dir, MAPLOG_DIR));
+      if (!can.ok) {
+        devices.stop();
+        throw new Error(`cannot rebuild the block maps: ${can.reason}`);
+      }
+    }
+    if (o.rebuildMaps === true && (await fileExists(metaPath))) {
+      movedAside = join(
+        dir,
+        `meta.before-rebuild-${new Date().toISOString().replace(/[:.]/g, "-")}`,
+      );
+      await rename(metaPath, movedAside);
+      log?.warn({ from: metaPath, to: movedAside }, "rebuild: moved the metadata store aside");
+    }
+    let store: MetaStore;
+    try {
+      store = await MetaStore.open({
+        path: metaPath,
+        grainSize: GRAIN,
+        // The map log (src/pool/meta/README.md "Map log"): what `pool rebuild` rebuilds maps from.
+        mapLog: { dir: join(dir, MAPLOG_DIR), logger: log, rebuild: o.rebuildMaps === true },
+      });
+    } catch (error) {
+      devices.stop();
+      throw error;
+    }
     try {
       const pending = store.pendingJournalRecords;
       const jobs = new JobRunner(o.masterKey, o.workers, o.workerScript);
@@ -258,6 +306,16 @@ export class Pool {
         verifyReads: o.verifyReads,
       });
       const recovery = await chunks.recover();
+      const mapRebuild =
+        o.rebuildMaps === true
+          ? await rebuildPoolMaps({
+              registry,
+              store,
+              containerPath: (rec) => chunks.containerPath(rec),
+              logger: log,
+              movedAside,
+            })
+          : undefined;
       // Volumes: finish interrupted deletions; make sure every volume is registered in the store
       // (the registry is saved first, so a crash can leave a volume the store does not know).
       for (const v of [...registry.volumes]) {
@@ -301,6 +359,7 @@ export class Pool {
       });
       const pool = new Pool(dir, registry, store, devices, chunks, applier, log, writeBack);
       pool.maxBytes = o.maxBytes;
+      pool.mapRebuild = mapRebuild;
       return pool;
     } catch (error) {
       devices.stop();

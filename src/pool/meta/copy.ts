@@ -72,8 +72,20 @@ export async function copyGrains(
   const job: CopyJob = { src, srcFirst, dstVolume, dstFirst, lo: 0, hi: count, descending, batch };
   let copied = 0;
   do {
-    const step = await host.dbs.root.childTransaction(() =>
-      copyWindowInTxn(host.dbs, host.journalState, job),
+    const step = await host.mapTxn(
+      () => copyWindowInTxn(host.dbs, host.journalState, job),
+      (r) =>
+        r.hi > r.lo
+          ? {
+              op: "copy",
+              srcVolume: src.volume,
+              snapshot: src.snapshot,
+              srcFirst: srcFirst + r.lo,
+              dstVolume,
+              dstFirst: dstFirst + r.lo,
+              count: r.hi - r.lo,
+            }
+          : undefined,
     );
     if (step.journaled) host.notifyJournal();
     copied += step.copied;
@@ -90,7 +102,36 @@ interface CopyJob {
   lo: number;
   hi: number;
   readonly descending: boolean;
-  readonly batch: number;
+  /** Entries per window; undefined: the whole range in one window (map log replay). */
+  readonly batch: number | undefined;
+  readonly tolerateMissing?: boolean;
+}
+
+/**
+ * Map log replay of one logged copy window: dst[dstFirst, +count) := src[srcFirst, +count), in
+ * one transaction, the source read whole first.
+ */
+export function copyRangeInTxn(
+  dbs: MetaDbs,
+  journal: JournalState,
+  src: CopySource,
+  srcFirst: number,
+  dstVolume: number,
+  dstFirst: number,
+  count: number,
+): void {
+  const job: CopyJob = {
+    src,
+    srcFirst,
+    dstVolume,
+    dstFirst,
+    lo: 0,
+    hi: count,
+    descending: false,
+    batch: undefined,
+    tolerateMissing: true,
+  };
+  copyWindowInTxn(dbs, journal, job);
 }
 
 /** One window of a copy, inside a write transaction; advances `job` on success. */
@@ -98,7 +139,7 @@ function copyWindowInTxn(
   dbs: MetaDbs,
   journal: JournalState,
   job: CopyJob,
-): { copied: number; journaled: boolean } {
+): { copied: number; journaled: boolean; lo: number; hi: number } {
   const { src, srcFirst, dstVolume, dstFirst, batch } = job;
   const srcRaw = dbs.volumes.get(u32Key(src.volume));
   if (!srcRaw) throw unknownVolume(src.volume);
@@ -135,7 +176,7 @@ function copyWindowInTxn(
     for (const key of dbs.map.getKeys({
       start: mapKey(dstVolume, dstFirst + lo),
       end: mapKey(dstVolume, dstFirst + hi),
-      limit: batch,
+      ...(batch !== undefined ? { limit: batch } : {}),
     })) {
       dstOffsets.push(decodeMapKey(key).grain - dstFirst);
     }
@@ -174,10 +215,14 @@ function copyWindowInTxn(
       chunk: undefined,
     }));
   const r =
-    prepared.length > 0 ? writeMapInTxn(dbs, journal, dstVolume, prepared) : { journaled: false };
+    prepared.length > 0
+      ? writeMapInTxn(dbs, journal, dstVolume, prepared, {
+          tolerateMissing: job.tolerateMissing === true,
+        })
+      : { journaled: false };
   if (job.descending) job.hi = lo;
   else job.lo = hi;
-  return { copied, journaled: r.journaled };
+  return { copied, journaled: r.journaled, lo, hi };
 }
 
 /** Head entries of a volume in [first, end), ascending (inside a write transaction). */

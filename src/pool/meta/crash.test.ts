@@ -1,9 +1,11 @@
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MetaStore } from "./store.js";
 import { fp, loc, type TempStore, tempDir, tempStore } from "./testing/helpers.js";
+import { dumpMaps } from "./testing/maps.js";
 
 describe("crash consistency", () => {
   let t: TempStore;
@@ -116,10 +118,35 @@ describe("crash consistency under SIGKILL", () => {
       // The worker also takes and deletes snapshots and copies maps: make sure it did.
       let snapshotsSeen = 0;
       let oldVersionsSeen = 0;
+      let replayed = 0;
+      // Open-time repairs of the log (cut records of commits that never happened), for the record.
+      const cuts: object[] = [];
       for (const [i, delay] of delays.entries()) {
         const synced = await runAndKill(dir, 1000 + i, 2, delay);
-        const store = await MetaStore.open({ path: dir });
+        const store = await MetaStore.open({
+          path: dir,
+          mapLog: {
+            dir: join(dir, "maplog"),
+            logger: { info() {}, error() {}, warn: (o: object) => cuts.push(o) },
+          },
+        });
         try {
+          // The map log rebuilds exactly the maps the surviving environment holds (records of
+          // transactions that never committed were cut at open).
+          const rebuilt = await MetaStore.open({
+            path: join(dir, `rebuilt-${i}`),
+            noSync: true,
+            mapLog: { dir: join(dir, "maplog"), rebuild: true },
+          });
+          try {
+            const r = await rebuilt.replayMapLog();
+            expect(r.failed).toBe(0);
+            replayed += r.records;
+            expect(dumpMaps(rebuilt)).toEqual(dumpMaps(store));
+          } finally {
+            await rebuilt.close();
+            rmSync(join(dir, `rebuilt-${i}`), { recursive: true, force: true });
+          }
           const before = store.audit();
           expect(before.leaks.count + before.miscounts.count + before.damage.count).toBe(0);
           expect(before.staleDead.count + before.orphans.count).toBe(0);
@@ -137,9 +164,11 @@ describe("crash consistency under SIGKILL", () => {
         }
       }
       expect(snapshotsSeen).toBeGreaterThan(0);
+      expect(replayed).toBeGreaterThan(0);
+      if (process.env.MAPLOG_DEBUG) console.log("map log repairs at open", cuts);
       expect(oldVersionsSeen).toBeGreaterThan(0);
       // Interrupted snapshot deletions finish after a restart, and leave the audit clean.
-      const store = await MetaStore.open({ path: dir });
+      const store = await MetaStore.open({ path: dir, mapLog: { dir: join(dir, "maplog") } });
       try {
         for (const { volume, snapshot } of store.unfinishedSnapshotDeletions())
           expect((await store.deleteSnapshot(volume, snapshot)).finished).toBe(true);

@@ -161,6 +161,11 @@ export interface JournalState {
   nextSeq: number;
   /** Records in the journal (exact unless a commit failed after its callback ran; a hint). */
   pending: number;
+  /**
+   * Map log replay: map transactions append no journal records (the rebuild recounts every
+   * reference from the maps at the end).
+   */
+  suppressed?: boolean;
 }
 
 /** Read options for an explicit snapshot, or undefined for the default (current) view. */

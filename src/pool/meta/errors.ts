@@ -35,6 +35,13 @@ export const MetaErrorCode = {
    * commit runs normally. The request fails; nothing of it was acknowledged.
    */
   CommitFailed: "COMMIT_FAILED",
+  /** The map log (maplog.ts) is damaged before its last segment, or has a gap. */
+  MapLogCorrupt: "MAP_LOG_CORRUPT",
+  /**
+   * The maps cannot be rebuilt from the map log (no checkpoint yet), or the store and the map log
+   * disagree in a way only `sanmux pool rebuild` can settle.
+   */
+  MapLogUnusable: "MAP_LOG_UNUSABLE",
 } as const;
 export type MetaErrorCode = (typeof MetaErrorCode)[keyof typeof MetaErrorCode];
 

@@ -20,6 +20,7 @@ import {
   decodeMapKey,
   decodeVolume,
   encodeChunk,
+  encodeDomain,
   encodeJournalRecord,
   encodeMapValue,
   encodeOldValue,
@@ -36,6 +37,7 @@ import {
   u32Key,
   u32Value,
   type VolumeRecord,
+  zeroDomain,
 } from "./codec.js";
 import { CounterDeltas, type JournalState, type MetaDbs } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
@@ -80,12 +82,21 @@ export class RefDeltas {
     for (const [k, delta] of this.sums) {
       if (delta !== 0) deltas.push({ fingerprint: keyFromString(k), delta });
     }
-    if (deltas.length === 0) return false;
+    if (deltas.length === 0 || journal.suppressed) return false;
     const seq = journal.nextSeq++;
     dbs.journal.putSync(journalKey(seq), encodeJournalRecord({ domainId, deltas }));
     journal.pending++;
     return true;
   }
+}
+
+export interface WriteMapOptions {
+  /**
+   * Map log replay (replay.ts): a fingerprint the index lacks is mapped anyway (its chunk may
+   * have been collected after a later overwrite; the final audit reports a surviving one as
+   * damage) instead of rejecting with ChunkMissing.
+   */
+  readonly tolerateMissing?: boolean;
 }
 
 /**
@@ -97,6 +108,7 @@ export function writeMapInTxn(
   journal: JournalState,
   volume: number,
   prepared: readonly PreparedUpdate[],
+  options: WriteMapOptions = {},
 ): TxnWriteResult {
   const volKey = u32Key(volume);
   const rawRec = dbs.volumes.get(volKey);
@@ -157,10 +169,10 @@ export function writeMapInTxn(
         newEntry = { ...p.chunk, refcount: 0 };
         entries.set(keyString(p.fingerprint), newEntry);
         inserts.set(keyString(p.fingerprint), p.chunk);
-      } else if (!newEntry) {
+      } else if (!newEntry && !options.tolerateMissing) {
         missing.push(p.fingerprint.toString("hex"));
         continue;
-      } else if (p.chunk && !sameLocation(newEntry, p.chunk)) {
+      } else if (newEntry && p.chunk && !sameLocation(newEntry, p.chunk)) {
         duplicates.set(`${p.chunk.containerId}:${p.chunk.offset}`, p.chunk);
       }
     }
@@ -337,4 +349,27 @@ export function releaseOldVersionsInTxn(
     deltas.writeTo(dbs);
   }
   return { released, journaled };
+}
+
+/**
+ * Registers a volume in a domain (createVolume's transaction body). Returns whether it created
+ * anything; throws VolumeExists for a volume of another domain.
+ */
+export function createVolumeInTxn(dbs: MetaDbs, volume: number, domainId: number): boolean {
+  const key = u32Key(volume);
+  const existing = dbs.volumes.get(key);
+  if (existing) {
+    const rec = decodeVolume(existing);
+    if (rec.domainId !== domainId) {
+      throw new MetaError(
+        MetaErrorCode.VolumeExists,
+        `volume ${volume} exists in domain ${rec.domainId}`,
+      );
+    }
+    return false;
+  }
+  dbs.volumes.putSync(key, encodeVolume({ domainId, mappedGrains: 0, referencedBytes: 0 }));
+  const dk = u32Key(domainId);
+  if (!dbs.domains.doesExist(dk)) dbs.domains.putSync(dk, encodeDomain(zeroDomain()));
+  return true;
 }

@@ -37,6 +37,7 @@ import {
 } from "./codec.js";
 import type { JournalState, MetaDbs, ReadOpts } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
+import type { MapRecord } from "./maplog-codec.js";
 import { type OldVersion, releaseOldVersionsInTxn } from "./mapwrite.js";
 
 /** Old versions visited per deleteSnapshot / deleteVolume transaction (default). */
@@ -65,6 +66,11 @@ export interface SnapshotHost {
   readonly journalState: JournalState;
   checkOpen(): void;
   notifyJournal(): void;
+  /**
+   * Runs a map transaction body as a child transaction and, when the map log is on, appends
+   * `record(result)` (if any) to it inside the same transaction (MetaStore.mapTxn).
+   */
+  mapTxn<T>(body: () => T, record: (result: T) => MapRecord | undefined): Promise<T>;
 }
 
 function volumeSnapshotRange(volume: number, ro: ReadOpts) {
@@ -259,82 +265,122 @@ export async function deleteSnapshot(
   const batch = Math.max(1, Math.floor(options.batchSize ?? RELEASE_BATCH));
   const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
   const { dbs } = host;
-  const key = snapshotKey(volume, s);
-  await dbs.root.childTransaction(() => {
-    const raw = dbs.snapshots.get(key);
-    if (!raw) {
-      throw new MetaError(MetaErrorCode.UnknownSnapshot, `volume ${volume} has no snapshot ${s}`);
-    }
-    if (raw[0] !== SnapshotState.live) return; // resuming an interrupted deletion
-    const volKey = u32Key(volume);
-    const rawRec = dbs.volumes.get(volKey);
-    if (!rawRec) throw unknownVolume(volume);
-    dbs.snapshots.putSync(key, Buffer.from([SnapshotState.deleting]));
-    const rec = decodeVolume(rawRec);
-    const live = liveSnapshots(dbs, volume, undefined);
-    const snap = rec.snap ?? zeroSnapshots();
-    dbs.volumes.putSync(
-      volKey,
-      encodeVolume({ ...rec, snap: { ...snap, live: live.length, newest: live.at(-1) ?? 0 } }),
-    );
-  });
+  await host.mapTxn(
+    () => markSnapshotDeletingInTxn(dbs, volume, s),
+    (marked) => (marked ? { op: "snapshotMarkDelete", volume, snapshot: s } : undefined),
+  );
   let cursor: Buffer = deathKey(volume, s + 1, 0);
   let released = 0;
   for (let n = 0; n < maxBatches; n++) {
-    const step = await dbs.root.childTransaction(() => {
-      if (!dbs.snapshots.doesExist(key)) return { done: true, released: 0, journaled: false };
-      const live = liveSnapshots(dbs, volume, undefined);
-      // Versions that died after the next live snapshot are seen by it: not ours to release.
-      const next = live.find((x) => x > s);
-      const end = next !== undefined ? deathKey(volume, next + 1, 0) : mapVolumeEnd(volume);
-      const listed: { key: Buffer; birth: number }[] = [];
-      for (const { key: k, value } of dbs.mapdeath.getRange({
-        start: cursor,
-        ...(end ? { end } : {}),
-        limit: batch,
-      })) {
-        listed.push({ key: Buffer.from(k), birth: readU32(value) });
-      }
-      const versions: OldVersion[] = [];
-      for (const { key: k, birth } of listed) {
-        const { death, grain } = decodeDeathKey(k);
-        if (seenByAny(live, birth, death)) continue;
-        const old = dbs.mapold.get(oldKey(volume, grain, birth));
-        versions.push({
-          grain,
-          birth,
-          death,
-          fingerprint: old ? decodeOldValue(old).fingerprint : undefined,
-        });
-      }
-      const r = releaseOldVersionsInTxn(dbs, host.journalState, volume, versions);
-      const done = listed.length < batch;
-      if (done) dbs.snapshots.removeSync(key);
-      else cursor = keyAfter(listed[listed.length - 1]!.key);
-      return { done, ...r };
-    });
+    const from = cursor;
+    const step = await host.mapTxn(
+      () => deleteSnapshotStepInTxn(dbs, host.journalState, volume, s, from, batch),
+      () => ({ op: "snapshotDeleteStep", volume, snapshot: s, batch, cursor: from }),
+    );
     if (step.journaled) host.notifyJournal();
     released += step.released;
     if (step.done) return { released, finished: true };
+    cursor = step.next;
   }
   return { released, finished: false };
+}
+
+/**
+ * deleteSnapshot's first transaction: marks `s` as being deleted and recomputes the volume's
+ * live snapshot state. Returns false when it was marked already (resuming a deletion).
+ */
+export function markSnapshotDeletingInTxn(dbs: MetaDbs, volume: number, s: number): boolean {
+  const key = snapshotKey(volume, s);
+  const raw = dbs.snapshots.get(key);
+  if (!raw) {
+    throw new MetaError(MetaErrorCode.UnknownSnapshot, `volume ${volume} has no snapshot ${s}`);
+  }
+  if (raw[0] !== SnapshotState.live) return false; // resuming an interrupted deletion
+  const volKey = u32Key(volume);
+  const rawRec = dbs.volumes.get(volKey);
+  if (!rawRec) throw unknownVolume(volume);
+  dbs.snapshots.putSync(key, Buffer.from([SnapshotState.deleting]));
+  const rec = decodeVolume(rawRec);
+  const live = liveSnapshots(dbs, volume, undefined);
+  const snap = rec.snap ?? zeroSnapshots();
+  dbs.volumes.putSync(
+    volKey,
+    encodeVolume({ ...rec, snap: { ...snap, live: live.length, newest: live.at(-1) ?? 0 } }),
+  );
+  return true;
+}
+
+/**
+ * One release transaction of deleteSnapshot: walks up to `batch` death listings from `cursor`
+ * and releases the versions no live snapshot sees; the one that finds the range exhausted
+ * removes the snapshot record. Deterministic in its arguments and the state (map log replay).
+ */
+export function deleteSnapshotStepInTxn(
+  dbs: MetaDbs,
+  journal: JournalState,
+  volume: number,
+  s: number,
+  cursor: Buffer,
+  batch: number,
+): { done: boolean; released: number; journaled: boolean; next: Buffer } {
+  const key = snapshotKey(volume, s);
+  if (!dbs.snapshots.doesExist(key))
+    return { done: true, released: 0, journaled: false, next: cursor };
+  const live = liveSnapshots(dbs, volume, undefined);
+  // Versions that died after the next live snapshot are seen by it: not ours to release.
+  const next = live.find((x) => x > s);
+  const end = next !== undefined ? deathKey(volume, next + 1, 0) : mapVolumeEnd(volume);
+  const listed: { key: Buffer; birth: number }[] = [];
+  for (const { key: k, value } of dbs.mapdeath.getRange({
+    start: cursor,
+    ...(end ? { end } : {}),
+    limit: batch,
+  })) {
+    listed.push({ key: Buffer.from(k), birth: readU32(value) });
+  }
+  const versions: OldVersion[] = [];
+  for (const { key: k, birth } of listed) {
+    const { death, grain } = decodeDeathKey(k);
+    if (seenByAny(live, birth, death)) continue;
+    const old = dbs.mapold.get(oldKey(volume, grain, birth));
+    versions.push({
+      grain,
+      birth,
+      death,
+      fingerprint: old ? decodeOldValue(old).fingerprint : undefined,
+    });
+  }
+  const r = releaseOldVersionsInTxn(dbs, journal, volume, versions);
+  const done = listed.length < batch;
+  if (done) dbs.snapshots.removeSync(key);
+  return {
+    done,
+    ...r,
+    next: done ? cursor : keyAfter(listed[listed.length - 1]!.key),
+  };
 }
 
 /**
  * For deleteVolume: marks every snapshot of the volume as being deleted, so that the unmaps
  * that follow release references instead of preserving old versions.
  */
-export function retireSnapshotsInTxn(dbs: MetaDbs, volume: number): void {
+export function retireSnapshotsInTxn(dbs: MetaDbs, volume: number): boolean {
   const volKey = u32Key(volume);
   const rawRec = dbs.volumes.get(volKey);
-  if (!rawRec) return;
+  if (!rawRec) return false;
   const rec = decodeVolume(rawRec);
+  let changed = false;
   for (const r of snapshotRecords(dbs, volume, undefined)) {
-    if (r.state === SnapshotState.live)
+    if (r.state === SnapshotState.live) {
       dbs.snapshots.putSync(snapshotKey(volume, r.snapshot), Buffer.from([SnapshotState.deleting]));
+      changed = true;
+    }
   }
-  if (rec.snap && rec.snap.live > 0)
+  if (rec.snap && rec.snap.live > 0) {
     dbs.volumes.putSync(volKey, encodeVolume({ ...rec, snap: { ...rec.snap, live: 0 } }));
+    changed = true;
+  }
+  return changed;
 }
 
 /** For deleteVolume: releases up to `batch` old versions of the volume; returns how many. */

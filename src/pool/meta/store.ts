@@ -28,6 +28,8 @@
  * once. Buffers returned are fresh copies owned by the caller.
  */
 
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import {
   type AuditOptions,
   type AuditReport,
@@ -35,6 +37,13 @@ import {
   type RepairReport,
   repairMeta,
 } from "./audit.js";
+import {
+  type CheckpointResult,
+  encodeSeq,
+  MAPLOG_SEQ_KEY,
+  readAppliedSeq,
+  writeCheckpoint,
+} from "./checkpoint.js";
 import {
   checkCount,
   checkFingerprint,
@@ -60,8 +69,6 @@ import {
   decodeMapKey,
   decodeVolume,
   encodeChunk,
-  encodeDomain,
-  encodeVolume,
   fpKey,
   MAX_GRAIN,
   META_FORMAT_VERSION,
@@ -85,7 +92,9 @@ import {
   readDomain,
 } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
-import { type PreparedUpdate, writeMapInTxn } from "./mapwrite.js";
+import { MapLog, type MapLogLogger } from "./maplog.js";
+import type { MapRecord } from "./maplog-codec.js";
+import { createVolumeInTxn, type PreparedUpdate, writeMapInTxn } from "./mapwrite.js";
 import {
   type ContainerRecord,
   type RebuildOptions,
@@ -94,6 +103,7 @@ import {
 } from "./rebuild.js";
 import { type ApplyResult, applyJournalInTxn, type DeadChunk } from "./refcount.js";
 import { type RelocateResult, type Relocation, relocateInTxn } from "./relocate.js";
+import { checkRebuildable, type ReplayOptions, type ReplayResult, replayMapLog } from "./replay.js";
 import {
   checkLiveSnapshot,
   createSnapshotInTxn,
@@ -126,11 +136,14 @@ import type {
   WriteResult,
 } from "./types.js";
 
+export type { CheckpointResult } from "./checkpoint.js";
 export type { ChunkEntry, ChunkLocation, ContainerCounters } from "./codec.js";
 export type { CopyOptions, CopyResult, CopySource } from "./copy.js";
 export type { JournalState } from "./dbs.js";
+export type { MapLogLogger } from "./maplog.js";
 export type { ApplyResult, DeadChunk, RefcountAnomaly } from "./refcount.js";
 export type { RelocateResult, Relocation } from "./relocate.js";
+export type { ReplayOptions, ReplayResult } from "./replay.js";
 export type { DeleteSnapshotOptions, DeleteSnapshotResult } from "./snapshot.js";
 export type {
   ApplyOptions,
@@ -161,9 +174,35 @@ export interface MetaStoreOptions {
   readonly noSync?: boolean;
   /** Initial LMDB map size in bytes. */
   readonly mapSize?: number;
+  /**
+   * The map log (README.md "Map log"): every map transaction is also appended to a redo log in
+   * this directory, so that the maps can be rebuilt without the LMDB environment. Absent: no
+   * log (tests of other parts, benchmarks).
+   */
+  readonly mapLog?: MapLogConfig;
+}
+
+export interface MapLogConfig {
+  readonly dir: string;
+  /** Segment size before rotation. Default 64 MiB. */
+  readonly segmentBytes?: number;
+  /**
+   * A checkpoint starts when the log since the last one exceeds max(this, the last checkpoint's
+   * size). Default 64 MiB.
+   */
+  readonly checkpointMinBytes?: number;
+  /** Entries per checkpoint batch (the writer yields between batches). Default 16384. */
+  readonly checkpointBatch?: number;
+  /**
+   * Opening for `pool rebuild`: the environment is new and the log is replayed into it
+   * (replayMapLog) instead of being checked against it.
+   */
+  readonly rebuild?: boolean;
+  readonly logger?: MapLogLogger;
 }
 
 const UNMAP_BATCH = 8192;
+const CHECKPOINT_MIN_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_RECORDS = 65536;
 
 export class MetaStore {
@@ -174,6 +213,17 @@ export class MetaStore {
   readonly journalState: JournalState;
   private readonly journalListeners = new Set<(pending: number) => void>();
   private closed = false;
+  /** @internal The map log, when configured. */
+  mapLog: MapLog | undefined;
+  /** @internal The seq the next logged map transaction gets. */
+  nextMapSeq = 1;
+  /** @internal False while replaying the log (replay.ts): replayed transactions are not logged. */
+  logMaps = true;
+  private mapLogConfig: MapLogConfig | undefined;
+  private noSync = false;
+  private checkpointing: Promise<unknown> | undefined;
+  private stopCheckpoint = false;
+  private checkpointWanted = false;
 
   private constructor(dbs: MetaDbs, grainSize: number, journal: JournalState) {
     this.dbs = dbs;
@@ -189,12 +239,40 @@ export class MetaStore {
         `grain size ${wanted} is not a power of two in 4096..65536`,
       );
     }
+    // The map log first: a missing environment next to a log that holds maps is refused before
+    // an empty environment is created in its place (a later start would take that for the
+    // store and cut the log back to it).
+    let mapLog: MapLog | undefined;
+    if (options.mapLog) {
+      mapLog = await MapLog.open(options.mapLog.dir, {
+        noSync: options.noSync === true,
+        ...(options.mapLog.segmentBytes !== undefined
+          ? { segmentBytes: options.mapLog.segmentBytes }
+          : {}),
+        logger: options.mapLog.logger,
+      });
+      if (
+        options.mapLog.rebuild !== true &&
+        mapLog.lastSeq > 0 &&
+        !existsSync(join(options.path, "data.mdb"))
+      ) {
+        await mapLog.close();
+        throw new MetaError(
+          MetaErrorCode.MapLogUnusable,
+          `there is no metadata store at ${options.path}, but the map log in ` +
+            `${options.mapLog.dir} holds maps up to record ${mapLog.lastSeq}: run ` +
+            "`sanmux pool rebuild` to rebuild the store from the containers and the log",
+        );
+      }
+    }
     const dbs = openDbs(options);
+    let fresh = false;
     try {
       const grainSize = dbs.root.transactionSync(() => {
         const format = dbs.meta.get(Buffer.from("format"));
         const stored = dbs.meta.get(Buffer.from("grainSize"));
         if (!format) {
+          fresh = true;
           dbs.meta.putSync(Buffer.from("format"), u32Value(META_FORMAT_VERSION));
           const g = wanted ?? 4096;
           dbs.meta.putSync(Buffer.from("grainSize"), u32Value(g));
@@ -221,24 +299,262 @@ export class MetaStore {
       for (const key of dbs.journal.getKeys({ reverse: true, limit: 1 }))
         nextSeq = readU64(key, 0) + 1;
       const pending = dbs.journal.getCount();
-      return new MetaStore(dbs, grainSize, { nextSeq, pending });
+      const store = new MetaStore(dbs, grainSize, { nextSeq, pending });
+      if (options.mapLog && mapLog) {
+        store.mapLog = mapLog;
+        store.mapLogConfig = options.mapLog;
+        store.noSync = options.noSync === true;
+        await store.reconcileMapLog(fresh);
+      }
+      return store;
     } catch (err) {
+      await mapLog?.close().catch(() => undefined);
       await dbs.root.close();
       throw err;
     }
   }
 
+  /**
+   * At open: settles the map log against the environment (README.md "Map log", "Crash
+   * safety"). A = the environment's last applied seq, L = the log's last record.
+   * - L > A: records of transactions that never committed (a crash after their append): cut.
+   * - L < A: the log lost records the environment has (a power loss before the log's fdatasync,
+   *   or a deleted log): appends continue at A + 1 in a new segment, and a checkpoint is taken
+   *   at once (the maps are not rebuildable until it is done).
+   * - No checkpoint (a data directory from before the map log, or a new one): one is taken.
+   * - A fresh environment next to a log that holds maps: refused, unless opened for rebuild.
+   */
+  private async reconcileMapLog(fresh: boolean): Promise<void> {
+    const log = this.mapLog!;
+    const cfg = this.mapLogConfig!;
+    const logger = cfg.logger;
+    if (cfg.rebuild) {
+      this.logMaps = false;
+      return;
+    }
+    const applied = readAppliedSeq(this.dbs);
+    const last = log.lastSeq;
+    if (fresh && last > 0) {
+      throw new MetaError(
+        MetaErrorCode.MapLogUnusable,
+        `the metadata store is new but the map log in ${log.dir} holds ` +
+          `maps up to record ${last}: run \`sanmux pool rebuild\` to rebuild them`,
+      );
+    }
+    const checkpoint = log.newestCheckpoint;
+    if (checkpoint && checkpoint.seq > applied) {
+      throw new MetaError(
+        MetaErrorCode.MapLogUnusable,
+        `the metadata store has applied map log record ${applied}, older than the checkpoint at ` +
+          `${checkpoint.seq}: the store is not the one the log belongs to (run \`sanmux pool rebuild\`)`,
+      );
+    }
+    if (last > applied) {
+      const cut = await log.cutAfter(applied);
+      logger?.warn(
+        { cut: cut.records, appliedSeq: applied, keptIn: cut.keptIn },
+        "map log: cut records of transactions that never committed",
+      );
+    }
+    this.nextMapSeq = applied + 1;
+    // A gap left by an earlier re-basing whose checkpoint did not finish (closed meanwhile).
+    const gap = checkpoint ? log.gapAfter(checkpoint.seq) : undefined;
+    if (gap !== undefined && gap <= applied) {
+      logger?.warn(
+        { missingSeq: gap, checkpointSeq: checkpoint?.seq },
+        "map log: records are missing after the last checkpoint; taking a checkpoint now (maps " +
+          "are not rebuildable until it is written)",
+      );
+      this.checkpointWanted = true;
+    }
+    if (last < applied) {
+      logger?.warn(
+        { logSeq: last, appliedSeq: applied },
+        "map log: the log lacks records the store has; taking a checkpoint now (maps are not " +
+          "rebuildable until it is written)",
+      );
+      this.checkpointWanted = true;
+    } else if (!checkpoint) {
+      if (applied > 0 || fresh) {
+        // A new store: the empty checkpoint is written at once.
+      } else {
+        logger?.warn(
+          { dir: log.dir },
+          "map log: none yet (data directory from before the map log): the maps are not " +
+            "rebuildable until the first checkpoint, which starts now",
+        );
+      }
+      this.checkpointWanted = true;
+    }
+    if (this.checkpointWanted) {
+      const empty = this.dbs.volumes.getCount() === 0;
+      if (empty) await this.checkpointNow();
+      else this.startCheckpoint();
+    }
+  }
+
+  /**
+   * Whether the maps can be rebuilt from the map log in `dir` (replay.ts checkRebuildable): run
+   * before moving a store aside for a rebuild.
+   */
+  static checkMapLogRebuildable(dir: string): ReturnType<typeof checkRebuildable> {
+    return checkRebuildable(dir);
+  }
+
   /** Waits for queued mutations, then closes the environment. The store is unusable afterwards. */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.stopCheckpoint = true;
+    await this.checkpointing?.catch(() => undefined);
     this.closed = true;
     await this.dbs.root.close();
+    await this.mapLog?.close();
   }
 
   /** Resolves once every mutation that resolved before this call is durable on disk. */
   async flush(): Promise<void> {
     this.checkOpen();
-    await this.dbs.root.flushed;
+    await Promise.all([this.dbs.root.flushed, this.mapLog?.sync()]);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Map log (maplog.ts, checkpoint.ts, replay.ts)
+
+  /**
+   * @internal Runs a map transaction body as a child transaction; with the map log on, appends
+   * `record(result)` to the log inside the same transaction (after the body succeeded) and
+   * records its seq as `maplog:seq` in `meta`. The append is a synchronous write: a process crash
+   * cannot leave the environment with a committed transaction the log lacks.
+   */
+  mapTxn<T>(body: () => T, record: (result: T) => MapRecord | undefined): Promise<T> {
+    const log = this.mapLog;
+    if (!log || !this.logMaps) return this.dbs.root.childTransaction(body);
+    let appended = false;
+    return this.dbs.root
+      .childTransaction(() => {
+        const result = body();
+        const rec = record(result);
+        if (rec) {
+          const seq = this.nextMapSeq;
+          log.append(seq, rec);
+          this.nextMapSeq = seq + 1;
+          this.dbs.meta.putSync(MAPLOG_SEQ_KEY, encodeSeq(seq));
+          appended = true;
+        }
+        return result;
+      })
+      .then(
+        (result) => {
+          if (appended) this.afterMapAppend();
+          return result;
+        },
+        (err: unknown) => {
+          if (appended) {
+            // The commit failed after the record was written: the log holds a transaction the
+            // store lacks. A checkpoint supersedes it (replay starts after its seq).
+            this.mapLogConfig?.logger?.error(
+              { err },
+              "map log: a logged transaction's commit failed; taking a checkpoint",
+            );
+            this.startCheckpoint();
+          }
+          throw err;
+        },
+      );
+  }
+
+  private afterMapAppend(): void {
+    const log = this.mapLog!;
+    log.scheduleSync((err) =>
+      this.mapLogConfig?.logger?.error({ err }, "map log: fdatasync failed"),
+    );
+    const min = this.mapLogConfig?.checkpointMinBytes ?? CHECKPOINT_MIN_BYTES;
+    const threshold = Math.max(min, log.newestCheckpoint?.bytes ?? 0);
+    if (log.bytesSinceCheckpoint > threshold) this.startCheckpoint();
+  }
+
+  /** Starts a checkpoint in the background unless one is running (then one follows it). */
+  private startCheckpoint(): void {
+    if (!this.mapLog || this.closed || this.stopCheckpoint) return;
+    if (this.checkpointing) {
+      this.checkpointWanted = true;
+      return;
+    }
+    this.checkpointWanted = false;
+    const run = this.checkpointNow()
+      .catch((err: unknown) =>
+        this.mapLogConfig?.logger?.error({ err }, "map log: checkpoint failed"),
+      )
+      .finally(() => {
+        this.checkpointing = undefined;
+        if (this.checkpointWanted) this.startCheckpoint();
+      });
+    this.checkpointing = run;
+  }
+
+  /**
+   * Writes a map log checkpoint now (waiting for one under way first) and deletes what it makes
+   * unnecessary. Resolves with its figures (undefined without a map log, or when stopped).
+   */
+  async checkpointNow(): Promise<CheckpointResult | undefined> {
+    this.checkOpen();
+    const log = this.mapLog;
+    if (!log) return undefined;
+    const r = await writeCheckpoint(this.dbs, log, this.grainSize, {
+      noSync: this.noSync,
+      ...(this.mapLogConfig?.checkpointBatch !== undefined
+        ? { batchEntries: this.mapLogConfig.checkpointBatch }
+        : {}),
+      stopped: () => this.stopCheckpoint,
+    });
+    if (r) {
+      this.mapLogConfig?.logger?.info(
+        { seq: r.seq, bytes: r.bytes, entries: r.entries, durationMs: r.durationMs },
+        "map log: checkpoint written",
+      );
+    }
+    return r;
+  }
+
+  /** Waits for the background checkpoint under way, if any (tests). */
+  async checkpointIdle(): Promise<void> {
+    while (this.checkpointing) await this.checkpointing;
+  }
+
+  /** The map log's state: seqs, segments, checkpoints (undefined without one). */
+  mapLogStatus():
+    | {
+        nextSeq: number;
+        appliedSeq: number;
+        segments: number;
+        segmentBytes: number;
+        checkpointSeq: number | undefined;
+        checkpointBytes: number | undefined;
+      }
+    | undefined {
+    const log = this.mapLog;
+    if (!log) return undefined;
+    return {
+      nextSeq: this.nextMapSeq,
+      appliedSeq: readAppliedSeq(this.dbs),
+      segments: log.segments.length,
+      segmentBytes: log.segmentBytesTotal,
+      checkpointSeq: log.newestCheckpoint?.seq,
+      checkpointBytes: log.newestCheckpoint?.bytes,
+    };
+  }
+
+  /**
+   * For `pool rebuild`, on a store opened with `mapLog.rebuild` (a new environment): loads the
+   * newest checkpoint and replays the records after it (replay.ts), without logging them.
+   * Refcounts and counters are not recounted: run repair() afterwards.
+   */
+  async replayMapLog(options: ReplayOptions = {}): Promise<ReplayResult> {
+    this.checkOpen();
+    const result = await replayMapLog(this, options);
+    this.nextMapSeq = result.lastSeq + 1;
+    this.logMaps = true;
+    return result;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -249,26 +565,10 @@ export class MetaStore {
     this.checkOpen();
     checkU32("volume", volume);
     checkU32("domainId", domainId);
-    const key = u32Key(volume);
-    return this.dbs.root.childTransaction(() => {
-      const existing = this.dbs.volumes.get(key);
-      if (existing) {
-        const rec = decodeVolume(existing);
-        if (rec.domainId !== domainId) {
-          throw new MetaError(
-            MetaErrorCode.VolumeExists,
-            `volume ${volume} exists in domain ${rec.domainId}`,
-          );
-        }
-        return;
-      }
-      this.dbs.volumes.putSync(
-        key,
-        encodeVolume({ domainId, mappedGrains: 0, referencedBytes: 0 }),
-      );
-      const dk = u32Key(domainId);
-      if (!this.dbs.domains.doesExist(dk)) this.dbs.domains.putSync(dk, encodeDomain(zeroDomain()));
-    });
+    await this.mapTxn(
+      () => createVolumeInTxn(this.dbs, volume, domainId),
+      (created) => (created ? { op: "volumeCreate", volume, domainId } : undefined),
+    );
   }
 
   /** The domain of a registered volume. */
@@ -304,16 +604,25 @@ export class MetaStore {
     checkU32("volume", volume);
     const { dbs } = this;
     for (;;) {
-      await dbs.root.childTransaction(() => retireSnapshotsInTxn(dbs, volume));
+      await this.mapTxn(
+        () => retireSnapshotsInTxn(dbs, volume),
+        (changed) => (changed ? { op: "volumeRetire", volume } : undefined),
+      );
       await this.unmapGrains(volume, 0, MAX_GRAIN);
       for (;;) {
-        const r = await dbs.root.childTransaction(() =>
-          releaseSomeOldVersionsInTxn(dbs, this.journalState, volume, RELEASE_BATCH),
+        const r = await this.mapTxn(
+          () => releaseSomeOldVersionsInTxn(dbs, this.journalState, volume, RELEASE_BATCH),
+          (r) =>
+            r.visited > 0 ? { op: "volumeReleaseOld", volume, batch: RELEASE_BATCH } : undefined,
         );
         if (r.journaled) this.notifyJournal();
         if (r.visited < RELEASE_BATCH) break;
       }
-      if (await dbs.root.childTransaction(() => forgetVolumeInTxn(dbs, volume))) return;
+      const forgotten = await this.mapTxn(
+        () => forgetVolumeInTxn(dbs, volume),
+        (done) => (done ? { op: "volumeForget", volume } : undefined),
+      );
+      if (forgotten) return;
     }
   }
 
@@ -328,7 +637,10 @@ export class MetaStore {
   async createSnapshot(volume: number): Promise<number> {
     this.checkOpen();
     checkU32("volume", volume);
-    return this.dbs.root.childTransaction(() => createSnapshotInTxn(this.dbs, volume));
+    return this.mapTxn(
+      () => createSnapshotInTxn(this.dbs, volume),
+      (snapshot) => ({ op: "snapshotCreate", volume, snapshot }),
+    );
   }
 
   /** The volume's live snapshots, oldest first ([] for an unknown volume). */
@@ -483,8 +795,13 @@ export class MetaStore {
     }
     if (byGrain.size === 0) return { changed: 0, inserted: 0, duplicates: 0 };
     const prepared = [...byGrain.values()].sort((a, b) => a.grain - b.grain);
-    const result = await this.dbs.root.childTransaction(() =>
-      writeMapInTxn(this.dbs, this.journalState, volume, prepared),
+    const result = await this.mapTxn(
+      () => writeMapInTxn(this.dbs, this.journalState, volume, prepared),
+      () => ({
+        op: "write",
+        volume,
+        grains: prepared.map((p) => ({ grain: p.grain, fingerprint: p.fingerprint })),
+      }),
     );
     if (result.journaled) this.notifyJournal();
     return { changed: result.changed, inserted: result.inserted, duplicates: result.duplicates };
@@ -506,17 +823,26 @@ export class MetaStore {
     while (from < endGrain) {
       const start = mapKey(volume, from);
       const end = mapKey(volume, endGrain);
-      const batch = await this.dbs.root.childTransaction(() => {
-        const prepared: PreparedUpdate[] = [];
-        for (const key of this.dbs.map.getKeys({ start, end, limit: UNMAP_BATCH })) {
-          const { grain } = decodeMapKey(key);
-          prepared.push({ grain, key: Buffer.from(key), fingerprint: undefined, chunk: undefined });
-        }
-        if (prepared.length === 0) return { next: endGrain, changed: 0, journaled: false };
-        const r = writeMapInTxn(this.dbs, this.journalState, volume, prepared);
-        const last = prepared[prepared.length - 1]!.grain;
-        return { next: prepared.length < UNMAP_BATCH ? endGrain : last + 1, ...r };
-      });
+      const batchFrom = from;
+      const batch = await this.mapTxn(
+        () => {
+          const prepared: PreparedUpdate[] = [];
+          for (const key of this.dbs.map.getKeys({ start, end, limit: UNMAP_BATCH })) {
+            const { grain } = decodeMapKey(key);
+            prepared.push({
+              grain,
+              key: Buffer.from(key),
+              fingerprint: undefined,
+              chunk: undefined,
+            });
+          }
+          if (prepared.length === 0) return { next: endGrain, changed: 0, journaled: false };
+          const r = writeMapInTxn(this.dbs, this.journalState, volume, prepared);
+          const last = prepared[prepared.length - 1]!.grain;
+          return { next: prepared.length < UNMAP_BATCH ? endGrain : last + 1, ...r };
+        },
+        (b) => (b.changed > 0 ? { op: "unmap", volume, first: batchFrom, end: b.next } : undefined),
+      );
       if (batch.journaled) this.notifyJournal();
       total += batch.changed;
       from = batch.next;

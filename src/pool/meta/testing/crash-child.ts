@@ -9,6 +9,7 @@
  *
  * Usage: crash-child.ts <dir> <seed>
  */
+import { join } from "node:path";
 import { RefcountApplier } from "../applier.js";
 import { MetaStore } from "../store.js";
 import { fp, loc } from "./helpers.js";
@@ -26,7 +27,8 @@ function rand(n: number): number {
   return seed % n;
 }
 
-const store = await MetaStore.open({ path: dir });
+// With the map log (README "Map log"): the parent also rebuilds the maps from it after each kill.
+const store = await MetaStore.open({ path: dir, mapLog: { dir: join(dir, "maplog") } });
 await store.createVolume(1, 1);
 await store.createVolume(2, 1);
 const applier = new RefcountApplier(store, { intervalMs: 2, highWater: 16 });
