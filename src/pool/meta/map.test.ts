@@ -128,6 +128,18 @@ describe("block maps", () => {
     expect(r[1]).toEqual({ fingerprint: fp("A"), chunk: { ...loc(3, 100, 900), refcount: 0 } });
     expect(r[2]).toBeUndefined();
     expect(r[3]?.chunk?.offset).toBe(100);
+    // One grain at a time (the direct-get path) answers what the range answers, grain by grain.
+    for (let g = 0; g < 4; g++) expect(store.resolveGrains(1, g, 1)).toEqual([r[g]]);
+    // Also once the volume has a snapshot (map values then carry a birth after the fingerprint),
+    // and for the snapshot itself.
+    const s = await store.createSnapshot(1);
+    await store.writeGrains(1, [{ grain: 1, fingerprint: fp("B"), chunk: loc(3, 5000, 700) }]);
+    const head = store.resolveGrains(1, 0, 4);
+    expect(head[1]?.fingerprint).toEqual(fp("B"));
+    for (let g = 0; g < 4; g++) {
+      expect(store.resolveGrains(1, g, 1)).toEqual([head[g]]);
+      expect(store.resolveGrains(1, g, 1, { snapshot: s })).toEqual([r[g]]);
+    }
   });
 
   it("copies caller buffers before returning", async () => {

@@ -887,6 +887,16 @@ export class MetaStore {
     const domainId = decodeVolume(rec).domainId;
     const end = Math.min(firstGrain + count, MAX_GRAIN);
     this.withReadTxn((ro) => {
+      if (count === 1 && options.snapshot === undefined) {
+        // One grain of the head (a 4 KiB random read): two direct gets instead of a cursor,
+        // whose setup cost the main thread ≈ 5 µs a read (CPU profile of 4 KiB random reads).
+        const value = this.dbs.map.get(mapKey(volume, firstGrain), ro);
+        if (value === undefined) return;
+        const fingerprint = mapValueFingerprint(value);
+        const raw = this.dbs.fp.get(fpKey(domainId, fingerprint), ro);
+        out[0] = { fingerprint, chunk: raw ? decodeChunk(raw) : undefined };
+        return;
+      }
       for (const { grain, fingerprint } of this.entriesIn(volume, firstGrain, end, options, ro)) {
         const raw = this.dbs.fp.get(fpKey(domainId, fingerprint), ro);
         out[grain - firstGrain] = { fingerprint, chunk: raw ? decodeChunk(raw) : undefined };
