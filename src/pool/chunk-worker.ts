@@ -359,9 +359,10 @@ export class JobRunner {
     const parts = this.split(grains.length);
     const results = await Promise.all(
       parts.map(([from, to]) => {
-        const data = new Uint8Array((to - from) * GRAIN_BYTES);
-        for (let i = from; i < to; i++) data.set(grains[i]!, (i - from) * GRAIN_BYTES);
-        return this.run<FingerprintResult>({ op: "fingerprint", domain, data }, [data.buffer]);
+        const data = gather(grains, from, to);
+        return this.run<FingerprintResult>({ op: "fingerprint", domain, data }, [
+          data.buffer as ArrayBuffer,
+        ]);
       }),
     );
     if (results.length === 1) return results[0]!;
@@ -424,14 +425,11 @@ export class JobRunner {
     const parts = this.split(grains.length);
     const bound = RECORD_HEADER_BYTES + GRAIN_BYTES + TAG_BYTES;
     const job = (from: number, to: number, at: number): Promise<SealedRecords> => {
-      const data = new Uint8Array((to - from) * GRAIN_BYTES);
+      const data = gather(grains, from, to);
       const fpData = new Uint8Array((to - from) * FP_BYTES);
-      for (let i = from; i < to; i++) {
-        data.set(grains[i]!, (i - from) * GRAIN_BYTES);
-        fpData.set(fps[i]!, (i - from) * FP_BYTES);
-      }
+      for (let i = from; i < to; i++) fpData.set(fps[i]!, (i - from) * FP_BYTES);
       const j: SealJob = { op: "seal", domain, container, base: at, data, fps: fpData };
-      return this.run(j, [data.buffer, fpData.buffer]);
+      return this.run(j, [data.buffer as ArrayBuffer, fpData.buffer]);
     };
     const guesses = parts.map(([from, to]) => job(from, to, base + from * bound));
     if (parts.length === 1) return guesses[0]!;
@@ -593,6 +591,34 @@ function runJob(
   if (job.op === "seal") return jobs.seal(job);
   if (job.op === "openBatch") return openBatch(jobs, job);
   return jobs.open(job);
+}
+
+/**
+ * `grains[from..to)` (whole grains) copied back to back into a buffer of their own, for a worker
+ * to take (transfer). One copy, not zeroed first; one `set` when they lie back to back already,
+ * as a staged write's plaintext does (pool-volume.ts `copyPlaintext`).
+ */
+function gather(grains: readonly Uint8Array[], from: number, to: number): Uint8Array {
+  const n = to - from;
+  const first = grains[from]!;
+  let whole = true;
+  let adjacent = true;
+  for (let i = from; i < to; i++) {
+    const g = grains[i]!;
+    if (g.length !== GRAIN_BYTES) whole = false;
+    if (g.buffer !== first.buffer || g.byteOffset !== first.byteOffset + (i - from) * GRAIN_BYTES) {
+      adjacent = false;
+    }
+  }
+  if (!whole) {
+    const data = new Uint8Array(n * GRAIN_BYTES); // zeros behind a short grain, as before
+    for (let i = from; i < to; i++) data.set(grains[i]!, (i - from) * GRAIN_BYTES);
+    return data;
+  }
+  const data = Buffer.allocUnsafeSlow(n * GRAIN_BYTES); // its own ArrayBuffer: transferable
+  if (adjacent) data.set(new Uint8Array(first.buffer, first.byteOffset, n * GRAIN_BYTES));
+  else for (let i = from; i < to; i++) data.set(grains[i]!, (i - from) * GRAIN_BYTES);
+  return data;
 }
 
 function openBatch(jobs: Jobs, batch: OpenBatchJob): OpenBatchResult {

@@ -897,11 +897,25 @@ function copyPlaintext(grains: readonly Buffer[], zero: Uint8Array): (Buffer | u
   for (let i = 0; i < grains.length; i++) if (zero[i] !== 1) nonZero++;
   const text = Buffer.allocUnsafe(nonZero * GRAIN);
   const plaintext = new Array<Buffer | undefined>(grains.length);
-  for (let i = 0, at = 0; i < grains.length; i++) {
-    if (zero[i] === 1) continue;
-    grains[i]!.copy(text, at);
-    plaintext[i] = text.subarray(at, at + GRAIN);
-    at += GRAIN;
+  for (let i = 0, at = 0; i < grains.length; ) {
+    if (zero[i] === 1) {
+      i++;
+      continue;
+    }
+    // A run of whole grains back to back in the caller's buffer (the usual case): one copy.
+    const g = grains[i]!;
+    let j = i + 1;
+    if (g.length === GRAIN) {
+      while (j < grains.length && zero[j] !== 1) {
+        const h = grains[j]!;
+        if (h.buffer !== g.buffer || h.byteOffset !== g.byteOffset + (j - i) * GRAIN) break;
+        if (h.length !== GRAIN) break;
+        j++;
+      }
+    }
+    if (j - i === 1) g.copy(text, at);
+    else text.set(new Uint8Array(g.buffer, g.byteOffset, (j - i) * GRAIN), at);
+    for (; i < j; i++, at += GRAIN) plaintext[i] = text.subarray(at, at + GRAIN);
   }
   return plaintext;
 }

@@ -91,8 +91,8 @@ export interface PoolOpenOptions {
    * Write-back of WCE=1 writes (write-back.ts): acknowledged once staged, committed in groups.
    * Default: on, unless the environment sets SANMUX_WRITE_BACK=0 (every write then commits
    * before it resolves, as before write-back existed). `deferredSeal` (a WCE=1 write is
-   * acknowledged once its plaintext is staged; write-back.ts "Commit pipeline"): off unless the
-   * environment sets SANMUX_DEFERRED_SEAL=1 (it raised the peak RSS of an 8 GiB write past 1 GiB).
+   * acknowledged once its plaintext is staged; write-back.ts "Commit pipeline"): on unless the
+   * environment sets SANMUX_DEFERRED_SEAL=0.
    */
   readonly writeBack?: WriteBackOptions | undefined;
   /**
@@ -354,7 +354,7 @@ export class Pool {
       );
       const writeBack = new WriteBack(store, chunks, log, {
         enabled: process.env.SANMUX_WRITE_BACK !== "0",
-        deferredSeal: process.env.SANMUX_DEFERRED_SEAL === "1",
+        deferredSeal: process.env.SANMUX_DEFERRED_SEAL !== "0",
         ...o.writeBack,
       });
       const pool = new Pool(dir, registry, store, devices, chunks, applier, log, writeBack);

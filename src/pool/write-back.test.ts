@@ -480,6 +480,38 @@ describe("write-back: deferred sealing (commit pipeline)", () => {
     expect((await v.read(0, 4)).equals(pattern("direct", 4 * G))).toBe(true);
   });
 
+  it("writes wait while the stage and the commit under way hold twice the bound together", async () => {
+    const { pool } = await setup({
+      writeBack: {
+        commitDelayMs: 60_000,
+        maxStagedBytes: 16 * G,
+        maxUnpreparedBytes: 1024 * G, // only the stage's bound here
+        deferredSeal: true,
+      },
+    });
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const gate = gateFingerprints(pool);
+    // 16 grains: the bound; a commit takes them and waits for their preparation (held back).
+    await v.write(0, pattern("a", 16 * G));
+    await v.write(16, pattern("b", 15 * G)); // 31 grains held: resolves
+    let resolved = false;
+    const third = v.write(31, pattern("c", G)).then(() => {
+      resolved = true;
+    });
+    await new Promise((r) => setTimeout(r, 30));
+    // Staged alone (16 grains) is under twice the bound, but with the commit's it is not.
+    expect(resolved).toBe(false);
+    const ab = Buffer.concat([pattern("a", 16 * G), pattern("b", 15 * G)]);
+    expect((await v.read(0, 31)).equals(ab)).toBe(true); // readable meanwhile
+    gate.open();
+    await third; // the commit landed "a": room again
+    await v.flush();
+    expect(mappedInMap(pool, "v")).toBe(32);
+    const reopened = await t!.reopen();
+    const expected = Buffer.concat([pattern("a", 16 * G), pattern("b", 15 * G), pattern("c", G)]);
+    expect((await reopened.volume("v")!.read(0, 32)).equals(expected)).toBe(true);
+  });
+
   it("the switch off (deferredSeal: false) fingerprints and seals before acknowledging", async () => {
     const { pool } = await setup({ writeBack: { commitDelayMs: 60_000, deferredSeal: false } });
     const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });

@@ -2,11 +2,12 @@
  * The pool's write-back stage: the "ordered journal with group-commit fdatasync" of DESIGN.md
  * "Durability". One per Pool.
  *
- * A write on a volume with its write cache on (WCE=1) and without FUA is acknowledged once its
- * grains are fingerprinted, deduplicated, and its new chunks appended to their container (not
- * synced): it is then *staged* here (`stage`) — its map updates, the new chunks' locations, a
- * private copy of its plaintext and a sequence number — and visible at once: reads overlay the
- * staged grains on the block map and serve them from the plaintext (`overlay`).
+ * A write on a volume with its write cache on (WCE=1) and without FUA is *staged* here and
+ * acknowledged: by default (deferred sealing, "Commit pipeline" below) with a private copy of its
+ * plaintext and a sequence number alone (`stageDeferred`); without it, once its grains are
+ * fingerprinted, deduplicated and its new chunks appended (not synced), with its map updates
+ * and the new chunks' locations too (`stage`). Either way it is visible at once: reads overlay
+ * the staged grains on the block map and serve them from the plaintext (`overlay`).
  *
  * A *commit* (`commit`) moves everything staged so far to the metadata store, in the order the
  * writes were staged: (1) fdatasync every open container a staged update names (ContainerWriter
@@ -25,7 +26,7 @@
  * "Durability"), and both commit and flush before they answer.
  *
  * What triggers a commit: a FUA write or any write of a `writeCache: false` volume (it stages,
- * then waits for a durable commit), `flush()`, the staged bytes passing `maxStagedBytes`, a timer
+ * then waits for a durable commit), `flush()`, the staged bytes reaching `maxStagedBytes`, a timer
  * `commitDelayMs` after the first staged write (what a crash can lose is bounded by it), and
  * anything that reads or changes the maps other than reads and writes (unmap, block status,
  * copies, snapshots, GC, scrub, check, rebuild, volume close, pool close): see pool-volume.ts and
@@ -47,7 +48,12 @@
  * again after `retryDelayMs`; a flush or FUA write that asked for the commit reports it
  * (WriteFault) rather than pretend durability.
  *
- * Commit pipeline (`deferredSeal`, off by default: see src/pool/README.md "Deferred sealing"). PoolVolume stages a WCE=1 non-FUA write with
+ * Backpressure (memory): a write resolves only while the writes staged and those taken by the
+ * commit under way hold less than twice `maxStagedBytes` together (`heldBytes`: their plaintext
+ * is in memory until they land); a waiting write resumes when a commit lands.
+ *
+ * Commit pipeline (`deferredSeal`, on by default: see src/pool/README.md "Deferred sealing").
+ * PoolVolume stages a WCE=1 non-FUA write with
  * its plaintext alone (`stageDeferred`), after capacity admission: it is acknowledged then. Its
  * preparation (fingerprint, dedup, heal, seal, append: the volume's `prepare`) runs in the
  * background, up to `maxPreparing` writes at once, taken up in staging order; their ordered
@@ -83,8 +89,8 @@ export interface WriteBackOptions {
   /** A commit starts this long after the first write staged since the last one. Default 200. */
   readonly commitDelayMs?: number | undefined;
   /**
-   * A commit starts once this many bytes are staged; writes wait for a commit when twice as many
-   * are. Default 64 MiB.
+   * A commit starts once this many bytes are staged; writes wait while twice as many are staged
+   * or being committed. Default 16 MiB with `deferredSeal`, else 64 MiB.
    */
   readonly maxStagedBytes?: number | undefined;
   /** A background commit that failed is tried again after this long. Default 1000. */
@@ -93,7 +99,7 @@ export interface WriteBackOptions {
    * Deferred sealing (module comment, "Commit pipeline"): PoolVolume stages a WCE=1 non-FUA
    * write with its plaintext only (`stageDeferred`); fingerprinting, dedup, sealing and
    * appending happen in the background before the commit that lands it. Off: a write is staged
-   * once its chunks are appended (`stage`). Default off (Pool.open: on when SANMUX_DEFERRED_SEAL=1).
+   * once its chunks are appended (`stage`). Default on (Pool.open: off when SANMUX_DEFERRED_SEAL=0).
    */
   readonly deferredSeal?: boolean | undefined;
   /** Deferred writes being prepared at once (fingerprinted, sealed). Default 8. */
@@ -101,7 +107,7 @@ export interface WriteBackOptions {
   /**
    * A deferred write resolves only once fewer than this many bytes of deferred writes wait for
    * (or are in) their preparation: how far acknowledgements run ahead of the pipeline, so that
-   * a flush never has more than this to seal. Default 32 MiB.
+   * a flush never has more than this to seal. Default 16 MiB.
    */
   readonly maxUnpreparedBytes?: number | undefined;
 }
@@ -173,6 +179,8 @@ interface StagedWrite {
   /** The first is the write's own; ChunkMissing and broken containers add more. */
   readonly batches: ChunkBatch[];
   readonly freshBytes: number;
+  /** Bytes it counts in `heldBytes` until it lands (set by `enqueue`). */
+  held: number;
   /** A deferred write: how to prepare it, and the preparation under way or done. */
   readonly deferred?: {
     readonly first: number;
@@ -195,6 +203,13 @@ export class WriteBack {
   /** Writes waiting for a commit, in staging order. */
   private staged: StagedWrite[] = [];
   private stagedBytes = 0;
+  /**
+   * Bytes of the writes staged or being committed, not landed yet: the plaintext the stage
+   * holds. Writes wait while it is at twice `maxStagedBytes` (backpressure).
+   */
+  private heldBytes = 0;
+  /** Writes waiting for `heldBytes` to fall (woken, or failed, by the end of each commit). */
+  private heldWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Per volume: WriteToStage.freshBytes of the writes not landed yet. */
   private readonly fresh = new Map<number, number>();
   /** Writes taken by the commit under way (still in the overlay). */
@@ -228,11 +243,13 @@ export class WriteBack {
   ) {
     this.enabled = options.enabled ?? true;
     this.commitDelayMs = options.commitDelayMs ?? 200;
-    this.maxStagedBytes = options.maxStagedBytes ?? 64 * MiB;
     this.retryDelayMs = options.retryDelayMs ?? 1000;
-    this.deferredSeal = this.enabled && (options.deferredSeal ?? false);
+    this.deferredSeal = this.enabled && (options.deferredSeal ?? true);
+    // Deferred: smaller commits (memory: what the stage holds, and LMDB's copy-on-write pages
+    // of a large commit; src/pool/README.md "Deferred sealing", Memory).
+    this.maxStagedBytes = options.maxStagedBytes ?? (this.deferredSeal ? 16 * MiB : 64 * MiB);
     this.maxPreparing = Math.max(1, options.maxPreparing ?? 8);
-    this.maxUnpreparedBytes = options.maxUnpreparedBytes ?? 32 * MiB;
+    this.maxUnpreparedBytes = options.maxUnpreparedBytes ?? 16 * MiB;
   }
 
   /** Bytes of grains staged and not yet taken by a commit. */
@@ -277,6 +294,7 @@ export class WriteBack {
       plaintext: write.plaintext,
       batches: [write.batch],
       freshBytes: write.freshBytes ?? 0,
+      held: 0,
     });
   }
 
@@ -301,6 +319,7 @@ export class WriteBack {
       plaintext: write.plaintext,
       batches: [],
       freshBytes: write.freshBytes ?? 0,
+      held: 0,
       deferred: newPreparation(write.first, write.prepare),
     };
     for (const text of write.plaintext) if (text !== undefined) this.unsealed += GRAIN;
@@ -334,11 +353,27 @@ export class WriteBack {
     if (write.freshBytes > 0) {
       this.fresh.set(write.volume, (this.fresh.get(write.volume) ?? 0) + write.freshBytes);
     }
-    this.stagedBytes += write.plaintext.length * GRAIN;
+    write.held = write.plaintext.length * GRAIN;
+    this.stagedBytes += write.held;
+    this.heldBytes += write.held;
     if (!this.enabled) return this.commit();
-    if (this.stagedBytes >= 2 * this.maxStagedBytes) return this.commit();
     if (this.stagedBytes >= this.maxStagedBytes) this.commitInBackground();
     else this.timer ??= setTimeout(() => this.commitInBackground(), this.commitDelayMs).unref();
+    // Backpressure: what is staged and what the commit under way holds count together (the
+    // plaintext of both is in memory), so the stage never holds more than twice the bound. A
+    // waiting write resumes as soon as a commit lands enough, not after the next commit too.
+    while (this.heldBytes >= 2 * this.maxStagedBytes && !this.closed) {
+      if (this.staged.length > 0 && this.queued === undefined) this.commitInBackground();
+      await new Promise<void>((resolve, reject) => this.heldWaiters.push({ resolve, reject }));
+    }
+  }
+
+  /** A commit ended: waiting writes look again (or fail with its error, as a flush would). */
+  private wakeHeld(error?: unknown): void {
+    for (const w of this.heldWaiters.splice(0)) {
+      if (error === undefined) w.resolve();
+      else w.reject(error);
+    }
   }
 
   /**
@@ -414,6 +449,7 @@ export class WriteBack {
     } finally {
       this.closed = true;
       for (const wake of this.roomWaiters.splice(0)) wake();
+      this.wakeHeld();
       clearTimeout(this.timer);
       this.timer = undefined;
     }
@@ -511,6 +547,16 @@ export class WriteBack {
 
   /** One commit of everything staged now (module comment). Runs alone (`commit` chains them). */
   private async commitStaged(): Promise<void> {
+    try {
+      await this.commitTaken();
+    } catch (error) {
+      this.wakeHeld(error);
+      throw error;
+    }
+    this.wakeHeld();
+  }
+
+  private async commitTaken(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
     const taken = this.staged;
@@ -708,6 +754,8 @@ export class WriteBack {
       if (volume.size === 0) this.grains.delete(w.volume);
     }
     for (const b of w.batches) b.release();
+    this.heldBytes -= w.held;
+    w.held = 0;
     if (w.freshBytes > 0) {
       const left = (this.fresh.get(w.volume) ?? 0) - w.freshBytes;
       if (left > 0) this.fresh.set(w.volume, left);
