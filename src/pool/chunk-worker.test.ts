@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { chunkFingerprint, domainKeys, masterKeyFromBytes, newId } from "../crypto/index.js";
-import { JobRunner, Jobs, packRecords } from "./chunk-worker.js";
+import { JobRunner, Jobs, packOpenBatch, packRecords, unpackOpenBatch } from "./chunk-worker.js";
 import { ContainerWriter, FILE_HEADER_BYTES } from "./container/index.js";
 import { pattern } from "./testing/helpers.js";
 
@@ -285,6 +285,55 @@ describe("chunk jobs", () => {
       }
     },
   );
+});
+
+describe("packOpenBatch", () => {
+  it("packs small open jobs into flat arrays and unpacks them exactly, grains laid out in order", () => {
+    const job = (domain: string, container: string, fd: number, n: number, seed: number) => ({
+      op: "open" as const,
+      domain,
+      container,
+      fd,
+      base: 1000 * seed,
+      length: 4156 * n,
+      ...packRecords(
+        Array.from({ length: n }, (_, i) => ({
+          offset: 1000 * seed + 4156 * i,
+          storedLength: 4096 - i,
+          fingerprint: randomBytes(32),
+        })),
+      ),
+      verify: true,
+    });
+    const jobs = [job("d1", "c1", 7, 1, 1), job("d1", "c2", 8, 3, 2), job("d2", "c1", 9, 2, 3)];
+    const batch = packOpenBatch(jobs);
+    expect(batch.names).toEqual(["d1", "c1", "c2", "d2"]); // each id once
+    expect(batch.jobCount).toBe(3);
+    expect(batch.fingerprints.length).toBe(6 * 32);
+    const out = new Uint8Array(6 * 4096);
+    const back = unpackOpenBatch(batch, out);
+    expect(back).toHaveLength(3);
+    let at = 0;
+    back.forEach((b, k) => {
+      const j = jobs[k]!;
+      expect([b.domain, b.container, b.fd, b.base, b.length, b.verify]).toEqual([
+        j.domain,
+        j.container,
+        j.fd,
+        j.base,
+        j.length,
+        true,
+      ]);
+      expect([...b.offsets]).toEqual([...j.offsets]);
+      expect([...b.storedLengths]).toEqual([...j.storedLengths]);
+      expect(Buffer.from(b.fingerprints)).toEqual(Buffer.from(j.fingerprints));
+      // Each job's grains go to the next 4096 × records bytes of `out`.
+      expect(b.out!.buffer).toBe(out.buffer);
+      expect(b.out!.byteOffset).toBe(at);
+      expect(b.out!.length).toBe(j.offsets.length * 4096);
+      at += b.out!.length;
+    });
+  });
 });
 
 /** A container of `n` grains (every third compressible), the record at `damaged` with a payload bit flipped. */
