@@ -130,6 +130,8 @@ describe("block maps", () => {
     expect(r[3]?.chunk?.offset).toBe(100);
     // One grain at a time (the direct-get path) answers what the range answers, grain by grain.
     for (let g = 0; g < 4; g++) expect(store.resolveGrains(1, g, 1)).toEqual([r[g]]);
+    for (let g = 0; g < 3; g++) expect(store.resolveGrains(1, g, 2)).toEqual(r.slice(g, g + 2));
+    expect(store.resolveGrains(1, 0, 5)).toEqual([...r, undefined]); // past 4: the cursor
     // Also once the volume has a snapshot (map values then carry a birth after the fingerprint),
     // and for the snapshot itself.
     const s = await store.createSnapshot(1);
