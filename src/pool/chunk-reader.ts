@@ -146,20 +146,31 @@ export class ChunkReader {
     const entry = await this.reader(number);
     const start = first.offset;
     const end = last.offset + RECORD_HEADER_BYTES + last.storedLength;
-    const job = {
+    const job = () => ({
       op: "open" as const,
       domain: domain.id,
       container: rec.id,
       base: start,
       ...packRecords(records),
       verify: this.verify,
-    };
+    });
     let opened: OpenResult;
     entry.users++; // the descriptor stays open until the preads are done
     try {
-      if (this.jobs.offloads(records.length)) {
+      if (this.jobs.batches(records.length)) {
+        // A 4 KiB random read: batched with the others of this turn, records as they are.
+        opened = await this.jobs.openSmall({
+          domain: domain.id,
+          container: rec.id,
+          fd: entry.handle.fd,
+          base: start,
+          length: end - start,
+          verify: this.verify,
+          records,
+        });
+      } else if (this.jobs.offloads(records.length)) {
         // The worker threads pread the run themselves: no buffer crosses threads.
-        opened = await this.jobs.open({ ...job, fd: entry.handle.fd, length: end - start });
+        opened = await this.jobs.open({ ...job(), fd: entry.handle.fd, length: end - start });
       } else {
         const buf = Buffer.allocUnsafe(end - start);
         let got = 0;
@@ -168,7 +179,7 @@ export class ChunkReader {
           if (bytesRead === 0) break;
           got += bytesRead;
         }
-        opened = await this.jobs.open({ ...job, buf: buf.subarray(0, got) });
+        opened = await this.jobs.open({ ...job(), buf: buf.subarray(0, got) });
       }
     } finally {
       entry.users--;

@@ -290,19 +290,16 @@ describe("chunk jobs", () => {
 describe("packOpenBatch", () => {
   it("packs small open jobs into flat arrays and unpacks them exactly, grains laid out in order", () => {
     const job = (domain: string, container: string, fd: number, n: number, seed: number) => ({
-      op: "open" as const,
       domain,
       container,
       fd,
       base: 1000 * seed,
       length: 4156 * n,
-      ...packRecords(
-        Array.from({ length: n }, (_, i) => ({
-          offset: 1000 * seed + 4156 * i,
-          storedLength: 4096 - i,
-          fingerprint: randomBytes(32),
-        })),
-      ),
+      records: Array.from({ length: n }, (_, i) => ({
+        offset: 1000 * seed + 4156 * i,
+        storedLength: 4096 - i,
+        fingerprint: randomBytes(32),
+      })),
       verify: true,
     });
     const jobs = [job("d1", "c1", 7, 1, 1), job("d1", "c2", 8, 3, 2), job("d2", "c1", 9, 2, 3)];
@@ -324,13 +321,15 @@ describe("packOpenBatch", () => {
         j.length,
         true,
       ]);
-      expect([...b.offsets]).toEqual([...j.offsets]);
-      expect([...b.storedLengths]).toEqual([...j.storedLengths]);
-      expect(Buffer.from(b.fingerprints)).toEqual(Buffer.from(j.fingerprints));
+      expect([...b.offsets]).toEqual(j.records.map((r) => r.offset));
+      expect([...b.storedLengths]).toEqual(j.records.map((r) => r.storedLength));
+      expect(Buffer.from(b.fingerprints)).toEqual(
+        Buffer.concat(j.records.map((r) => r.fingerprint)),
+      );
       // Each job's grains go to the next 4096 × records bytes of `out`.
       expect(b.out!.buffer).toBe(out.buffer);
       expect(b.out!.byteOffset).toBe(at);
-      expect(b.out!.length).toBe(j.offsets.length * 4096);
+      expect(b.out!.length).toBe(j.records.length * 4096);
       at += b.out!.length;
     });
   });

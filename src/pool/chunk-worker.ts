@@ -159,8 +159,26 @@ const BATCH_JOB_FIELDS = 8;
 /** Per job of an OpenBatchJob: null when all went well, its failures, or the error that stopped it. */
 export type OpenBatchResult = ({ failures: OpenResult["failures"] } | { error: string } | null)[];
 
-/** Pack small OpenJobs (each with `fd`) into one OpenBatchJob. */
-export function packOpenBatch(jobs: readonly OpenJob[]): OpenBatchJob {
+/**
+ * A small read (fewer than INLINE_BELOW records) for the batched path: its records as the reader
+ * has them, not packed into typed arrays (three allocations a read, for the GC to reclaim).
+ */
+export interface SmallOpen {
+  readonly domain: string;
+  readonly container: string;
+  readonly fd: number;
+  readonly base: number;
+  readonly length: number;
+  readonly verify: boolean;
+  readonly records: readonly {
+    readonly offset: number;
+    readonly storedLength: number;
+    readonly fingerprint: Uint8Array;
+  }[];
+}
+
+/** Pack small reads into one OpenBatchJob. */
+export function packOpenBatch(jobs: readonly SmallOpen[]): OpenBatchJob {
   const names: string[] = [];
   const nameIndex = new Map<string, number>();
   const name = (s: string): number => {
@@ -172,26 +190,33 @@ export function packOpenBatch(jobs: readonly OpenJob[]): OpenBatchJob {
     return i;
   };
   let records = 0;
-  for (const j of jobs) records += j.offsets.length;
-  const numbers = new Float64Array(BATCH_JOB_FIELDS * jobs.length + 2 * records);
+  for (const j of jobs) records += j.records.length;
+  const recs = BATCH_JOB_FIELDS * jobs.length;
+  const numbers = new Float64Array(recs + 2 * records);
   const fingerprints = new Uint8Array(records * FP_BYTES);
   let r = 0;
   let outAt = 0;
-  jobs.forEach((j, k) => {
-    const n = j.offsets.length;
-    numbers.set(
-      [name(j.domain), name(j.container), j.fd!, j.base, j.length!, r, n, outAt],
-      k * BATCH_JOB_FIELDS,
-    );
-    const recs = BATCH_JOB_FIELDS * jobs.length;
+  for (let k = 0; k < jobs.length; k++) {
+    const j = jobs[k]!;
+    const n = j.records.length;
+    const f = k * BATCH_JOB_FIELDS;
+    numbers[f] = name(j.domain);
+    numbers[f + 1] = name(j.container);
+    numbers[f + 2] = j.fd;
+    numbers[f + 3] = j.base;
+    numbers[f + 4] = j.length;
+    numbers[f + 5] = r;
+    numbers[f + 6] = n;
+    numbers[f + 7] = outAt;
     for (let i = 0; i < n; i++) {
-      numbers[recs + 2 * (r + i)] = j.offsets[i]!;
-      numbers[recs + 2 * (r + i) + 1] = j.storedLengths[i]!;
+      const rec = j.records[i]!;
+      numbers[recs + 2 * (r + i)] = rec.offset;
+      numbers[recs + 2 * (r + i) + 1] = rec.storedLength;
+      fingerprints.set(rec.fingerprint.subarray(0, FP_BYTES), (r + i) * FP_BYTES);
     }
-    fingerprints.set(j.fingerprints.subarray(0, n * FP_BYTES), r * FP_BYTES);
     r += n;
     outAt += n * GRAIN_BYTES;
-  });
+  }
   return {
     op: "openBatch",
     names,
@@ -578,6 +603,11 @@ export class JobRunner {
     return this.lanes.length > 0 && (records >= INLINE_BELOW || this.batchSmall);
   }
 
+  /** Whether a read of `records` records goes through `openSmall` (batched, worker threads). */
+  batches(records: number): boolean {
+    return this.lanes.length > 0 && this.batchSmall && records < INLINE_BELOW;
+  }
+
   /**
    * Small runs (4 KiB random reads) on worker threads, batched: the runs asked for in one turn of
    * the event loop go in one message per thread, so that the main thread pays one round trip for
@@ -585,9 +615,13 @@ export class JobRunner {
    * thread). Only when a run of fewer than INLINE_BELOW records comes with `fd`.
    */
   private readonly batchSmall: boolean;
-  private small: { job: OpenJob; resolve(r: OpenResult): void; reject(e: Error): void }[] = [];
+  private small: { job: SmallOpen; resolve(r: OpenResult): void; reject(e: Error): void }[] = [];
 
-  private openSmall(job: OpenJob): Promise<OpenResult> {
+  /**
+   * A small read (fewer than INLINE_BELOW records, with a descriptor) on the worker threads,
+   * batched with the others of this turn (see `batchSmall`). Only when `offloads(records)`.
+   */
+  openSmall(job: SmallOpen): Promise<OpenResult> {
     return new Promise((resolve, reject) => {
       if (this.small.length === 0) setImmediate(() => this.flushSmall());
       this.small.push({ job, resolve, reject });
@@ -608,7 +642,7 @@ export class JobRunner {
           let at = 0;
           results.forEach((r, i) => {
             const q = part[i]!;
-            const length = q.job.offsets.length * GRAIN_BYTES;
+            const length = q.job.records.length * GRAIN_BYTES;
             const mine = grains.subarray(at, at + length);
             if (r === null) q.resolve({ grains: mine, failures: [] });
             else if ("error" in r) q.reject(new Error(`chunk worker: ${r.error}`));
@@ -633,7 +667,15 @@ export class JobRunner {
     if (job.buf !== undefined || this.lanes.length === 0) {
       return Promise.resolve().then(() => this.inline.open(job));
     }
-    if (n < INLINE_BELOW) return this.openSmall(job);
+    if (n < INLINE_BELOW) {
+      const fps = job.fingerprints;
+      const records = Array.from(job.offsets, (offset, i) => ({
+        offset,
+        storedLength: job.storedLengths[i]!,
+        fingerprint: fps.subarray(i * FP_BYTES, (i + 1) * FP_BYTES),
+      }));
+      return this.openSmall({ ...job, fd: job.fd!, length: job.length!, records });
+    }
     // Split over the idle threads only: when every thread is busy (many reads in flight) a split
     // costs messages and buys nothing; when reads come one at a time it halves their latency.
     const parts = this.split(n, this.lanes.filter((l) => l.pending.size === 0).length);
