@@ -143,6 +143,8 @@ EOF
   SANMUX_PID=$!
   wait_port "$SANMUX_PORT" "$SANMUX_PID" sanmux "$dir/sanmux.log" '"msg":"listening"' ||
     die "sanmux did not start"
+  # Which AES-GCM / HMAC code the pool runs on (native addon or node:crypto): it decides the CPU.
+  say "sanmux $(grep -o '"crypto":"[^"]*"' "$dir/sanmux.log" | head -n1)"
 }
 
 opts() { # opts NAME LUN → qemu --image-opts string
@@ -182,6 +184,9 @@ hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 meta_stats() { node bench/pool-lmdb-stats.mjs "$1/data/pool/meta"; }
 # Bytes stored in containers (the pool's physical bytes on disk).
 container_bytes() { du -sb "$1/data/pool/devices" | awk '{ print $1 }'; }
+# Bytes of the map log (segments + checkpoint, src/pool/meta/README.md "Map log"): what makes the
+# block maps rebuildable; on disk beside the LMDB figures, reported apart from them.
+maplog_bytes() { du -sb "$1/data/pool/maplog" 2>/dev/null | awk '{ print $1 }'; }
 
 say "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); ${BENCH_MIB} MiB of random data, ${ROUNDS} round(s), reads ${DURATION} s"
 SRC="$WORK/random.bin"
@@ -207,7 +212,10 @@ for round in $(seq "$ROUNDS"); do
     [[ $t == sanmux ]] && CPU[unique,$round]=$(($(cpu_ticks) - c0))
     say "round $round: $t unique write ${R[unique,$t,$round]} MiB/s"
   done
-  if [[ -z "$META_LINE" ]]; then META1=$(meta_stats "$RDIR/sanmux"); fi
+  if [[ -z "$META_LINE" ]]; then
+    META1=$(meta_stats "$RDIR/sanmux")
+    MAPLOG1=$(maplog_bytes "$RDIR/sanmux")
+  fi
   for t in "${order[@]}"; do
     if [[ $t == tgt ]]; then lun=2; else lun=1; fi
     c0=$(cpu_ticks)
@@ -229,6 +237,7 @@ for round in $(seq "$ROUNDS"); do
   HWM[round]=$(hwm_kib "$SANMUX_PID")
   if [[ -z "$META_LINE" ]]; then
     META_LINE=$(meta_stats "$RDIR/sanmux")
+    MAPLOG2=$(maplog_bytes "$RDIR/sanmux")
     PHYS=$(container_bytes "$RDIR/sanmux")
   fi
   stop_sanmux
@@ -264,11 +273,13 @@ perGrain() { # perGrain JSON FIELD
   echo
   echo "sanmux metadata per unique grain ($GRAINS grains), round 1 (floor ≤ 150 B, on LMDB pages in use):"
   echo
-  echo "| after | LMDB pages in use | LMDB file size | fp | map | journal + dead |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-  for pair in "unique write|$META1" "both writes|$META_LINE"; do
-    j=${pair#*|}
-    echo "| ${pair%%|*} | $(perGrain "$j" usedBytes) B | $(perGrain "$j" fileBytes) B | $(perGrain "$j" dbs.fp.bytes) B | $(perGrain "$j" dbs.map.bytes) B | $(node -e 'const j=JSON.parse(process.argv[1]);console.log(((j.dbs.journal.bytes+j.dbs.dead.bytes)/Number(process.argv[2])).toFixed(1))' "$j" "$GRAINS") B |"
+  echo "| after | LMDB pages in use | LMDB file size | fp | map | journal + dead | map log (apart) |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for pair in "unique write|${MAPLOG1:-0}|$META1" "both writes|${MAPLOG2:-0}|$META_LINE"; do
+    j=${pair#*|*|}
+    ml=${pair#*|}
+    ml=${ml%%|*}
+    echo "| ${pair%%|*} | $(perGrain "$j" usedBytes) B | $(perGrain "$j" fileBytes) B | $(perGrain "$j" dbs.fp.bytes) B | $(perGrain "$j" dbs.map.bytes) B | $(node -e 'const j=JSON.parse(process.argv[1]);console.log(((j.dbs.journal.bytes+j.dbs.dead.bytes)/Number(process.argv[2])).toFixed(1))' "$j" "$GRAINS") B | $(awk -v b="$ml" -v g="$GRAINS" 'BEGIN { printf "%.1f", b / g }') B |"
   done
   echo
   echo "sanmux server CPU per grain written (all threads; what load hardly changes), per round: unique $(for r in $(seq "$ROUNDS"); do awk -v t="${CPU[unique,$r]}" -v g="$GRAINS" 'BEGIN { printf "%.1f µs ", t * 10000 / g }'; done)/ duplicate $(for r in $(seq "$ROUNDS"); do awk -v t="${CPU[dup,$r]}" -v g="$GRAINS" 'BEGIN { printf "%.1f µs ", t * 10000 / g }'; done)"
@@ -287,11 +298,13 @@ if [[ "$BIG" == 1 ]]; then
   hwm=$(hwm_kib "$SANMUX_PID")
   j=$(meta_stats "$BDIR")
   phys=$(container_bytes "$BDIR")
+  mlog=$(maplog_bytes "$BDIR")
   GRAINS=$((BIG_GIB * 1024 * MiB / GRAIN))
   {
     echo
     echo "big: ${BIG_GIB} GiB unique written to sanmux at $rate MiB/s; peak RSS (VmHWM) $((hwm / 1024)) MiB (floor < 1024 MiB);" \
       "metadata $(perGrain "$j" usedBytes) B/grain in use (fp $(perGrain "$j" dbs.fp.bytes), map $(perGrain "$j" dbs.map.bytes), journal $(perGrain "$j" dbs.journal.bytes)), $(perGrain "$j" fileBytes) B/grain file size;" \
+      "map log $(awk -v b="${mlog:-0}" -v g="$GRAINS" 'BEGIN { printf "%.1f", b / g }') B/grain;" \
       "containers $(awk -v p="$phys" -v b=$((BIG_GIB * 1024 * MiB)) 'BEGIN { printf "%.3f", p / b }')× the data"
   } | tee -a "$RESULTS"
   stop_sanmux
