@@ -98,32 +98,13 @@ export function open(
   sealed: Uint8Array,
   aad: Uint8Array,
 ): Buffer {
-  checkArgs(key, nonce);
   if (sealed.length < TAG_BYTES) {
     throw new AuthenticationError(`sealed data shorter than its ${TAG_BYTES}-byte tag`);
   }
-  const split = sealed.length - TAG_BYTES;
-  const native = nativeCrypto();
-  if (native !== undefined) {
-    // A buffer of its own (not a slice of Buffer's shared pool), like node:crypto's result.
-    const out = Buffer.allocUnsafeSlow(split);
-    if (!native.gcmOpenInto(rawKeyBytes(key), nonce, aad, sealed, out, 0)) {
-      // The addon has already zeroed the unauthenticated plaintext it wrote to `out`.
-      throw new AuthenticationError("AES-256-GCM tag mismatch");
-    }
-    return out;
-  }
-  const decipher = createDecipheriv(CIPHER, key, nonce, { authTagLength: TAG_BYTES });
-  decipher.setAAD(aad);
-  decipher.setAuthTag(sealed.subarray(split));
-  const body = decipher.update(sealed.subarray(0, split));
-  try {
-    const last = decipher.final();
-    return last.length === 0 ? body : Buffer.concat([body, last]);
-  } catch (error) {
-    body.fill(0);
-    throw new AuthenticationError("AES-256-GCM tag mismatch", { cause: error });
-  }
+  // A buffer of its own (not a slice of Buffer's shared pool), like node:crypto's result.
+  const out = Buffer.allocUnsafeSlow(sealed.length - TAG_BYTES);
+  openInto(out, 0, key, nonce, sealed, aad);
+  return out;
 }
 
 /**
