@@ -771,6 +771,17 @@ pool: { soft_threshold: 85%, balance: auto }
     );
   });
 
+  it("reads the grain cache size, 0 included", () => {
+    const cache = (value: string) =>
+      parseConfig(`${agentWith("")}pool: { cache_size: ${value} }\n`, "x.yaml", {
+        hostName: "h",
+      }).pool.cacheSize;
+    expect(cache("256MiB")).toBe(256 * 1024 * 1024);
+    expect(cache("0")).toBe(0);
+    expect(cache("off")).toBe(0);
+    expect(() => cache("lots")).toThrow(/pool.cache_size/);
+  });
+
   it("leaves every key absent when unset, so older files mean what they meant", () => {
     const config = parseConfig(`${agentWith("    limits:\n    capacity:\n")}`, "x.yaml", {
       hostName: "h",

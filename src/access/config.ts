@@ -169,6 +169,8 @@ export interface PoolSettings {
   readonly maxSize?: number;
   /** Seconds between background GC passes; 0 turns them off (absent: 600). */
   readonly gcInterval?: number;
+  /** Bytes of plaintext grains kept for readers of the same grains; 0: none (absent: 64 MiB). */
+  readonly cacheSize?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,6 +385,14 @@ function byteCountSchema(kind: "size" | "rate") {
 }
 
 const sizeSchema = byteCountSchema("size");
+/** A size, or 0 / "off" for none (`pool.cache_size`). */
+const sizeOrOffSchema = z.unknown().transform((value, ctx): number => {
+  if (value === 0 || value === "0" || value === "off") return 0;
+  const parsed = sizeSchema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) ctx.addIssue({ code: "custom", message: issue.message });
+  return z.NEVER;
+});
 
 /** A byte count that may be 0 (a reservation). */
 const sizeOrZeroSchema = z.unknown().transform((value, ctx): number => {
@@ -550,6 +560,7 @@ const poolShape = {
   concurrency: unset(z.number().int().min(1).max(65536)),
   max_size: unset(sizeSchema),
   gc_interval: unset(intervalSchema),
+  cache_size: unset(sizeOrOffSchema),
 };
 const fileShape = {
   target: unset(iscsiNameSchema),
@@ -944,6 +955,7 @@ function toConfig(file: ConfigFile, options: ParseConfigOptions): SanmuxConfig {
       ...(file.pool?.concurrency === undefined ? {} : { concurrency: file.pool.concurrency }),
       ...(file.pool?.max_size === undefined ? {} : { maxSize: file.pool.max_size }),
       ...(file.pool?.gc_interval === undefined ? {} : { gcInterval: file.pool.gc_interval }),
+      ...(file.pool?.cache_size === undefined ? {} : { cacheSize: file.pool.cache_size }),
     },
   };
 }

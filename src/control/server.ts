@@ -145,6 +145,7 @@ export class SanmuxServer {
       logger: logger.child({ layer: "pool" }),
       devices: [...config.pool.devices],
       maxBytes: config.pool.maxSize,
+      grainCacheBytes: config.pool.cacheSize,
     });
   }
 
@@ -604,6 +605,7 @@ export class SanmuxServer {
     }
     volumesOpened.push(...(await this.openSnapshotVolumes(config, true)));
     this.pool?.setMaxBytes(config.pool.maxSize);
+    this.pool?.setGrainCacheBytes(config.pool.cacheSize);
     if ((config.pool.gcInterval ?? DEFAULT_GC_INTERVAL_S) !== this.gcIntervalS) {
       this.scheduleGc(config.pool.gcInterval);
     }

@@ -45,8 +45,9 @@ export interface ChunkReaderOptions {
   /** Recompute HMAC(plaintext) = fingerprint on every read (see ChunkStoreOptions). */
   readonly verify?: boolean | undefined;
   /**
-   * Bytes of plaintext grains kept for readers that want the same grains (grain-cache.ts).
-   * Default: `SANMUX_GRAIN_CACHE_MIB` MiB from the environment, else 64 MiB; 0 turns it off.
+   * Bytes of plaintext grains kept for readers that want the same grains (grain-cache.ts): the
+   * config's `pool.cache_size`. Default: `SANMUX_GRAIN_CACHE_MIB` MiB from the environment, else
+   * 64 MiB; 0 turns it off.
    */
   readonly grainCacheBytes?: number | undefined;
 }
@@ -73,8 +74,8 @@ export class ChunkReader {
   private readonly running = new Map<number, number>();
   /** Damaged record ranges found by scrub, per container. */
   readonly damaged = new Map<number, { offset: number; length: number; reason: string }[]>();
-  /** Plaintext of hot grains by location (grain-cache.ts). */
-  readonly grainCache: GrainCache;
+  /** Plaintext of hot grains by location (grain-cache.ts); replaced by `resizeGrainCache`. */
+  grainCache: GrainCache;
 
   constructor(
     private readonly registry: Registry,
@@ -85,6 +86,15 @@ export class ChunkReader {
     this.cacheSize = Math.max(1, options.cacheSize ?? 64);
     this.verify = options.verify ?? false;
     this.grainCache = new GrainCache(options.grainCacheBytes ?? defaultGrainCacheBytes());
+  }
+
+  /**
+   * A grain cache of `bytes` (config `pool.cache_size`, live on reload) instead of the present
+   * one, which is dropped with what it held; undefined: the default (see ChunkReaderOptions).
+   */
+  resizeGrainCache(bytes: number | undefined): void {
+    const next = new GrainCache(bytes ?? defaultGrainCacheBytes());
+    if (next.slots !== this.grainCache.slots) this.grainCache = next;
   }
 
   /** Whether scrub found the record at `offset` of container `number` damaged. */

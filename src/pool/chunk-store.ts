@@ -52,6 +52,8 @@ export interface ChunkStoreOptions {
   readonly sealBytes?: number | undefined;
   /** Container files kept open for reading. Default 64. */
   readonly readerCacheSize?: number | undefined;
+  /** Bytes of the readers' grain cache (chunk-reader.ts; default there). */
+  readonly grainCacheBytes?: number | undefined;
   /**
    * Recompute HMAC(plaintext) = fingerprint on every read (FORMAT.md §3, last check). Default
    * false: the GCM tag already binds plaintext and fingerprint (the AAD holds the fingerprint),
@@ -127,6 +129,7 @@ export class ChunkStore {
     this.reads = new ChunkReader(registry, (rec) => this.containerPath(rec), jobs, {
       cacheSize: options.readerCacheSize,
       verify: options.verifyReads,
+      grainCacheBytes: options.grainCacheBytes,
     });
   }
 

@@ -125,6 +125,16 @@ describe("ChunkReader with a grain cache", () => {
       expect(cache.size).toBe(0);
       const after = await chunks.reads.readRun(number, run);
       expect([...after.failures.keys()]).toEqual([1]); // the damaged record, read from disk
+      // pool.cache_size on reload: a new size takes a new, empty cache; 0 keeps nothing.
+      chunks.reads.damaged.delete(number);
+      chunks.reads.resizeGrainCache(1 << 20);
+      expect(chunks.reads.grainCache.slots).toBe((1 << 20) / G);
+      chunks.reads.resizeGrainCache(0);
+      for (let k = 0; k < 3; k++) await chunks.reads.readRun(number, run);
+      expect(chunks.reads.grainCache.slots).toBe(0);
+      expect(chunks.reads.grainCache.hits).toBe(0);
+      chunks.reads.resizeGrainCache(undefined);
+      expect(chunks.reads.grainCache.slots).toBe((64 << 20) / G);
     } finally {
       await chunks.close();
     }

@@ -80,6 +80,8 @@ export interface PoolOpenOptions {
   readonly maxBytes?: number | undefined;
   /** Check HMAC(plaintext) on every read (chunk-store.ts). Default false. */
   readonly verifyReads?: boolean | undefined;
+  /** Bytes of the grain cache (config `pool.cache_size`; default in chunk-reader.ts). */
+  readonly grainCacheBytes?: number | undefined;
   /**
    * Worker threads for fingerprinting and record opening (chunk-worker.ts). Default: one per
    * CPU, at most 4; 0 runs them on the main thread.
@@ -304,6 +306,7 @@ export class Pool {
       const chunks = new ChunkStore(registry, devices, o.masterKey, jobs, log, {
         sealBytes: o.sealBytes,
         verifyReads: o.verifyReads,
+        grainCacheBytes: o.grainCacheBytes,
       });
       const recovery = await chunks.recover();
       const mapRebuild =
@@ -784,6 +787,11 @@ export class Pool {
   /** Change `maxBytes` (config reload); undefined lifts the cap. */
   setMaxBytes(maxBytes: number | undefined): void {
     this.maxBytes = maxBytes;
+  }
+
+  /** A new size for the grain cache (config `pool.cache_size` on reload; undefined: default). */
+  setGrainCacheBytes(bytes: number | undefined): void {
+    this.chunks.reads.resizeGrainCache(bytes);
   }
 
   /**
