@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MetaErrorCode } from "./errors.js";
 import type { MetaStore } from "./store.js";
-import { fp, loc, type TempStore, tempStore } from "./testing/helpers.js";
+import { fp, loc, type TempStore, tempStore, xorshift32 } from "./testing/helpers.js";
 
 const names = new Map<string, string>();
 const label = (n: string | number) => {
@@ -198,15 +198,7 @@ describe("random map operations agree with a model", () => {
 
   it("writes, unmaps, copies, snapshots, snapshot deletions and clones", async () => {
     const { store } = t;
-    let seed = 42;
-    const rand = (n: number) => {
-      seed ^= seed << 13;
-      seed >>>= 0;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      seed >>>= 0;
-      return seed % n;
-    };
+    const rand = xorshift32(42);
     const N = 48;
     type Map_ = (string | null)[];
     const heads = new Map<number, Map_>();

@@ -3,20 +3,8 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { MetaError } from "./errors.js";
 import { MetaStore, type MetaStoreOptions } from "./store.js";
-import { fp, loc, tempDir } from "./testing/helpers.js";
+import { fp, loc, tempDir, xorshift32 } from "./testing/helpers.js";
 import { dumpMaps } from "./testing/maps.js";
-
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return (n: number) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
-}
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -38,7 +26,7 @@ type MapLogOpts = NonNullable<MetaStoreOptions["mapLog"]>;
  * the final index lacks).
  */
 async function randomHistory(store: MetaStore, seed: number, rounds: number): Promise<void> {
-  const rand = rng(seed);
+  const rand = xorshift32(seed);
   let nextVolume = 4;
   const volumes = [1, 2, 3];
   for (const v of volumes) await store.createVolume(v, 1);

@@ -12,20 +12,13 @@
 import { pino } from "pino";
 import { masterKeyFromBytes } from "../../crypto/index.js";
 import { createLogger } from "../../util/log.js";
+import { xorshift32 } from "../meta/testing/helpers.js";
 import { Pool } from "../pool.js";
 import { MARKER_GRAIN, versioned } from "./helpers.js";
 
 const [dir, keyHex, seedArg] = process.argv.slice(2);
 if (!dir || !keyHex) throw new Error("usage: crash-child.ts <dir> <key hex> <seed>");
-let seed = Number(seedArg ?? 1) >>> 0 || 1;
-function rand(n: number): number {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed % n;
-}
+const rand = xorshift32(Number(seedArg ?? 1)); // reproducible per seed
 
 const pool = await Pool.open({
   dir,

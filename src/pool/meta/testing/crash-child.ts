@@ -12,20 +12,11 @@
 import { join } from "node:path";
 import { RefcountApplier } from "../applier.js";
 import { MetaStore } from "../store.js";
-import { fp, loc } from "./helpers.js";
+import { fp, loc, xorshift32 } from "./helpers.js";
 
 const [dir, seedArg] = process.argv.slice(2);
 if (!dir) throw new Error("usage: crash-child.ts <dir> <seed>");
-let seed = Number(seedArg ?? 1) >>> 0 || 1;
-function rand(n: number): number {
-  // xorshift32: reproducible per seed
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed % n;
-}
+const rand = xorshift32(Number(seedArg ?? 1)); // reproducible per seed
 
 // With the map log (README "Map log"): the parent also rebuilds the maps from it after each kill.
 const store = await MetaStore.open({ path: dir, mapLog: { dir: join(dir, "maplog") } });

@@ -66,3 +66,19 @@ export async function withRawDbs(dir: string, fn: (dbs: MetaDbs) => void): Promi
     await dbs.root.close();
   }
 }
+
+/**
+ * A reproducible random source for randomized tests and fixtures: `rand(n)` in [0, n), from
+ * xorshift32 (Marsaglia), so that a seed printed by a failing run replays the same history.
+ */
+export function xorshift32(seed: number): (n: number) => number {
+  let s = seed >>> 0 || 1;
+  return (n: number) => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % n;
+  };
+}

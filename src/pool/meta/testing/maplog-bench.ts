@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RefcountApplier } from "../applier.js";
 import { MetaStore } from "../store.js";
+import { xorshift32 } from "./helpers.js";
 
 const GRAINS = Number(process.argv[2] ?? 131072);
 const ROUNDS = Number(process.argv[3] ?? 2);
@@ -23,15 +24,7 @@ const loc = (n: number) => ({
   storedLength: 2300,
   logicalLength: 4096,
 });
-let seed = 12345;
-const rand = (n: number) => {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed % n;
-};
+let rand = xorshift32(12345);
 
 async function lanes(total: number, op: (i: number) => Promise<unknown>) {
   const t0 = process.hrtime.bigint();
@@ -67,7 +60,7 @@ async function once(withLog: boolean) {
     await store.createVolume(1, 1);
     const applier = new RefcountApplier(store, { intervalMs: 50, highWater: 2048 });
     applier.start();
-    seed = 12345;
+    rand = xorshift32(12345);
     const calls = Math.ceil(GRAINS / 32);
     const uniq = await lanes(calls, (i) =>
       store.writeGrains(
