@@ -24,9 +24,16 @@ export const TAG_BYTES = 16;
 
 const CIPHER = "aes-256-gcm";
 
+// Keys already found to be 32-byte secret keys: `type` and `symmetricKeySize` are getters into
+// native code, and the pool checks a key once per 4 KiB record (a cost the CPU profile showed).
+const checkedKeys = new WeakSet<KeyObject>();
+
 function checkArgs(key: KeyObject, nonce: Uint8Array): void {
-  if (key.type !== "secret" || key.symmetricKeySize !== AEAD_KEY_BYTES) {
-    throw new TypeError(`AES-256-GCM needs a ${AEAD_KEY_BYTES}-byte secret key`);
+  if (!checkedKeys.has(key)) {
+    if (key.type !== "secret" || key.symmetricKeySize !== AEAD_KEY_BYTES) {
+      throw new TypeError(`AES-256-GCM needs a ${AEAD_KEY_BYTES}-byte secret key`);
+    }
+    checkedKeys.add(key);
   }
   if (nonce.length !== NONCE_BYTES) {
     throw new TypeError(`AES-256-GCM nonces here are ${NONCE_BYTES} bytes, got ${nonce.length}`);

@@ -475,14 +475,24 @@ describe("ContainerReader integrity", () => {
 // The read path opens records without the CRC first (record.ts `checkCrc: false`; FORMAT.md §3,
 // "Reading without the CRC"): every damage is still refused, and named as before.
 describe("openRecord without the CRC check", () => {
-  it("opens what the CRC-first order opens, refuses the same damage with the same reasons", async () => {
+  /** A closed container holding a random grain (stored raw) and a compressible one (zstd). */
+  async function rawAndCompressed() {
     const w = await create();
     const grains = [randomBytes(4096), compressible(4096)];
     const results: AppendResult[] = [];
     for (const g of grains) results.push(await w.append(fp(g), g));
     await w.close();
     const file = await readFile(w.path);
-    const ck = containerKeys(keys, w.containerId);
+    /** A copy of record `i`'s bytes, to damage at will. */
+    const record = (i: number) => {
+      const a = results[i]!;
+      return Buffer.from(file.subarray(a.offset, a.offset + a.recordLength));
+    };
+    return { grains, results, record, ck: containerKeys(keys, w.containerId) };
+  }
+
+  it("opens what the CRC-first order opens, refuses the same damage with the same reasons", async () => {
+    const { grains, results, record, ck } = await rawAndCompressed();
     const decompressor = new Decompressor();
     const aad = Buffer.alloc(64, 0xee); // reused, with stale bytes: every byte is rewritten
     const openAt = (i: number, rec: Buffer, checkCrc: boolean, offset = results[i]!.offset) => {
@@ -498,10 +508,6 @@ describe("openRecord without the CRC check", () => {
         expect(error).toBeInstanceOf(FormatError);
         return (error as FormatError).reason;
       }
-    };
-    const record = (i: number) => {
-      const a = results[i]!;
-      return Buffer.from(file.subarray(a.offset, a.offset + a.recordLength));
     };
     for (const i of [0, 1]) {
       expect(openAt(i, record(i), false)).toEqual(grains[i]);
@@ -534,18 +540,8 @@ describe("openRecord without the CRC check", () => {
   });
 
   it("opens an uncompressed record straight into the caller's buffer; zeros there on failure", async () => {
-    const w = await create();
-    const grains = [randomBytes(4096), compressible(4096)];
-    const results: AppendResult[] = [];
-    for (const g of grains) results.push(await w.append(fp(g), g));
-    await w.close();
-    const file = await readFile(w.path);
-    const ck = containerKeys(keys, w.containerId);
+    const { grains, results, record, ck } = await rawAndCompressed();
     const decompressor = new Decompressor();
-    const record = (i: number) => {
-      const a = results[i]!;
-      return Buffer.from(file.subarray(a.offset, a.offset + a.recordLength));
-    };
     const into = Buffer.alloc(3 * 4096, 0xaa);
     const opened = grains.map((g, i) =>
       openRecord(ck, results[i]!.offset, record(i), {
