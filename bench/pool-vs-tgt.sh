@@ -145,6 +145,9 @@ EOF
     die "sanmux did not start"
   # Which AES-GCM / HMAC code the pool runs on (native addon or node:crypto): it decides the CPU.
   say "sanmux $(grep -o '"crypto":"[^"]*"' "$dir/sanmux.log" | head -n1)"
+  # The read cache's size (config pool.cache_size; default an eighth of the memory): reads that
+  # come back to what was read before are served from it (docs/performance.md "Read cache").
+  say "sanmux read cache $(grep -o '"byVolume":[0-9]*,"byChunk":[0-9]*' "$dir/sanmux.log" | head -n1)"
 }
 
 opts() { # opts NAME LUN → qemu --image-opts string
@@ -223,6 +226,14 @@ for round in $(seq "$ROUNDS"); do
     [[ $t == sanmux ]] && CPU[dup,$round]=$(($(cpu_ticks) - c0))
     say "round $round: $t duplicate write ${R[dup,$t,$round]} MiB/s"
   done
+  # The first second of reading the second LUN, never read before: sanmux's read cache is cold
+  # (its figure is the pool's own read path: LMDB, pread, GCM). Reported, no floor.
+  for t in "${order[@]}"; do
+    if [[ $t == tgt ]]; then lun=2; else lun=1; fi
+    iops=$(DURATION=1 perf "$t" "$lun" 8 256)
+    R[coldread,$t,$round]=$(awk -v i="$iops" 'BEGIN { printf "%.1f", i * 131072 / 1048576 }')
+    say "round $round: $t seq read, first second, 2nd LUN ${R[coldread,$t,$round]} MiB/s"
+  done
   for t in "${order[@]}"; do
     if [[ $t == tgt ]]; then lun=1; else lun=0; fi
     iops=$(perf "$t" "$lun" 8 256)
@@ -270,6 +281,7 @@ perGrain() { # perGrain JSON FIELD
   row dup "duplicate write (same data, 2nd LUN)" MiB/s 1.0
   row seqread "128 KiB seq read QD8 (iscsi-perf)" MiB/s 0.8
   row randread "4 KiB rand read QD32 (iscsi-perf)" IOPS 0.8
+  row coldread "128 KiB seq read QD8, 1st second of the 2nd LUN (no floor: sanmux cache cold)" MiB/s 0
   echo
   echo "sanmux metadata per unique grain ($GRAINS grains), round 1 (floor ≤ 150 B, on LMDB pages in use):"
   echo

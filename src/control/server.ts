@@ -259,6 +259,14 @@ export class SanmuxServer {
     const cryptoLine = { crypto: crypto.implementation, detail: crypto.detail };
     if (crypto.implementation === "native") logger.info(cryptoLine, "pool crypto");
     else logger.warn(cryptoLine, "pool crypto: native addon not in use, node:crypto is slower");
+    if (this.pool !== undefined) {
+      // The memory reads may take (config pool.cache_size; src/pool/README.md "Read path").
+      const c = this.pool.readCache();
+      logger.info(
+        { byVolume: c.byVolume.bytes, byChunk: c.byChunk.bytes },
+        "pool read cache (bytes, taken as it fills)",
+      );
+    }
     logger.info(
       {
         portal: `${this.address.host}:${this.address.port}`,
@@ -738,7 +746,7 @@ export class SanmuxServer {
         target: this.options.config.target,
         uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       },
-      ...(this.pool ? { pool: this.poolUsage(this.pool) } : {}),
+      ...(this.pool ? { pool: this.poolUsage(this.pool), readCache: this.pool.readCache() } : {}),
       arbiter: this.arbiter.statusJson(),
       channels: this.channelReport(),
     };

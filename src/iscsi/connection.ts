@@ -658,8 +658,18 @@ export class IscsiConnection implements LiveSession {
     // spent sending Data-In as work of the command.
     const nexus = this.nexus;
     const command = task.command;
-    const sent =
+    const told =
       nexus?.sent !== undefined && command !== undefined ? () => nexus.sent!(command) : undefined;
+    // Read data from the shared pool of data buffers goes back to it once it has left (the
+    // volume handed it over with the result: buffer-pool.ts contract; others are ignored).
+    const payload = result.data;
+    const sent =
+      payload === undefined
+        ? told
+        : () => {
+            told?.();
+            dataBuffers.release(payload);
+          };
     if (task.aborted || this.phase !== Phase.FullFeature) {
       sent?.();
       return;

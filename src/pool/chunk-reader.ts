@@ -8,13 +8,16 @@
  *
  * Open file handles are kept in an LRU cache (64 by default). A handle evicted while a read uses
  * it (the caller's pread, or a worker's) is closed when that read is done. Grains read again soon
- * are served from `grainCache` (grain-cache.ts).
+ * are served from `grainCache` (grain-cache.ts, by chunk). The read cache by volume address
+ * (`volumeCache`, volume-cache.ts) lives here too, beside it, and is used by pool-volume.ts: the
+ * two share `pool.cache_size` (`readCacheSplit`).
  *
  * `damaged` holds what scrub found (scrub.ts): reads of those records fail at once, and writes do
  * not deduplicate against them (pool-volume.ts).
  */
 import { read } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
+import { totalmem } from "node:os";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import { GRAIN_BYTES, type JobRunner, type OpenResult, packRecords } from "./chunk-worker.js";
 import {
@@ -24,6 +27,7 @@ import {
 } from "./container/index.js";
 import { GrainCache } from "./grain-cache.js";
 import type { ContainerRecord, Registry } from "./registry.js";
+import { VolumeCache } from "./volume-cache.js";
 
 /** One record of a run to read (the index's ChunkEntry fields, plus the fingerprint). */
 export interface RunRecord {
@@ -45,18 +49,41 @@ export interface ChunkReaderOptions {
   /** Recompute HMAC(plaintext) = fingerprint on every read (see ChunkStoreOptions). */
   readonly verify?: boolean | undefined;
   /**
-   * Bytes of plaintext grains kept for readers that want the same grains (grain-cache.ts): the
-   * config's `pool.cache_size`. Default: `SANMUX_GRAIN_CACHE_MIB` MiB from the environment, else
-   * 64 MiB; 0 turns it off.
+   * Bytes of decrypted grains kept in memory, both caches together (`readCacheSplit`): the
+   * config's `pool.cache_size`. Default `defaultReadCacheBytes()`; 0 turns both off.
    */
   readonly grainCacheBytes?: number | undefined;
 }
 
 const MiB = 1024 * 1024;
 
-function defaultGrainCacheBytes(): number {
+/**
+ * The default of `pool.cache_size`: `SANMUX_GRAIN_CACHE_MIB` MiB from the environment, else an
+ * eighth of the machine's memory, at least 64 MiB and at most 8 GiB (docs/config.md).
+ */
+export function defaultReadCacheBytes(): number {
   const env = Number(process.env.SANMUX_GRAIN_CACHE_MIB);
-  return Number.isFinite(env) && env >= 0 ? env * MiB : 64 * MiB;
+  if (Number.isFinite(env) && env >= 0) return env * MiB;
+  return Math.min(8192 * MiB, Math.max(64 * MiB, Math.floor(totalmem() / 8)));
+}
+
+/**
+ * How `pool.cache_size` divides: an eighth caches by chunk, from a grain's second read
+ * (grain-cache.ts: what many volumes share, e.g. a golden image whose clones each read it), the
+ * rest by volume address (volume-cache.ts: what a host reads again).
+ */
+export function readCacheSplit(bytes: number): { byChunk: number; byVolume: number } {
+  const byChunk = Math.floor(bytes / 8);
+  return { byChunk, byVolume: bytes - byChunk };
+}
+
+/** Scrub's findings; recording one empties the volume cache, so that reads report the damage. */
+class DamageMap extends Map<number, { offset: number; length: number; reason: string }[]> {
+  onRecord: (() => void) | undefined;
+  override set(key: number, value: { offset: number; length: number; reason: string }[]) {
+    this.onRecord?.();
+    return super.set(key, value);
+  }
 }
 
 interface ReaderEntry {
@@ -73,9 +100,11 @@ export class ChunkReader {
   /** readRun calls under way, per container (`idle`). */
   private readonly running = new Map<number, number>();
   /** Damaged record ranges found by scrub, per container. */
-  readonly damaged = new Map<number, { offset: number; length: number; reason: string }[]>();
+  readonly damaged = new DamageMap();
   /** Plaintext of hot grains by location (grain-cache.ts); replaced by `resizeGrainCache`. */
   grainCache: GrainCache;
+  /** Plaintext of grains read, by volume address (volume-cache.ts); see `resizeGrainCache`. */
+  volumeCache: VolumeCache;
 
   constructor(
     private readonly registry: Registry,
@@ -85,16 +114,23 @@ export class ChunkReader {
   ) {
     this.cacheSize = Math.max(1, options.cacheSize ?? 64);
     this.verify = options.verify ?? false;
-    this.grainCache = new GrainCache(options.grainCacheBytes ?? defaultGrainCacheBytes());
+    const split = readCacheSplit(options.grainCacheBytes ?? defaultReadCacheBytes());
+    this.grainCache = new GrainCache(split.byChunk);
+    this.volumeCache = new VolumeCache(split.byVolume);
+    this.damaged.onRecord = () => this.volumeCache.clear();
   }
 
   /**
-   * A grain cache of `bytes` (config `pool.cache_size`, live on reload) instead of the present
-   * one, which is dropped with what it held; undefined: the default (see ChunkReaderOptions).
+   * Caches of `bytes` together (config `pool.cache_size`, live on reload) instead of the present
+   * ones, which are dropped with what they held when their size changes; undefined: the default
+   * (see ChunkReaderOptions).
    */
   resizeGrainCache(bytes: number | undefined): void {
-    const next = new GrainCache(bytes ?? defaultGrainCacheBytes());
-    if (next.slots !== this.grainCache.slots) this.grainCache = next;
+    const split = readCacheSplit(bytes ?? defaultReadCacheBytes());
+    const byChunk = new GrainCache(split.byChunk);
+    if (byChunk.slots !== this.grainCache.slots) this.grainCache = byChunk;
+    const byVolume = new VolumeCache(split.byVolume);
+    if (byVolume.slots !== this.volumeCache.slots) this.volumeCache = byVolume;
   }
 
   /** Whether scrub found the record at `offset` of container `number` damaged. */

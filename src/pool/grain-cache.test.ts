@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { chunkFingerprint, masterKeyFromBytes, newId } from "../crypto/index.js";
+import { defaultReadCacheBytes, readCacheSplit } from "./chunk-reader.js";
 import { ChunkStore } from "./chunk-store.js";
 import { JobRunner } from "./chunk-worker.js";
 import { Devices } from "./devices.js";
@@ -100,7 +101,9 @@ describe("ChunkReader with a grain cache", () => {
       const number = locs[0]!.containerId;
       const run = locs.map((l, i) => ({ ...l, fingerprint: items[i]!.fingerprint }));
       const cache = chunks.reads.grainCache;
-      expect(cache.slots).toBe((64 << 20) / G); // the default: 64 MiB
+      // The default: an eighth of pool.cache_size's default (chunk-reader.ts readCacheSplit).
+      const byDefault = readCacheSplit(defaultReadCacheBytes()).byChunk;
+      expect(cache.slots).toBe(Math.floor(byDefault / G));
       const want = Buffer.concat(items.map((x) => x.grain));
       for (let k = 0; k < 3; k++) {
         const got = await chunks.reads.readRun(number, run);
@@ -128,13 +131,14 @@ describe("ChunkReader with a grain cache", () => {
       // pool.cache_size on reload: a new size takes a new, empty cache; 0 keeps nothing.
       chunks.reads.damaged.delete(number);
       chunks.reads.resizeGrainCache(1 << 20);
-      expect(chunks.reads.grainCache.slots).toBe((1 << 20) / G);
+      expect(chunks.reads.grainCache.slots).toBe((1 << 20) / 8 / G);
+      expect(chunks.reads.volumeCache.slots).toBe(((1 << 20) * 7) / 8 / G);
       chunks.reads.resizeGrainCache(0);
       for (let k = 0; k < 3; k++) await chunks.reads.readRun(number, run);
       expect(chunks.reads.grainCache.slots).toBe(0);
       expect(chunks.reads.grainCache.hits).toBe(0);
       chunks.reads.resizeGrainCache(undefined);
-      expect(chunks.reads.grainCache.slots).toBe((64 << 20) / G);
+      expect(chunks.reads.grainCache.slots).toBe(Math.floor(byDefault / G));
     } finally {
       await chunks.close();
     }

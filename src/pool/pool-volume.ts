@@ -36,6 +36,14 @@
  * block status, copies) commit the staged grains they concern first, so that they see them and
  * are ordered after them.
  *
+ * Read cache (volume-cache.ts): reads of the head keep what they read, by volume address, and
+ * serve it again without LMDB, pread or GCM. Coherent by an epoch per volume: a read takes it in
+ * the turn it looks at the overlay and the map, and what it read is kept only if no change came
+ * in between; every change to the map (writeBytes once staged, unmap, copyFrom) drops its range
+ * and moves the epoch once visible and before it completes (`uncache`). A change is visible from
+ * staging on through the overlay, and after its commit through the map, so no read that starts
+ * after it completes can find older content, cached or not.
+ *
  * Snapshot views (Pool.openSnapshot): the same class over `(volume, s)`: reads, block status and
  * copies from it read the map as of snapshot `s` (MetaStore `{ snapshot }` reads); writes, unmaps
  * and copies into it reject with WriteProtected. A view of a deleted snapshot is closed (NotReady).
@@ -45,6 +53,7 @@
  * grains and zero grains count nothing); if it throws, the write rejects with that error and
  * nothing is stored.
  */
+import { dataBuffers } from "../iscsi/buffer-pool.js";
 import type { Logger } from "../util/log.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
@@ -206,12 +215,37 @@ export class PoolVolume implements Volume {
     fromLba = 0,
     retried = false,
   ): Promise<Buffer> {
-    const resolved = this.resolve(first, count);
-    // Staged grains win over the map; read in the same turn as it (write-back.ts `overlay`).
+    // Staged grains win over the map and the cache; looked at in the same turn as the map is
+    // resolved and the cache's epoch taken (write-back.ts `overlay`, module comment "Read cache").
     const staged =
       this.snapshot === undefined
         ? this.ctx.writeBack.overlay(this.number, first, count)
         : undefined;
+    const cache = this.snapshot === undefined ? this.ctx.chunks.reads.volumeCache : undefined;
+    const epoch = cache?.epoch(this.number) ?? -1;
+    const cached = cache?.entries(this.number);
+    let out: Buffer | undefined;
+    let hit: Uint8Array | undefined;
+    if (cache !== undefined && cached !== undefined && cached.grains.size > 0) {
+      out = dataBuffers.acquire(count * GRAIN);
+      hit = new Uint8Array(count);
+      let missing = 0;
+      for (let i = 0; i < count; i++) {
+        if (staged?.[i] !== undefined) continue;
+        if (cache.get(cached, first + i, out, i * GRAIN)) hit[i] = 1;
+        else missing++;
+      }
+      if (missing === 0) {
+        for (let i = 0; i < count; i++) {
+          const s = staged?.[i];
+          if (s === undefined) continue;
+          if (s.plaintext === undefined) out.fill(0, i * GRAIN, (i + 1) * GRAIN);
+          else s.plaintext.copy(out, i * GRAIN);
+        }
+        return out;
+      }
+    }
+    const resolved = this.resolve(first, count);
     const fromStage: number[] = [];
     const holes: number[] = [];
     interface Run {
@@ -229,6 +263,7 @@ export class PoolVolume implements Volume {
         else fromStage.push(i);
         continue;
       }
+      if (hit?.[i] === 1) continue;
       const r = resolved[i];
       if (r === undefined) {
         holes.push(i);
@@ -277,11 +312,20 @@ export class PoolVolume implements Volume {
         if (failed === undefined || i < failed.index) failed = { index: i, error };
       }
     }
+    if (failed === undefined && cache !== undefined) {
+      for (let k = 0; k < runs.length; k++) {
+        const r = runs[k]!;
+        const grains = results[k]!.grains!;
+        for (let j = 0; j < r.index.length; j++) {
+          cache.offer(this.number, epoch, first + r.index[j]!, grains, j * GRAIN);
+        }
+      }
+    }
     const only = runs.length === 1 ? results[0]?.grains : undefined;
     if (failed === undefined && only !== undefined && only.length === count * GRAIN) {
       return only; // one run covering the whole read (sequential data): no copy
     }
-    const out = Buffer.allocUnsafe(count * GRAIN);
+    out ??= dataBuffers.acquire(count * GRAIN);
     for (const i of holes) out.fill(0, i * GRAIN, (i + 1) * GRAIN);
     // A copy: the caller may patch what it reads (read-modify-write); staged text never changes.
     for (const i of fromStage) staged![i]!.plaintext!.copy(out, i * GRAIN);
@@ -306,6 +350,17 @@ export class PoolVolume implements Volume {
       throw this.mediumError(first + index, error.message, fromLba, error);
     }
     return out;
+  }
+
+  /**
+   * Grains `first .. first+count` of the head changed, or failed to: the read cache drops them
+   * (module comment "Read cache"). Called once the change is visible to reads (staged, or in
+   * the map) and before the operation completes.
+   */
+  private uncache(first: number, count: number): void {
+    if (this.snapshot === undefined) {
+      this.ctx.chunks.reads.volumeCache.invalidate(this.number, first, count);
+    }
   }
 
   /** The map as this object sees it (the head, or its snapshot). */
@@ -398,6 +453,7 @@ export class PoolVolume implements Volume {
       const deferred = mayDefer && this.ctx.writeBack.deferredSeal;
       await this.storeGrains(first, grains, start / this.blockSize, false, deferred);
     } finally {
+      this.uncache(first, last - first); // staged now (or failed): module comment "Read cache"
       unlock?.();
     }
   }
@@ -660,6 +716,7 @@ export class PoolVolume implements Volume {
         } catch (error) {
           throw metaFailure(error, this.name);
         } finally {
+          this.uncache(a, b - a);
           unlock?.();
         }
       }
@@ -762,6 +819,7 @@ export class PoolVolume implements Volume {
         const data = await source.readGrains(sourceLba / perGrain, count);
         await this.storeGrains(dst, splitGrains(data), 0, true);
       } finally {
+        this.uncache(dst, count);
         unlock?.();
       }
       if (options?.fua === true || !this.rec.writeCache) await this.commitStaged(true);

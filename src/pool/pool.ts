@@ -105,6 +105,14 @@ export interface PoolOpenOptions {
   readonly rebuildMaps?: boolean | undefined;
 }
 
+/** Pool.readCache(). */
+export interface ReadCacheStats {
+  /** By volume address (volume-cache.ts): what a host reads again. */
+  readonly byVolume: { bytes: number; grains: number; hits: number; misses: number };
+  /** By chunk, from a grain's second read (grain-cache.ts): what many volumes share. */
+  readonly byChunk: { bytes: number; grains: number; hits: number };
+}
+
 export interface VolumeSpec {
   readonly name: string;
   /** Capacity in bytes, a multiple of the block size. */
@@ -487,6 +495,7 @@ export class Pool {
       rec.deleting = true;
       await this.registry.save(); // a crash from here on finishes the deletion at the next start
       await this.store.deleteVolume(rec.number);
+      this.chunks.reads.volumeCache.dropVolume(rec.number); // its number may come back
       this.registry.removeVolume(name);
       await this.registry.save();
       this.logger?.info({ volume: name }, "deleted volume");
@@ -789,9 +798,21 @@ export class Pool {
     this.maxBytes = maxBytes;
   }
 
-  /** A new size for the grain cache (config `pool.cache_size` on reload; undefined: default). */
+  /** A new size for the read caches (config `pool.cache_size` on reload; undefined: default). */
   setGrainCacheBytes(bytes: number | undefined): void {
     this.chunks.reads.resizeGrainCache(bytes);
+  }
+
+  /**
+   * The read caches (chunk-reader.ts `readCacheSplit`): bytes each may hold, grains held, and
+   * grains served from them since they were made.
+   */
+  readCache(): ReadCacheStats {
+    const { volumeCache: v, grainCache: c } = this.chunks.reads;
+    return {
+      byVolume: { bytes: v.slots * GRAIN, grains: v.size, hits: v.hits, misses: v.misses },
+      byChunk: { bytes: c.slots * GRAIN, grains: c.size, hits: c.hits },
+    };
   }
 
   /**

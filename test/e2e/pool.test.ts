@@ -58,6 +58,9 @@ interface Status {
     readonly domains: ReadonlyArray<Usage & { name: string }>;
     readonly volumes: ReadonlyArray<Usage & { name: string }>;
   };
+  readonly readCache: {
+    readonly byVolume: { bytes: number; grains: number; hits: number; misses: number };
+  };
 }
 
 let server: RunningSanmux;
@@ -151,6 +154,17 @@ describe("the shared pool", () => {
     const s = await status();
     const vb = s.pool.volumes.find((v) => v.name === "vb");
     expect(vb?.logicalBytes).toBe(SIZE);
+    // What was read is in the read cache (src/pool/volume-cache.ts), and a second read of it
+    // comes from there, with the same bytes.
+    expect(s.readCache.byVolume.grains).toBeGreaterThan(0);
+    await identical("a", 0);
+    const again = (await status()).readCache.byVolume;
+    const room = s.readCache.byVolume.bytes;
+    // Both volumes were read once: with room for both (the default, an eighth of the memory, on
+    // the CI machines), every grain of the second pass is a hit.
+    if (room >= 2 * SIZE) {
+      expect(again.hits - s.readCache.byVolume.hits).toBeGreaterThanOrEqual(SIZE / 4096);
+    } else expect(again.hits).toBeGreaterThan(s.readCache.byVolume.hits);
   }, 300_000);
 
   it("stores the same data twice in two private domains", async () => {

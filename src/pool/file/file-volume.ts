@@ -54,6 +54,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { type FileHandle, mkdir, open } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { crc32c } from "@node-rs/crc32";
+import { dataBuffers } from "../../iscsi/buffer-pool.js";
 import {
   fsyncDirectory,
   isErrnoException,
@@ -460,8 +461,9 @@ export class FileVolume implements Volume {
   async read(lba: number, blocks: number): Promise<Buffer> {
     this.check(lba, blocks);
     const length = blocks * this.blockSize;
-    // allocUnsafe is safe here: every byte is either read from the file or zero-filled below.
-    const buffer = Buffer.allocUnsafe(length);
+    // Unzeroed memory is safe here: every byte is either read from the file or zero-filled
+    // below. From the shared data-buffer pool: the iSCSI layer gives it back once sent.
+    const buffer = dataBuffers.acquire(length);
     const position = lba * this.blockSize;
     this.enter();
     try {
