@@ -292,6 +292,40 @@ describe("write-back: staged writes", () => {
     expect((await reopened.volume("v")!.read(0, 4)).equals(pattern("kept", 4 * G))).toBe(true);
   });
 
+  it("a failed write keeps its zero grains in place when a later write of its commit landed", async () => {
+    const { pool } = await setup();
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const store = storeOf(pool);
+    const real = store.writeGrains.bind(store);
+    let calls = 0;
+    store.writeGrains = async (...args) => {
+      if (calls++ === 0) throw new Error("injected metadata failure"); // the first write only
+      return real(...args);
+    };
+    // Write 1: grains 0-3, grain 1 all zeros (a hole of its plaintext); write 2: grain 2 again.
+    const first = Buffer.concat([
+      pattern("a0", G),
+      Buffer.alloc(G),
+      pattern("a2", G),
+      pattern("a3", G),
+    ]);
+    await v.write(0, first);
+    await v.write(2, pattern("b2", G));
+    await expect(v.flush()).rejects.toBeInstanceOf(StorageError);
+    // Write 2 landed, write 1 stays staged without grain 2: what reads see is unchanged.
+    const want = Buffer.concat([
+      pattern("a0", G),
+      Buffer.alloc(G),
+      pattern("b2", G),
+      pattern("a3", G),
+    ]);
+    expect((await v.read(0, 4)).equals(want)).toBe(true);
+    await v.flush();
+    expect((await v.read(0, 4)).equals(want)).toBe(true);
+    const reopened = await t!.reopen();
+    expect((await reopened.volume("v")!.read(0, 4)).equals(want)).toBe(true);
+  });
+
   it("commits by itself after the delay, and when the staged bytes pass the bound", async () => {
     const { pool } = await setup({ writeBack: { commitDelayMs: 20, maxStagedBytes: 64 * G } });
     const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });

@@ -739,8 +739,17 @@ export class WriteBack {
       if (set === undefined) continue;
       const keep = w.updates.map((u) => !set.has(u.grain));
       if (keep.every(Boolean)) continue;
-      w.updates = w.updates.filter((_, i) => keep[i]);
-      w.plaintext = w.plaintext.filter((_, i) => keep[i]);
+      // A loop, not filter: zero grains are holes of the plaintext array, which filter would
+      // skip, and plaintext[i] must stay the grain of updates[i].
+      const updates: GrainUpdate[] = [];
+      const plaintext: (Buffer | undefined)[] = [];
+      for (let i = 0; i < keep.length; i++) {
+        if (!keep[i]) continue;
+        updates.push(w.updates[i]!);
+        plaintext.push(w.plaintext[i]);
+      }
+      w.updates = updates;
+      w.plaintext = plaintext;
     }
   }
 
