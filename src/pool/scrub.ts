@@ -17,7 +17,7 @@ import type { Logger } from "pino";
 import type { ChunkStore } from "./chunk-store.js";
 import { decodeRecordHeader } from "./container/format.js";
 import { RECORD_HEADER_BYTES, scanContainer } from "./container/index.js";
-import type { MetaStore } from "./meta/index.js";
+import { type MetaStore, shortFingerprint } from "./meta/index.js";
 import type { Registry } from "./registry.js";
 
 export interface ScrubProgress {
@@ -176,7 +176,8 @@ export async function scrubPool(
 
   // Which damaged records the index uses, and which grains read them.
   const report: DamagedRecord[] = [];
-  const wanted = new Map<number, Map<string, AffectedGrain[]>>(); // domain → fp hex → grains
+  // domain → fingerprint (hex of the first 16 bytes: what map entries hold) → grains
+  const wanted = new Map<number, Map<string, AffectedGrain[]>>();
   for (const d of damaged) {
     let inUse: boolean | "unknown" = "unknown";
     const grains: AffectedGrain[] = [];
@@ -191,7 +192,7 @@ export async function scrubPool(
       }
       if (inUse) {
         const byFp = wanted.get(d.domain) ?? new Map<string, AffectedGrain[]>();
-        byFp.set(d.fingerprint, grains);
+        byFp.set(shortFingerprint(Buffer.from(d.fingerprint, "hex")).toString("hex"), grains);
         wanted.set(d.domain, byFp);
       }
     }
@@ -207,7 +208,7 @@ export async function scrubPool(
       more = false;
       let n = 0;
       for (const e of store.mapEntries(v.number, from)) {
-        const list = byFp.get(e.fingerprint.toString("hex"));
+        const list = byFp.get(shortFingerprint(e.fingerprint).toString("hex"));
         if (list !== undefined) {
           affectedGrains++;
           if (affectedGrains <= MAX_LISTED_GRAINS) {

@@ -126,6 +126,29 @@ export function decodeFileHeader(buf: Buffer): ContainerHeader {
 // ---------------------------------------------------------------------------------------------
 // Record header (FORMAT.md §3)
 
+/**
+ * Bytes of a fingerprint that identify a chunk to a reader: the pool's metadata keys and
+ * references chunks by the first 16 bytes of the 32-byte fingerprint a record header holds
+ * (src/pool/meta/README.md, "Fingerprints: 16 bytes"). The header keeps all 32, and the GCM tag
+ * still authenticates all 32 (they are in the AAD).
+ */
+export const FINGERPRINT_MATCH_BYTES = 16;
+
+/**
+ * Whether a record holding `recordFingerprint` (32 bytes, from its header) is the chunk `asked`
+ * names: their first FINGERPRINT_MATCH_BYTES agree. `asked` may be the full fingerprint (the write
+ * path, a container directory) or the metadata's 16 bytes (the index, a map entry); a slot
+ * longer than 16 bytes is compared on its first 16 only, whatever follows.
+ */
+export function fingerprintMatches(recordFingerprint: Uint8Array, asked: Uint8Array): boolean {
+  if (asked.length < FINGERPRINT_MATCH_BYTES || recordFingerprint.length < FINGERPRINT_MATCH_BYTES)
+    return false;
+  for (let i = 0; i < FINGERPRINT_MATCH_BYTES; i++) {
+    if (recordFingerprint[i] !== asked[i]) return false;
+  }
+  return true;
+}
+
 export interface RecordHeader {
   readonly codec: Codec;
   readonly flags: number;

@@ -21,6 +21,7 @@ import {
   DamageReason,
   decodeRecordHeader,
   FormatError,
+  fingerprintMatches,
   MAX_LOGICAL_BYTES,
   RECORD_HEADER_BYTES,
   type RecordHeader,
@@ -185,7 +186,10 @@ export function checkRecord(record: Buffer): RecordHeader {
 }
 
 export interface OpenRecordOptions {
-  /** The fingerprint the caller expects (the index's); a different one is an error. */
+  /**
+   * The fingerprint the caller expects (the index's: 16 bytes, or a full one); a record whose
+   * fingerprint does not start with its first 16 bytes is an error (format.ts fingerprintMatches).
+   */
   readonly expectFingerprint?: Uint8Array | undefined;
   /** Recompute HMAC(plaintext) and compare with the record's fingerprint. */
   readonly verifyFingerprint: boolean;
@@ -246,7 +250,10 @@ function openChecked(
   record: Buffer,
   options: OpenRecordOptions,
 ): Buffer {
-  if (options.expectFingerprint !== undefined && !h.fingerprint.equals(options.expectFingerprint)) {
+  if (
+    options.expectFingerprint !== undefined &&
+    !fingerprintMatches(h.fingerprint, options.expectFingerprint)
+  ) {
     throw new FormatError(
       DamageReason.Fingerprint,
       "the record at this offset holds another fingerprint than the one asked for",
@@ -341,7 +348,7 @@ export function openPayload(
   expectFingerprint: Uint8Array,
 ): OpenedPayload {
   const h = checkRecord(record);
-  if (!h.fingerprint.equals(expectFingerprint)) {
+  if (!fingerprintMatches(h.fingerprint, expectFingerprint)) {
     throw new FormatError(
       DamageReason.Fingerprint,
       "the record at this offset holds another fingerprint than the one asked for",

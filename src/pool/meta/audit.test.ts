@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { decodeChunk, encodeChunk, fpKey, mapKey } from "./codec.js";
 import type { ContainerRecord } from "./rebuild.js";
-import { fp, loc, type TempStore, tempStore, withRawDbs } from "./testing/helpers.js";
+import { fp, loc, sfp, type TempStore, tempStore, withRawDbs } from "./testing/helpers.js";
 
 describe("audit, repair and rebuild", () => {
   let t: TempStore;
@@ -67,7 +67,7 @@ describe("audit, repair and rebuild", () => {
       items: [
         {
           domainId: 1,
-          fingerprint: fp("leaked").toString("hex"),
+          fingerprint: sfp("leaked").toString("hex"),
           containerId: 9,
           offset: 0,
           storedLength: 777,
@@ -79,7 +79,7 @@ describe("audit, repair and rebuild", () => {
     });
     expect(report.damage).toEqual({
       count: 1,
-      items: [{ volume: 2, grain: 99, domainId: 1, fingerprint: fp("gone").toString("hex") }],
+      items: [{ volume: 2, grain: 99, domainId: 1, fingerprint: sfp("gone").toString("hex") }],
     });
     expect(report.miscounts.count).toBe(0);
     // The planted map entry bypassed the counters: the audit says so.
@@ -97,7 +97,7 @@ describe("audit, repair and rebuild", () => {
     expect(after.leaks.count).toBe(0);
     expect(after.drift).toEqual([]);
     expect(after.damage.count).toBe(1); // not repairable from the metadata alone
-    expect([...store2.deadChunks(9)].map((d) => d.fingerprint)).toEqual([fp("leaked")]);
+    expect([...store2.deadChunks(9)].map((d) => d.fingerprint)).toEqual([sfp("leaked")]);
     expect(store2.lookupChunk(1, fp("leaked"))?.refcount).toBe(0);
   });
 
@@ -132,13 +132,13 @@ describe("audit, repair and rebuild", () => {
     const store2 = await t.reopen();
     const report = store2.audit();
     expect(report.miscounts.items).toMatchObject([
-      { fingerprint: fp(2).toString("hex"), refcount: 1, references: 3 },
+      { fingerprint: sfp(2).toString("hex"), refcount: 1, references: 3 },
     ]);
-    expect(report.orphans.items).toMatchObject([{ fingerprint: fp("orphan").toString("hex") }]);
+    expect(report.orphans.items).toMatchObject([{ fingerprint: sfp("orphan").toString("hex") }]);
     await store2.repair({ partitions: 3 });
     expect(store2.audit().clean).toBe(true);
     expect(store2.lookupChunk(1, fp(2))?.refcount).toBe(3);
-    expect([...store2.deadChunks(9)].map((d) => d.fingerprint)).toEqual([fp("orphan")]);
+    expect([...store2.deadChunks(9)].map((d) => d.fingerprint)).toEqual([sfp("orphan")]);
   });
 
   it("rebuilds the index from container records and recounts from the maps", async () => {
@@ -166,7 +166,7 @@ describe("audit, repair and rebuild", () => {
     expect(result).toMatchObject({ records: 7, chunks: 6, duplicates: 1, invalid: 0 });
     expect([0, 1, 2, 3, 4].map((c) => store2.lookupChunk(1, fp(c)))).toEqual(before);
     expect(store2.lookupChunk(1, fp("unused"))?.refcount).toBe(0);
-    expect([...store2.deadChunks(2)].map((d) => d.fingerprint)).toEqual([fp("unused")]);
+    expect([...store2.deadChunks(2)].map((d) => d.fingerprint)).toEqual([sfp("unused")]);
     expect(store2.containerUsage(2)).toMatchObject({
       storedChunks: 2,
       deadChunks: 2,

@@ -5,21 +5,37 @@
  * checkpoint and replays the records after N.
  *
  * File `checkpoint-<N, 16 hex>.ckpt`, written as `.tmp`, fdatasynced, renamed, directory synced:
- *   header  "SMXCKPT1" · N u64 LE · grain size u32 LE · 0 u32 LE          (24 bytes)
+ *   header  "SMXCKPT2" · N u64 LE · grain size u32 LE · 0 u32 LE          (24 bytes)
  *   entry   db tag u8 · key length u8 · value length u16 LE · key · value  (repeated)
  *   trailer 0xFF · entries u64 LE · CRC32C u32 LE of every byte before it (13 bytes)
- * A map entry of a 4 KiB grain costs 4 + 8 + 32 = 44 bytes (48 with a birth).
+ * A map entry of a 4 KiB grain costs 4 + 8 + 16 = 28 bytes (32 with a birth).
+ *
+ * "SMXCKPT1" checkpoints, written before the metadata cut fingerprints to 16 bytes, hold the
+ * entries of formats 3 and 4 (32-byte fingerprints in `map` and `mapold` values): still read, and
+ * converted entry by entry as they are read (`fromLongFingerprints`), so that `sanmux pool
+ * rebuild` turns an older pool's log into a current store.
  */
 
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32c } from "@node-rs/crc32";
-import { keyAfter, readU64, writeU64 } from "./codec.js";
+import {
+  currentFormatOf,
+  FINGERPRINT_BYTES,
+  FULL_FINGERPRINT_BYTES,
+  keyAfter,
+  readU32,
+  readU64,
+  u32Value,
+  writeU64,
+} from "./codec.js";
 import type { BinDb, MetaDbs } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
 import { type CheckpointFile, checkpointName, type MapLog, renameDurably } from "./maplog.js";
 
-const MAGIC = Buffer.from("SMXCKPT1", "latin1");
+const MAGIC = Buffer.from("SMXCKPT2", "latin1");
+/** Checkpoints of 32-byte fingerprints (formats 3 and 4): read and converted, never written. */
+const LEGACY_MAGIC = Buffer.from("SMXCKPT1", "latin1");
 const HEADER_BYTES = 24;
 const TRAILER_TAG = 0xff;
 const TRAILER_BYTES = 13;
@@ -209,8 +225,13 @@ async function* chunks(path: string): AsyncGenerator<Buffer> {
   }
 }
 
-/** Checks a checkpoint's header, trailer and CRC; returns its seq and entry count. */
-export async function verifyCheckpoint(path: string): Promise<{ seq: number; grainSize: number }> {
+/**
+ * Checks a checkpoint's header, trailer and CRC; returns its seq, grain size and whether it is a
+ * legacy one (32-byte fingerprints).
+ */
+export async function verifyCheckpoint(
+  path: string,
+): Promise<{ seq: number; grainSize: number; legacy: boolean }> {
   const bad = (why: string) =>
     new MetaError(MetaErrorCode.MapLogCorrupt, `checkpoint ${path} is damaged: ${why}`);
   let crc = 0;
@@ -224,16 +245,48 @@ export async function verifyCheckpoint(path: string): Promise<{ seq: number; gra
     crc = crc32c(all.subarray(0, all.length - keep), crc);
     tail = Buffer.from(all.subarray(all.length - keep));
   }
-  if (head.length < HEADER_BYTES || !head.subarray(0, 8).equals(MAGIC)) throw bad("no header");
+  const magic = head.subarray(0, 8);
+  const legacy = magic.equals(LEGACY_MAGIC);
+  if (head.length < HEADER_BYTES || !(legacy || magic.equals(MAGIC))) throw bad("no header");
   if (tail.length < 4) throw bad("too short");
   if (crc >>> 0 !== tail.readUInt32LE(0)) throw bad("CRC mismatch (incomplete or corrupt)");
   const seq = head.readUInt32LE(8) + head.readUInt32LE(12) * TWO_32;
-  return { seq, grainSize: head.readUInt32LE(16) };
+  return { seq, grainSize: head.readUInt32LE(16), legacy };
+}
+
+/**
+ * An entry of a legacy checkpoint as the current layout has it: `map` values (fingerprint[32]
+ * · birth u32?) and `mapold` values (fingerprint[32] · death u32) keep the fingerprint's first 16
+ * bytes; the format marker becomes its 16-byte equivalent (codec.ts currentFormatOf); keys and
+ * the other tables are the same in both. Throws RangeError on a value of no legacy length.
+ */
+export function fromLongFingerprints(
+  tag: number,
+  key: Buffer,
+  value: Buffer,
+): { key: Buffer; value: Buffer } {
+  const cut = (rest: number): Buffer => {
+    if (value.length !== FULL_FINGERPRINT_BYTES + rest) {
+      throw new RangeError(`legacy entry of table ${tag} has a ${value.length}-byte value`);
+    }
+    return Buffer.concat([
+      value.subarray(0, FINGERPRINT_BYTES),
+      value.subarray(FULL_FINGERPRINT_BYTES),
+    ]);
+  };
+  if (tag === CheckpointTag.map)
+    return { key, value: cut(value.length > FULL_FINGERPRINT_BYTES ? 4 : 0) };
+  if (tag === CheckpointTag.mapold) return { key, value: cut(4) };
+  if (tag === CheckpointTag.meta && key.equals(FORMAT_KEY) && value.length === 4) {
+    return { key, value: u32Value(currentFormatOf(readU32(value))) };
+  }
+  return { key, value };
 }
 
 /**
  * Parses a verified checkpoint, calling `onEntries` with batches of entries in file order (each
- * table's keys ascending). Returns the entry count (checked against the trailer).
+ * table's keys ascending), in the current layout (a legacy checkpoint's entries converted:
+ * fromLongFingerprints). Returns the entry count (checked against the trailer).
  */
 export async function readCheckpoint(
   path: string,
@@ -242,7 +295,7 @@ export async function readCheckpoint(
 ): Promise<{ seq: number; entries: number }> {
   const bad = (why: string) =>
     new MetaError(MetaErrorCode.MapLogCorrupt, `checkpoint ${path} is damaged: ${why}`);
-  const { seq } = await verifyCheckpoint(path);
+  const { seq, legacy } = await verifyCheckpoint(path);
   let carry = Buffer.alloc(0);
   let headerSkipped = false;
   let count = 0;
@@ -270,11 +323,17 @@ export async function readCheckpoint(
       const kl = buf[at + 1]!;
       const vl = buf.readUInt16LE(at + 2);
       if (buf.length - at < 4 + kl + vl) break;
-      out.push({
-        tag: buf[at]!,
-        key: Buffer.from(buf.subarray(at + 4, at + 4 + kl)),
-        value: Buffer.from(buf.subarray(at + 4 + kl, at + 4 + kl + vl)),
-      });
+      const tag = buf[at]!;
+      const key = Buffer.from(buf.subarray(at + 4, at + 4 + kl));
+      const value = Buffer.from(buf.subarray(at + 4 + kl, at + 4 + kl + vl));
+      if (!legacy) out.push({ tag, key, value });
+      else {
+        try {
+          out.push({ tag, ...fromLongFingerprints(tag, key, value) });
+        } catch (err) {
+          throw bad((err as Error).message);
+        }
+      }
       count++;
       at += 4 + kl + vl;
       if (out.length >= batch) {

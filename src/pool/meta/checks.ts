@@ -5,6 +5,7 @@
 import {
   type ChunkLocation,
   FINGERPRINT_BYTES,
+  FULL_FINGERPRINT_BYTES,
   isU32,
   locationProblem,
   MAX_GRAIN,
@@ -32,13 +33,23 @@ export function checkCount(count: number): void {
   }
 }
 
+/**
+ * A fingerprint argument: the full one (32 bytes, as the write path and container records have
+ * it) or the metadata's (16, as map reads return it); only the first 16 bytes are kept.
+ */
 export function checkFingerprint(fp: Uint8Array): void {
-  if (fp.length !== FINGERPRINT_BYTES) {
+  if (fp.length !== FULL_FINGERPRINT_BYTES && fp.length !== FINGERPRINT_BYTES) {
     throw new MetaError(
       MetaErrorCode.InvalidArgument,
-      `fingerprint of ${fp.length} bytes, not ${FINGERPRINT_BYTES}`,
+      `fingerprint of ${fp.length} bytes, not ${FULL_FINGERPRINT_BYTES} or ${FINGERPRINT_BYTES}`,
     );
   }
+}
+
+/** A checked fingerprint argument as the metadata keeps it: a copy of its first 16 bytes. */
+export function ownFingerprint(fp: Uint8Array): Buffer {
+  checkFingerprint(fp);
+  return Buffer.from(fp.subarray(0, FINGERPRINT_BYTES));
 }
 
 export function checkLocation(loc: ChunkLocation): ChunkLocation {

@@ -34,7 +34,7 @@ import {
   snapshotKey,
   writeU64,
 } from "./codec.js";
-import { fp } from "./testing/helpers.js";
+import { fp, sfp } from "./testing/helpers.js";
 
 describe("codec", () => {
   it("orders map keys by volume, then by grain numerically", () => {
@@ -80,15 +80,18 @@ describe("codec", () => {
         expect(Buffer.compare(mapKey(IDS[i - 1]!, Number.MAX_SAFE_INTEGER - 1), low)).toBe(-1);
       expect(decodeMapKey(high)).toEqual({ volume: id, grain: Number.MAX_SAFE_INTEGER - 1 });
       expect(decodeSnapshotKey(snapshotKey(id, 7))).toEqual({ volume: id, snapshot: 7 });
-      expect(decodeFpKey(fpKey(id, fp(i)))).toEqual({ domainId: id, fingerprint: fp(i) });
+      expect(decodeFpKey(fpKey(id, fp(i)))).toEqual({ domainId: id, fingerprint: sfp(i) });
     }
   });
 
-  it("lays out index keys by domain, then fingerprint, in 33 bytes for a domain below 128", () => {
-    expect(fpKey(1, fp(1)).length).toBe(33);
-    expect(fpKey(128, fp(1)).length).toBe(34);
-    const low = Buffer.alloc(32, 0);
-    const high = Buffer.alloc(32, 0xff);
+  it("lays out index keys by domain, then 16 fingerprint bytes: 17 bytes below domain 128", () => {
+    // The full 32-byte fingerprint or its first 16 bytes make the same key.
+    expect(fpKey(1, fp(1))).toEqual(fpKey(1, sfp(1)));
+    expect(fpKey(1, fp(1)).length).toBe(17);
+    expect(fpKey(128, fp(1)).length).toBe(18);
+    expect(fpKey(1, fp(1)).subarray(1)).toEqual(fp(1).subarray(0, 16));
+    const low = Buffer.alloc(16, 0);
+    const high = Buffer.alloc(16, 0xff);
     const keys = [
       fpKey(127, low),
       fpKey(127, high),
@@ -123,9 +126,10 @@ describe("codec", () => {
     ]);
     expect(fpRange(0xffff_ffff, 0, 256).end).toBeUndefined();
     // Not an index key: wrong length, unknown first byte, or an id not in its shortest form.
-    expect(decodeFpKey(fpKey(1, fp(1)).subarray(0, 32))).toBeUndefined();
-    expect(decodeFpKey(Buffer.concat([Buffer.from([0xf8]), fp(1)]))).toBeUndefined();
-    expect(decodeFpKey(Buffer.concat([Buffer.from([0x80, 0x05]), fp(1)]))).toBeUndefined();
+    expect(decodeFpKey(fpKey(1, fp(1)).subarray(0, 16))).toBeUndefined();
+    expect(decodeFpKey(Buffer.concat([Buffer.from([1]), fp(1)]))).toBeUndefined(); // 32-byte key
+    expect(decodeFpKey(Buffer.concat([Buffer.from([0xf8]), sfp(1)]))).toBeUndefined();
+    expect(decodeFpKey(Buffer.concat([Buffer.from([0x80, 0x05]), sfp(1)]))).toBeUndefined();
   });
 
   it("packs index values in varints: 8 bytes for a 4 KiB chunk at refcount 1", () => {
@@ -179,11 +183,18 @@ describe("codec", () => {
     const r = {
       domainId: 3,
       deltas: [
-        { fingerprint: fp(1), delta: -2 },
-        { fingerprint: fp(2), delta: 5 },
+        { fingerprint: sfp(1), delta: -2 },
+        { fingerprint: sfp(2), delta: 5 },
       ],
     };
     expect(decodeJournalRecord(encodeJournalRecord(r))).toEqual(r);
+    // 8 bytes of header, then 16 + 4 bytes a delta; a full fingerprint is cut to 16 bytes.
+    expect(encodeJournalRecord(r).length).toBe(8 + 2 * 20);
+    const full = {
+      domainId: 3,
+      deltas: r.deltas.map((d, i) => ({ ...d, fingerprint: fp(i + 1) })),
+    };
+    expect(encodeJournalRecord(full)).toEqual(encodeJournalRecord(r));
     expect(() => decodeJournalRecord(encodeJournalRecord(r).subarray(0, 20))).toThrow(RangeError);
     const b = Buffer.alloc(8);
     writeU64(b, 0, Number.MAX_SAFE_INTEGER);
@@ -222,14 +233,17 @@ describe("codec", () => {
       death: 6,
       grain: 2 ** 33,
     });
-    expect(decodeOldValue(encodeOldValue(fp(1), 12))).toEqual({ fingerprint: fp(1), death: 12 });
+    expect(decodeOldValue(encodeOldValue(fp(1), 12))).toEqual({ fingerprint: sfp(1), death: 12 });
+    expect(encodeOldValue(fp(1), 12).length).toBe(20);
     expect(Buffer.compare(keyAfter(deaths[0]!), deaths[0]!)).toBe(1);
     expect(Buffer.compare(keyAfter(deaths[0]!), deaths[1]!)).toBe(-1);
     // Map values: bare fingerprint for birth 0, fingerprint · birth after.
-    expect(encodeMapValue(fp(1), 0)).toEqual(fp(1));
+    // 16 bytes of the fingerprint (a full one is cut), 20 with a birth.
+    expect(encodeMapValue(fp(1), 0)).toEqual(sfp(1));
+    expect(encodeMapValue(fp(1), 5).length).toBe(20);
     expect(mapValueBirth(encodeMapValue(fp(1), 0))).toBe(0);
     expect(mapValueBirth(encodeMapValue(fp(1), 5))).toBe(5);
-    expect(mapValueFingerprint(encodeMapValue(fp(1), 5))).toEqual(fp(1));
+    expect(mapValueFingerprint(encodeMapValue(fp(1), 5))).toEqual(sfp(1));
   });
 
   it("reads volume and domain records written before snapshots existed", () => {

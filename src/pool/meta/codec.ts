@@ -9,17 +9,19 @@
  * scanned by content (the `fp` index value) use LEB128 varints. Nothing here touches LMDB; these
  * are pure functions over Buffers so that tests and the rebuild tools can reason about the layout.
  *
- * Sub-databases (one LMDB environment, named databases); sizes for ids below 128:
+ * Sub-databases (one LMDB environment, named databases); sizes for ids below 128. `fingerprint[16]`
+ * is the first 16 bytes of the chunk's 32-byte keyed SHA-256 (FINGERPRINT_BYTES; README.md
+ * "Fingerprints: 16 bytes"):
  *
  * | db          | key                                        | value                                   |
  * | ----------- | ------------------------------------------ | --------------------------------------- |
- * | `fp`        | domain id · fingerprint[32]           (33) | varints: container · offset · stored×2+x (· logical if x) · refcount (8–10 typical) |
- * | `map`       | volume id · grain u56                  (8) | fingerprint[32] (· birth u32 once the volume had a snapshot) |
- * | `mapold`    | volume id · grain u56 · birth u32     (12) | fingerprint[32] · death u32 (36)         |
+ * | `fp`        | domain id · fingerprint[16]           (17) | varints: container · offset · stored×2+x (· logical if x) · refcount (8–10 typical) |
+ * | `map`       | volume id · grain u56                  (8) | fingerprint[16] (· birth u32 once the volume had a snapshot) |
+ * | `mapold`    | volume id · grain u56 · birth u32     (12) | fingerprint[16] · death u32 (20)         |
  * | `mapdeath`  | volume id · death u32 · grain u56     (12) | birth u32                                |
  * | `snapshot`  | volume id · snapshot u32               (5) | state u8 (0 live, 1 being deleted)       |
- * | `journal`   | sequence u64                           (8) | domain u32 · n u32 · n × (fingerprint[32] · delta i32) |
- * | `dead`      | container u32 · domain u32 · fingerprint[32] (40) | stored u32                       |
+ * | `journal`   | sequence u64                           (8) | domain u32 · n u32 · n × (fingerprint[16] · delta i32) |
+ * | `dead`      | container u32 · domain u32 · fingerprint[16] (24) | stored u32                       |
  * | `volume`    | volume u32                             (4) | domain u32 · mappedGrains u64 · referencedBytes u64 (· snapshot state, see VolumeSnapshots) |
  * | `domain`    | domain u32                             (4) | 9 × u64 counters (see DomainCounters; older records hold 7) |
  * | `container` | container u32                          (4) | 4 × u64 counters (see ContainerCounters) |
@@ -28,18 +30,53 @@
  * u64 fields hold JavaScript safe integers (< 2^53); they are written as two u32 halves.
  */
 
-export const FINGERPRINT_BYTES = 32;
+/**
+ * Bytes of a chunk's fingerprint that the metadata keeps and compares: the first 16 of the 32-byte
+ * keyed SHA-256 that container record headers hold (README.md "Fingerprints: 16 bytes": why 128
+ * bits are enough). Every key, map value, old version, journal delta, dead-table key, map log
+ * record and checkpoint entry carries these 16 bytes.
+ */
+export const FINGERPRINT_BYTES = 16;
+/**
+ * The full fingerprint (container record headers, the write path): MetaStore takes either length
+ * and keeps the first FINGERPRINT_BYTES; what it returns is always FINGERPRINT_BYTES long.
+ */
+export const FULL_FINGERPRINT_BYTES = 32;
+
+/**
+ * The metadata's form of a fingerprint, full or already short: a view of its first
+ * FINGERPRINT_BYTES (not a copy).
+ */
+export function shortFingerprint(fingerprint: Uint8Array): Buffer {
+  return asBuffer(fingerprint).subarray(0, FINGERPRINT_BYTES);
+}
+
 /**
  * The layout above. Formats 1 and 2 (fixed-width `fp` values, u32 id prefixes, u64 grains) were
- * never released: a store written in them is refused, not converted.
+ * never released: a store written in them is refused, not converted. Formats 3 and 4 are this
+ * layout with 32-byte fingerprints (LONG_FINGERPRINT_FORMATS): refused, and `sanmux pool
+ * rebuild` converts them (the index from the containers, the maps from the map log, whose
+ * 32-byte records and checkpoints replay cut to 16 bytes).
  */
-export const META_FORMAT_VERSION = 3;
+export const META_FORMAT_VERSION = 5;
 /**
  * Written by the first snapshot of a store: from then on old versions live in `mapold`, which a
  * build without snapshots would not count (its audit would report leaks and its repair would
  * drop references). Such a build refuses the store; this one opens both.
  */
-export const SNAPSHOT_FORMAT_VERSION = 4;
+export const SNAPSHOT_FORMAT_VERSION = 6;
+/** The formats of the same layout with 32-byte fingerprints: 3, and 4 once a snapshot was taken. */
+export const LONG_FINGERPRINT_FORMATS = { plain: 3, snapshots: 4 } as const;
+
+/**
+ * The format marker a store rebuilt from a checkpoint of `format` gets: a 32-byte-fingerprint
+ * format becomes its 16-byte equivalent; anything else is kept.
+ */
+export function currentFormatOf(format: number): number {
+  if (format === LONG_FINGERPRINT_FORMATS.plain) return META_FORMAT_VERSION;
+  if (format === LONG_FINGERPRINT_FORMATS.snapshots) return SNAPSHOT_FORMAT_VERSION;
+  return format;
+}
 
 /** Names of the LMDB sub-databases (exported for tests and offline tools). */
 export const DB_NAMES = {
@@ -215,9 +252,10 @@ export interface ChunkEntry extends ChunkLocation {
   readonly refcount: number;
 }
 
+/** `fp` key: domain id · the first FINGERPRINT_BYTES of `fingerprint` (full or short). */
 export function fpKey(domainId: number, fingerprint: Uint8Array): Buffer {
   const key = Buffer.allocUnsafe(idBytes(domainId) + FINGERPRINT_BYTES);
-  key.set(fingerprint, writeId(key, 0, domainId));
+  key.set(fingerprint.subarray(0, FINGERPRINT_BYTES), writeId(key, 0, domainId));
   return key;
 }
 
@@ -352,7 +390,7 @@ export function decodeMapKey(key: Uint8Array): { volume: number; grain: number }
 /**
  * A map value is the fingerprint, optionally followed by a u32 birth generation: the volume's
  * generation when the entry was written (absent = 0). Volumes that never had a snapshot write
- * the bare fingerprint. Readers that only want the data take the first 32 bytes.
+ * the bare fingerprint. Readers that only want the data take the first FINGERPRINT_BYTES.
  */
 export function mapValueFingerprint(value: Uint8Array): Buffer {
   return Buffer.from(asBuffer(value).subarray(0, FINGERPRINT_BYTES));
@@ -364,9 +402,9 @@ export function mapValueBirth(value: Uint8Array): number {
 
 /** The map value of a fingerprint born at `birth` (the bare fingerprint for birth 0). */
 export function encodeMapValue(fingerprint: Uint8Array, birth: number): Buffer {
-  if (birth === 0) return Buffer.from(fingerprint);
+  if (birth === 0) return Buffer.from(fingerprint.subarray(0, FINGERPRINT_BYTES));
   const v = Buffer.allocUnsafe(FINGERPRINT_BYTES + 4);
-  v.set(fingerprint, 0);
+  v.set(fingerprint.subarray(0, FINGERPRINT_BYTES), 0);
   v.writeUInt32BE(birth, FINGERPRINT_BYTES);
   return v;
 }
@@ -396,7 +434,7 @@ export function decodeOldKey(key: Uint8Array): { volume: number; grain: number; 
 /** `mapold` value: the fingerprint and the generation that overwrote or unmapped it. */
 export function encodeOldValue(fingerprint: Uint8Array, death: number): Buffer {
   const v = Buffer.allocUnsafe(FINGERPRINT_BYTES + 4);
-  v.set(fingerprint, 0);
+  v.set(fingerprint.subarray(0, FINGERPRINT_BYTES), 0);
   v.writeUInt32BE(death, FINGERPRINT_BYTES);
   return v;
 }
@@ -477,7 +515,7 @@ export function encodeJournalRecord(record: JournalRecord): Buffer {
   v.writeUInt32BE(record.deltas.length, 4);
   let at = 8;
   for (const d of record.deltas) {
-    v.set(d.fingerprint, at);
+    v.set(d.fingerprint.subarray(0, FINGERPRINT_BYTES), at);
     v.writeInt32BE(d.delta, at + FINGERPRINT_BYTES);
     at += JOURNAL_DELTA_BYTES;
   }
@@ -510,7 +548,7 @@ export function deadKey(containerId: number, domainId: number, fingerprint: Uint
   const key = Buffer.allocUnsafe(DEAD_KEY_BYTES);
   key.writeUInt32BE(containerId, 0);
   key.writeUInt32BE(domainId, 4);
-  key.set(fingerprint, 8);
+  key.set(fingerprint.subarray(0, FINGERPRINT_BYTES), 8);
   return key;
 }
 

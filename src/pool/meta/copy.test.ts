@@ -6,7 +6,7 @@ import { fp, loc, type TempStore, tempStore, xorshift32 } from "./testing/helper
 const names = new Map<string, string>();
 const label = (n: string | number) => {
   const f = fp(`copy-${n}`);
-  names.set(f.toString("hex"), String(n));
+  names.set(f.toString("hex", 0, 16), String(n)); // the store returns the first 16 bytes
   return f;
 };
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MetaStore } from "./store.js";
-import { fp, loc, type TempStore, tempDir, tempStore } from "./testing/helpers.js";
+import { fp, loc, sfp, type TempStore, tempDir, tempStore } from "./testing/helpers.js";
 import { dumpMaps } from "./testing/maps.js";
 
 describe("crash consistency", () => {
@@ -35,7 +35,7 @@ describe("crash consistency", () => {
     expect(store.pendingJournalRecords).toBe(3);
     // The applied refcounts lag, the maps do not; the audit counts the journal in.
     expect(store.lookupChunk(1, fp("A"))?.refcount).toBe(2);
-    expect(store.getGrain(1, 0)).toEqual(fp("C"));
+    expect(store.getGrain(1, 0)).toEqual(sfp("C"));
     expect(store.audit().clean).toBe(true);
     const r = await store.applyJournal();
     expect(r.records).toBe(3);
@@ -153,7 +153,7 @@ describe("crash consistency under SIGKILL", () => {
           expect(before.drift).toEqual([]);
           // Every marker acknowledged by flush() survived.
           for (let n = 1; n <= synced; n++)
-            expect(store.getGrain(2, 1000 + n)).toEqual(fp(`data-${n % 64}`));
+            expect(store.getGrain(2, 1000 + n)).toEqual(sfp(`data-${n % 64}`));
           const r = await store.applyJournal({ maxRecords: Number.MAX_SAFE_INTEGER });
           expect(r.anomalies).toEqual([]);
           expect(store.audit().clean).toBe(true);

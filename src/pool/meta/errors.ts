@@ -50,7 +50,10 @@ export class MetaError extends Error {
   constructor(
     readonly code: MetaErrorCode,
     message: string,
-    /** For ChunkMissing: the fingerprints (hex) that were missing. */
+    /**
+     * For ChunkMissing: the fingerprints (hex) that were missing, as the caller gave them to
+     * writeGrains (32 or 16 bytes); 16 bytes when they came from a map (a copy).
+     */
     readonly fingerprints?: readonly string[],
     options?: { cause?: unknown },
   ) {

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MetaError, MetaErrorCode } from "./errors.js";
-import { fp, loc, type TempStore, tempStore } from "./testing/helpers.js";
+import { fp, loc, sfp, type TempStore, tempStore } from "./testing/helpers.js";
 
 describe("fingerprint index and dedup", () => {
   let t: TempStore;
@@ -61,7 +61,7 @@ describe("fingerprint index and dedup", () => {
     expect(a).toEqual({ changed: 1, inserted: 1, duplicates: 0 });
     expect(b).toEqual({ changed: 1, inserted: 0, duplicates: 1 });
     expect(store.lookupChunk(7, fp("x"))?.containerId).toBe(100);
-    expect(store.getGrain(2, 5)).toEqual(fp("x"));
+    expect(store.getGrain(2, 5)).toEqual(sfp("x"));
     expect(store.containerUsage(101)?.deadBytes).toBe(2000);
     await store.applyJournal();
     expect(store.lookupChunk(7, fp("x"))?.refcount).toBe(2);
@@ -81,7 +81,7 @@ describe("fingerprint index and dedup", () => {
     expect(err).toBeInstanceOf(MetaError);
     expect((err as MetaError).code).toBe(MetaErrorCode.ChunkMissing);
     expect((err as MetaError).fingerprints).toEqual([fp("nowhere").toString("hex")]);
-    expect(store.getGrain(1, 0)).toEqual(fp("a"));
+    expect(store.getGrain(1, 0)).toEqual(sfp("a"));
     expect(store.getGrain(1, 1)).toBeUndefined();
     expect(store.pendingJournalRecords).toBe(pending);
     expect(store.volumeUsage(1)?.mappedGrains).toBe(1);

@@ -14,7 +14,7 @@ export type {
   RepairReport,
   StaleDead,
 } from "./audit.js";
-export { DB_NAMES, FINGERPRINT_BYTES } from "./codec.js";
+export { DB_NAMES, FINGERPRINT_BYTES, FULL_FINGERPRINT_BYTES, shortFingerprint } from "./codec.js";
 export { MetaError, MetaErrorCode } from "./errors.js";
 export type { ContainerRecord, RebuildOptions, RebuildResult } from "./rebuild.js";
 export {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RefcountApplier } from "./applier.js";
 import { MetaErrorCode } from "./errors.js";
-import { fp, loc, type TempStore, tempStore } from "./testing/helpers.js";
+import { fp, loc, sfp, type TempStore, tempStore } from "./testing/helpers.js";
 
 describe("refcount journal", () => {
   let t: TempStore;
@@ -48,7 +48,7 @@ describe("refcount journal", () => {
     await store.writeGrains(1, [{ grain: 0, fingerprint: fp("tmp"), chunk: loc(5, 0, 3000) }]);
     await store.writeGrains(1, [{ grain: 0, fingerprint: fp("final"), chunk: loc(5, 3000, 1000) }]);
     const r = await store.applyJournal();
-    expect(r.dead.map((d) => d.fingerprint)).toEqual([fp("tmp")]);
+    expect(r.dead.map((d) => d.fingerprint)).toEqual([sfp("tmp")]);
     expect(store.containerUsage(5)).toMatchObject({ deadChunks: 1, deadBytes: 3000 });
     expect(store.domainUsage(1)).toMatchObject({
       liveChunks: 1,
@@ -90,7 +90,7 @@ describe("refcount journal", () => {
     // Between the batch and GC, a writer dedups against "b": its +1 is only in the journal.
     await store.writeGrains(1, [{ grain: 9, fingerprint: fp("b") }]);
     const reclaimed = await store.reclaimDeadChunks(3);
-    expect(reclaimed.map((d) => d.fingerprint)).toEqual([fp("a")]);
+    expect(reclaimed.map((d) => d.fingerprint)).toEqual([sfp("a")]);
     expect(store.lookupChunk(1, fp("a"))).toBeUndefined();
     expect(store.lookupChunk(1, fp("b"))?.refcount).toBe(1);
     expect(store.domainUsage(1)).toMatchObject({ deadChunks: 0, deadBytes: 0 });

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { fp, loc, type TempStore, tempStore } from "./testing/helpers.js";
+import { fp, loc, sfp, type TempStore, tempStore } from "./testing/helpers.js";
 
 describe("block maps", () => {
   let t: TempStore;
@@ -37,7 +37,7 @@ describe("block maps", () => {
     expect(await store.unmapGrains(1, 0, 2)).toBe(2);
     const applied = await store.applyJournal();
     expect([rc("A"), rc("B"), rc("C")]).toEqual([0, 1, 1]);
-    expect(applied.dead).toEqual([{ domainId: 1, fingerprint: fp("A"), ...loc(1, 0, 1000) }]);
+    expect(applied.dead).toEqual([{ domainId: 1, fingerprint: sfp("A"), ...loc(1, 0, 1000) }]);
     expect([...store.deadChunks(1)]).toEqual(applied.dead);
     expect(store.containerUsage(1)).toMatchObject({
       storedChunks: 3,
@@ -77,7 +77,7 @@ describe("block maps", () => {
       { grain: 4, fingerprint: fp("B"), chunk: loc(1, 2000) },
     ]);
     await store.applyJournal();
-    expect(store.getGrain(1, 4)).toEqual(fp("B"));
+    expect(store.getGrain(1, 4)).toEqual(sfp("B"));
     expect(rc("B")).toBe(1);
     expect(rc("A")).toBeUndefined(); // never inserted: the first update was superseded
   });
@@ -93,14 +93,14 @@ describe("block maps", () => {
     await store.writeGrains(2, [{ grain: 0, fingerprint: fp("v2"), chunk: loc(1, 8) }]);
     const all = [...store.mapEntries(1)];
     expect(all.map((e) => e.grain)).toEqual([...grains].sort((a, b) => a - b));
-    expect(all[0]).toEqual({ grain: 0, fingerprint: fp(0) });
+    expect(all[0]).toEqual({ grain: 0, fingerprint: sfp(0) });
     expect([...store.mapEntries(1, 5, 2 ** 32 + 1)].map((e) => e.grain)).toEqual([
       5,
       255,
       256,
       2 ** 32,
     ]);
-    expect([...store.mapEntries(2)].map((e) => e.fingerprint)).toEqual([fp("v2")]);
+    expect([...store.mapEntries(2)].map((e) => e.fingerprint)).toEqual([sfp("v2")]);
   });
 
   it("reports extents of mapped and unmapped grains (GET LBA STATUS)", async () => {
@@ -125,7 +125,7 @@ describe("block maps", () => {
     ]);
     const r = store.resolveGrains(1, 0, 4);
     expect(r[0]).toBeUndefined();
-    expect(r[1]).toEqual({ fingerprint: fp("A"), chunk: { ...loc(3, 100, 900), refcount: 0 } });
+    expect(r[1]).toEqual({ fingerprint: sfp("A"), chunk: { ...loc(3, 100, 900), refcount: 0 } });
     expect(r[2]).toBeUndefined();
     expect(r[3]?.chunk?.offset).toBe(100);
     // One grain at a time (the direct-get path) answers what the range answers, grain by grain.
@@ -137,7 +137,7 @@ describe("block maps", () => {
     const s = await store.createSnapshot(1);
     await store.writeGrains(1, [{ grain: 1, fingerprint: fp("B"), chunk: loc(3, 5000, 700) }]);
     const head = store.resolveGrains(1, 0, 4);
-    expect(head[1]?.fingerprint).toEqual(fp("B"));
+    expect(head[1]?.fingerprint).toEqual(sfp("B"));
     for (let g = 0; g < 4; g++) {
       expect(store.resolveGrains(1, g, 1)).toEqual([head[g]]);
       expect(store.resolveGrains(1, g, 1, { snapshot: s })).toEqual([r[g]]);
@@ -150,7 +150,7 @@ describe("block maps", () => {
     const p = store.writeGrains(1, [{ grain: 0, fingerprint: buf, chunk: loc(1, 0) }]);
     buf.fill(0); // the caller reuses its buffer at once
     await p;
-    expect(store.getGrain(1, 0)).toEqual(fp("A"));
+    expect(store.getGrain(1, 0)).toEqual(sfp("A"));
   });
 
   it("deleting a volume releases every reference", async () => {

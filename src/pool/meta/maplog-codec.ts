@@ -1,18 +1,27 @@
 /**
  * The map log's record framing and payloads (README.md "Map log"): pure functions over Buffers.
  *
- * Frame (little-endian): magic u16 0x4c4d ("ML") · version u8 (1) · op u8 · payload length u32 ·
+ * Frame (little-endian): magic u16 0x4c4d ("ML") · version u8 (2) · op u8 · payload length u32 ·
  * seq u64 · payload · CRC32C u32 of everything before it. 20 bytes of framing per record.
+ *
+ * Version 2 `write` payloads carry 16-byte fingerprints (codec.ts FINGERPRINT_BYTES); version 1,
+ * written before the metadata cut fingerprints to 16 bytes, carries 32-byte ones: still read (so
+ * that `sanmux pool rebuild` converts an older pool), each cut to its first 16 bytes. The other
+ * payloads are the same in both versions. A log may hold both (a rebuild appends version 2 frames
+ * after the version 1 ones).
  *
  * A record is the parameters of one map transaction (one LMDB child transaction of a map
  * mutation): replaying it runs the same transaction body on the same state, so the maps come out
  * identical (meta/replay.ts).
  */
 import { crc32c } from "@node-rs/crc32";
-import { FINGERPRINT_BYTES } from "./codec.js";
+import { FINGERPRINT_BYTES, FULL_FINGERPRINT_BYTES } from "./codec.js";
 
 export const FRAME_MAGIC = 0x4c4d;
-export const FRAME_VERSION = 1;
+/** What this build writes: 16-byte fingerprints. */
+export const FRAME_VERSION = 2;
+/** Frames of 32-byte fingerprints: read (cut to 16), never written. */
+export const LEGACY_FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 16;
 export const FRAME_CRC_BYTES = 4;
 /** No transaction logs more than this (a 16384-grain write is 0.5 MiB). */
@@ -172,7 +181,8 @@ export function encodePayload(rec: MapRecord): { op: number; payload: Buffer } {
       return { op: MapOp.volumeCreate, payload: w.result() };
     case "write": {
       // Runs of consecutive grains: first · count · bitmap (1 = mapped) · the mapped ones'
-      // fingerprints. One grain costs its fingerprint plus ~3 bytes; a run of n grains ≈ 32 n.
+      // fingerprints (16 bytes each). One grain costs its fingerprint plus ~3 bytes; a run of n
+      // grains ≈ 16 n.
       w.u32(rec.volume);
       const g = rec.grains;
       let i = 0;
@@ -187,7 +197,7 @@ export function encodePayload(rec: MapRecord): { op: number; payload: Buffer } {
         w.bytes(bitmap);
         for (let k = 0; k < count; k++) {
           const f = g[i + k]!.fingerprint;
-          if (f) w.bytes(f);
+          if (f) w.bytes(f.subarray(0, FINGERPRINT_BYTES));
         }
         i = j;
       }
@@ -230,8 +240,15 @@ export function encodePayload(rec: MapRecord): { op: number; payload: Buffer } {
   }
 }
 
-/** Decodes a payload; throws PayloadError when it does not decode exactly. */
-export function decodePayload(op: number, payload: Buffer): MapRecord {
+/**
+ * Decodes a payload of a frame of `version` (default: the current one); throws PayloadError when
+ * it does not decode exactly. Fingerprints come out FINGERPRINT_BYTES long whatever the version.
+ */
+export function decodePayload(op: number, payload: Buffer, version = FRAME_VERSION): MapRecord {
+  if (version !== FRAME_VERSION && version !== LEGACY_FRAME_VERSION) {
+    throw new PayloadError(`unknown frame version ${version}`);
+  }
+  const fpBytes = version === FRAME_VERSION ? FINGERPRINT_BYTES : FULL_FINGERPRINT_BYTES;
   const r = new Reader(payload);
   let rec: MapRecord;
   switch (op) {
@@ -250,7 +267,7 @@ export function decodePayload(op: number, payload: Buffer): MapRecord {
           const mapped = (bitmap[k >> 3]! >> (k & 7)) & 1;
           grains.push({
             grain: first + k,
-            fingerprint: mapped ? r.bytes(FINGERPRINT_BYTES) : undefined,
+            fingerprint: mapped ? r.bytes(fpBytes).subarray(0, FINGERPRINT_BYTES) : undefined,
           });
         }
       }
@@ -328,6 +345,8 @@ export function encodeFrame(seq: number, rec: MapRecord): Buffer {
 
 export interface Frame {
   readonly seq: number;
+  /** FRAME_VERSION, or LEGACY_FRAME_VERSION (32-byte fingerprints). */
+  readonly version: number;
   readonly op: number;
   readonly payload: Buffer;
   /** Byte offset of the frame in the stream, and its length. */
@@ -356,7 +375,11 @@ export class FrameDecoder {
     let at = 0;
     for (;;) {
       if (buf.length - at < FRAME_HEADER_BYTES) break;
-      if (buf.readUInt16LE(at) !== FRAME_MAGIC || buf[at + 2] !== FRAME_VERSION) {
+      const version = buf[at + 2];
+      if (
+        buf.readUInt16LE(at) !== FRAME_MAGIC ||
+        (version !== FRAME_VERSION && version !== LEGACY_FRAME_VERSION)
+      ) {
         this.fail("bad magic or version");
         break;
       }
@@ -374,6 +397,7 @@ export class FrameDecoder {
       }
       out.push({
         seq: buf.readUInt32LE(at + 8) + buf.readUInt32LE(at + 12) * TWO_32,
+        version,
         op: buf[at + 3]!,
         payload: Buffer.from(buf.subarray(at + FRAME_HEADER_BYTES, end)),
         offset: this.base + at,

@@ -1,9 +1,17 @@
-import { readdirSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import {
+  FINGERPRINT_BYTES,
+  LONG_FINGERPRINT_FORMATS,
+  readU32,
+  SNAPSHOT_FORMAT_VERSION,
+  u32Value,
+} from "./codec.js";
 import { MetaError } from "./errors.js";
 import { MetaStore, type MetaStoreOptions } from "./store.js";
-import { fp, loc, tempDir, xorshift32 } from "./testing/helpers.js";
+import { fp, loc, sfp, tempDir, withRawDbs, xorshift32 } from "./testing/helpers.js";
+import { downgradeMapLog } from "./testing/legacy.js";
 import { dumpMaps } from "./testing/maps.js";
 
 const dirs: string[] = [];
@@ -99,7 +107,7 @@ async function rebuild(p: ReturnType<typeof paths>, from: MetaStore, log: MapLog
   // What the containers hold at the end: the chunks A's index still lists.
   const chunks: { fingerprint: Buffer; domain: number; location: ReturnType<typeof loc> }[] = [];
   for (const { key, value } of from.dbs.fp.getRange()) {
-    const fingerprint = Buffer.from(key.subarray(key.length - 32));
+    const fingerprint = Buffer.from(key.subarray(key.length - FINGERPRINT_BYTES));
     const e = from.lookupChunk(1, fingerprint);
     if (e && value) chunks.push({ fingerprint, domain: 1, location: e });
   }
@@ -227,7 +235,7 @@ describe("map log: rebuilding the maps", () => {
     const r = await b.replayMapLog();
     expect(r).toMatchObject({ checkpointSeq: 0, records: 3, lastSeq: 3, failed: 0 });
     await b.repair();
-    expect(b.getGrain(1, 1)).toEqual(fp(1));
+    expect(b.getGrain(1, 1)).toEqual(sfp(1));
     expect(b.lookupChunk(1, fp(1))?.refcount).toBe(2);
     expect(b.audit().clean).toBe(true);
     // Logging goes on after the rebuild, at the next seq.
@@ -272,7 +280,7 @@ describe("map log: rebuilding the maps", () => {
     const { b, replay } = await rebuild(p, a, { dir: p.log });
     expect(replay).toMatchObject({ checkpointSeq: 0, records: 1, failed: 0 });
     expect(dumpMaps(b)).toEqual(expected);
-    expect(b.getGrain(1, 5, { snapshot: 0 })).toEqual(fp(1));
+    expect(b.getGrain(1, 5, { snapshot: 0 })).toEqual(sfp(1));
     expect(b.audit().clean).toBe(true);
     await b.close();
     await a.close();
@@ -394,4 +402,152 @@ describe("map log: rebuilding the maps", () => {
     await b.close();
     await a.close();
   });
+});
+
+describe("16-byte fingerprints (README.md, Fingerprints: 16 bytes)", () => {
+  it("keeps grains apart whose fingerprints differ in the first 16 bytes, through a rebuild", async () => {
+    const p = paths();
+    const log: MapLogOpts = { dir: p.log };
+    const a = await MetaStore.open({ path: p.meta, noSync: true, mapLog: log });
+    await a.createVolume(1, 1);
+    const x = Buffer.alloc(32, 0x00);
+    const y = Buffer.alloc(32, 0xff); // shares no byte with x
+    const z = Buffer.from(x); // shares x's first 15 bytes and its last 16
+    z[15] = 1;
+    const w = Buffer.from(x); // differs from x only past byte 16: the same chunk to the metadata
+    w[16] = 1;
+    const records = [x, y, z, w].map((fingerprint, i) => ({ fingerprint, ...loc(1, i * 4096) }));
+    const r = await a.writeGrains(
+      1,
+      records.map((c, i) => ({ grain: i, fingerprint: c.fingerprint, chunk: loc(1, i * 4096) })),
+    );
+    expect(r).toEqual({ changed: 4, inserted: 3, duplicates: 1 });
+    const resolved = (s: MetaStore) =>
+      s.resolveGrains(1, 0, 4).map((g) => [g?.fingerprint.toString("hex"), g?.chunk?.offset]);
+    const expected = [
+      [x.toString("hex", 0, 16), 0],
+      [y.toString("hex", 0, 16), 4096],
+      [z.toString("hex", 0, 16), 8192],
+      [x.toString("hex", 0, 16), 0],
+    ];
+    expect(resolved(a)).toEqual(expected);
+    await a.close();
+    // Rebuilt from "containers" (every record, w's copy included, with its full fingerprint).
+    const b = await MetaStore.open({
+      path: p.fresh,
+      noSync: true,
+      mapLog: { ...log, rebuild: true },
+    });
+    try {
+      expect(await b.rebuildIndex(1, records)).toMatchObject({ chunks: 3, duplicates: 1 });
+      expect(await b.replayMapLog()).toMatchObject({ failed: 0, records: 2 });
+      await b.repair();
+      expect(resolved(b)).toEqual(expected);
+      expect(b.lookupChunk(1, x)?.refcount).toBe(2);
+      expect(b.lookupChunk(1, w)).toEqual(b.lookupChunk(1, x));
+      expect(b.audit().clean).toBe(true);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it("takes either length at the edge and returns 16 bytes; ChunkMissing names what was given", async () => {
+    const p = paths();
+    const a = await MetaStore.open({ path: p.meta, noSync: true });
+    try {
+      await a.createVolume(1, 1);
+      await a.writeGrains(1, [{ grain: 0, fingerprint: fp(1), chunk: loc(1, 0) }]);
+      await a.writeGrains(1, [{ grain: 1, fingerprint: sfp(1) }]); // a map entry read back
+      expect(a.getGrain(1, 1)).toEqual(sfp(1));
+      expect(a.lookupChunk(1, sfp(1))).toEqual(a.lookupChunk(1, fp(1)));
+      const err = await a
+        .writeGrains(1, [
+          { grain: 2, fingerprint: fp(2) },
+          { grain: 3, fingerprint: sfp(3) },
+        ])
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(MetaError);
+      expect((err as MetaError).fingerprints).toEqual([
+        fp(2).toString("hex"),
+        sfp(3).toString("hex"),
+      ]);
+      await expect(
+        a.writeGrains(1, [{ grain: 4, fingerprint: fp(1).subarray(0, 20) }]),
+      ).rejects.toThrow(/20 bytes/);
+    } finally {
+      await a.close();
+    }
+  });
+
+  for (const seed of [1, 2])
+    it(`converts an older build's store: refused at open, rebuilt from its 32-byte log (seed ${seed})`, async () => {
+      const p = paths();
+      const log: MapLogOpts = { dir: p.log, segmentBytes: 2048, checkpointMinBytes: 2 ** 40 };
+      const a = await MetaStore.open({ path: p.meta, noSync: true, mapLog: log });
+      // A history, a checkpoint, more history after it: both parts of the log are converted.
+      await randomHistory(a, 600 + seed, 120);
+      await a.checkpointNow();
+      await randomHistory(a, 700 + seed, 40).catch(() => undefined);
+      await a.flush();
+      const status = a.mapLogStatus()!;
+      expect(status.checkpointSeq).toBeGreaterThan(0);
+      expect(status.appliedSeq).toBeGreaterThan(status.checkpointSeq!);
+      const expected = dumpMaps(a);
+      expect(Object.keys(expected.mapold).length).toBeGreaterThan(0);
+      const format = readU32(a.dbs.meta.get(Buffer.from("format"))!);
+      expect(format).toBe(SNAPSHOT_FORMAT_VERSION);
+      // The containers' records: the full fingerprints of the chunks the index lists.
+      const full = new Map(Array.from({ length: 80 }, (_, c) => [sfp(c).toString("hex"), fp(c)]));
+      const records = [...a.dbs.fp.getRange()].map(({ key, value }) => {
+        const short = key.subarray(key.length - FINGERPRINT_BYTES).toString("hex");
+        return { fingerprint: full.get(short)!, ...a.lookupChunk(1, full.get(short)!)!, value };
+      });
+      await a.close();
+
+      // What the older build left: its format marker, and its log.
+      await withRawDbs(p.meta, (dbs) => {
+        dbs.meta.putSync(Buffer.from("format"), u32Value(LONG_FINGERPRINT_FORMATS.snapshots));
+      });
+      const converted = await downgradeMapLog(p.log, (s) => full.get(s.toString("hex"))!);
+      expect(converted).toMatchObject({ checkpoints: 1 });
+      expect(converted.frames).toBe(status.appliedSeq - status.checkpointSeq!);
+      const ckpt = readdirSync(p.log).find((f) => f.endsWith(".ckpt"))!;
+      expect(readFileSync(join(p.log, ckpt)).subarray(0, 8).toString("latin1")).toBe("SMXCKPT1");
+      const err = await MetaStore.open({ path: p.meta, noSync: true, mapLog: log }).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ code: "INCOMPATIBLE" });
+      expect((err as Error).message).toMatch(/32-byte fingerprints.*run `sanmux pool rebuild`/s);
+
+      // The migration: index from the containers, maps from the old log.
+      expect(await MetaStore.checkMapLogRebuildable(p.log)).toMatchObject({ ok: true });
+      const b = await MetaStore.open({
+        path: p.fresh,
+        noSync: true,
+        mapLog: { ...log, rebuild: true },
+      });
+      try {
+        await b.rebuildIndex(1, records);
+        const replay = await b.replayMapLog();
+        expect(replay).toMatchObject({
+          failed: 0,
+          checkpointSeq: status.checkpointSeq,
+          lastSeq: status.appliedSeq,
+        });
+        await b.repair();
+        expect(dumpMaps(b)).toEqual(expected);
+        expect(readU32(b.dbs.meta.get(Buffer.from("format"))!)).toBe(SNAPSHOT_FORMAT_VERSION);
+        const audit = b.audit();
+        expect(audit.leaks.count + audit.miscounts.count + audit.drift.length).toBe(0);
+        // It goes on in the current format: version 2 frames after the old ones, a new checkpoint.
+        await b.writeGrains(1, [{ grain: 999, fingerprint: fp(1) }]).catch(() => undefined);
+        const ck = await b.checkpointNow();
+        expect(readFileSync(ck!.path).subarray(0, 8).toString("latin1")).toBe("SMXCKPT2");
+      } finally {
+        await b.close();
+      }
+      const c = await MetaStore.open({ path: p.fresh, noSync: true, mapLog: log });
+      expect(c.audit().leaks.count).toBe(0);
+      await c.close();
+    });
 });

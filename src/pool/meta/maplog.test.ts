@@ -18,22 +18,24 @@ import {
   FrameDecoder,
   type MapRecord,
 } from "./maplog-codec.js";
-import { fp, tempDir } from "./testing/helpers.js";
+import { fp, sfp, tempDir } from "./testing/helpers.js";
+import { encodeLegacyFrame } from "./testing/legacy.js";
 
-const RECORDS: MapRecord[] = [
+/** One record of every kind; `write` fingerprints from `f` (16 bytes now, 32 in version 1). */
+const records = (f: (label: string | number) => Buffer): MapRecord[] => [
   { op: "volumeCreate", volume: 7, domainId: 3 },
   {
     op: "write",
     volume: 1,
     grains: [
-      { grain: 0, fingerprint: fp("a") },
+      { grain: 0, fingerprint: f("a") },
       { grain: 1, fingerprint: undefined },
-      { grain: 2, fingerprint: fp("b") },
-      { grain: 9, fingerprint: fp("c") },
+      { grain: 2, fingerprint: f("b") },
+      { grain: 9, fingerprint: f("c") },
       { grain: 2 ** 52 + 3, fingerprint: undefined },
       ...Array.from({ length: 20 }, (_, i) => ({
         grain: 100 + i,
-        fingerprint: i % 3 === 0 ? undefined : fp(i),
+        fingerprint: i % 3 === 0 ? undefined : f(i),
       })),
     ],
   },
@@ -61,6 +63,9 @@ const RECORDS: MapRecord[] = [
   { op: "volumeReleaseOld", volume: 5, batch: 4 },
   { op: "volumeForget", volume: 5 },
 ];
+const RECORDS = records(sfp);
+/** The same records as a build with 32-byte fingerprints logged them (frame version 1). */
+const LEGACY_RECORDS = records(fp);
 
 function stream(from = 1): Buffer {
   return Buffer.concat(RECORDS.map((r, i) => encodeFrame(from + i, r)));
@@ -74,11 +79,52 @@ describe("map log framing", () => {
     }
   });
 
+  it("writes 16 fingerprint bytes of a full fingerprint", () => {
+    const full = LEGACY_RECORDS[1]!;
+    const { op, payload } = encodePayload(full);
+    expect(payload).toEqual(encodePayload(RECORDS[1]!).payload);
+    expect(decodePayload(op, payload)).toEqual(RECORDS[1]);
+  });
+
+  it("reads version 1 frames (32-byte fingerprints), cut to 16 bytes, mixed with version 2", () => {
+    // An older build's log, then this build's appends after a rebuild: one stream, cut anywhere.
+    const n = RECORDS.length;
+    const bytes = Buffer.concat([
+      ...LEGACY_RECORDS.map((r, i) => encodeLegacyFrame(i + 1, r)),
+      ...RECORDS.map((r, i) => encodeFrame(n + i + 1, r)),
+    ]);
+    // The legacy write frame is 16 bytes longer per mapped grain (16 of them, + 3 named).
+    expect(encodeLegacyFrame(2, LEGACY_RECORDS[1]!).length).toBe(
+      encodeFrame(2, RECORDS[1]!).length + 16 * (3 + 13),
+    );
+    for (let trial = 0; trial < 100; trial++) {
+      const dec = new FrameDecoder();
+      const seen: { seq: number; version: number }[] = [];
+      for (let at = 0; at < bytes.length; ) {
+        const step = 1 + Math.floor(Math.random() * (trial % 2 === 0 ? 9 : 400));
+        for (const f of dec.push(bytes.subarray(at, at + step))) {
+          seen.push({ seq: f.seq, version: f.version });
+          expect(decodePayload(f.op, f.payload, f.version)).toEqual(RECORDS[(f.seq - 1) % n]);
+        }
+        at += step;
+      }
+      expect(dec.finish()).toBe("end");
+      expect(seen.map((x) => x.version)).toEqual([
+        ...RECORDS.map(() => 1),
+        ...RECORDS.map(() => 2),
+      ]);
+    }
+    // A version 1 write payload read as version 2 does not decode (the lengths disagree).
+    const legacy = new FrameDecoder().push(encodeLegacyFrame(2, LEGACY_RECORDS[1]!))[0]!;
+    expect(() => decodePayload(legacy.op, legacy.payload)).toThrow();
+    expect(() => decodePayload(legacy.op, legacy.payload, 3)).toThrow(/frame version 3/);
+  });
+
   it("a write costs its fingerprints plus a few bytes a run", () => {
-    const grains = Array.from({ length: 32 }, (_, i) => ({ grain: 1000 + i, fingerprint: fp(i) }));
+    const grains = Array.from({ length: 32 }, (_, i) => ({ grain: 1000 + i, fingerprint: sfp(i) }));
     const { payload } = encodePayload({ op: "write", volume: 1, grains });
-    // u32 volume · first (2 B) · count (1 B) · bitmap (4 B) · 32 × 32 B
-    expect(payload.length).toBe(4 + 2 + 1 + 4 + 32 * 32);
+    // u32 volume · first (2 B) · count (1 B) · bitmap (4 B) · 32 × 16 B
+    expect(payload.length).toBe(4 + 2 + 1 + 4 + 32 * 16);
     expect(encodeFrame(1, { op: "write", volume: 1, grains }).length).toBe(payload.length + 20);
   });
 
@@ -174,6 +220,27 @@ describe("map log files", () => {
     log.append(41, RECORDS[0]!);
     await log.close();
     expect((await MapLog.open(d)).lastSeq).toBe(41);
+  });
+
+  it("opens and replays a version 1 log, torn tail cut, then appends version 2 frames", async () => {
+    const d = dir();
+    const n = LEGACY_RECORDS.length;
+    const legacy = Buffer.concat(LEGACY_RECORDS.map((r, i) => encodeLegacyFrame(i + 1, r)));
+    writeFileSync(join(d, segmentName(1)), legacy.subarray(0, legacy.length - 5));
+    const warnings: object[] = [];
+    const logger = { info() {}, error() {}, warn: (o: object) => warnings.push(o) };
+    const log = await MapLog.open(d, { logger });
+    expect(log.lastSeq).toBe(n - 1);
+    expect(warnings).toHaveLength(1);
+    log.append(n, RECORDS[n - 1]!);
+    await log.close();
+    const again = await MapLog.open(d);
+    const seen: MapRecord[] = [];
+    await again.replay(0, async (recs) => {
+      for (const x of recs) seen.push(x.record);
+    });
+    await again.close();
+    expect(seen).toEqual(RECORDS);
   });
 
   it("cuts a torn tail of the last segment and logs it", async () => {

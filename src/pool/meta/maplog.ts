@@ -450,7 +450,7 @@ export class MapLog {
           }
           let record: MapRecord;
           try {
-            record = decodePayload(f.op, f.payload);
+            record = decodePayload(f.op, f.payload, f.version);
           } catch (err) {
             throw new MetaError(
               MetaErrorCode.MapLogCorrupt,

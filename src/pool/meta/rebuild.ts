@@ -7,7 +7,8 @@
  * run again from the start:
  * 1. forget the domain's index entries, dead-table entries and journal records, and zero its
  *    chunk counters (the maps are kept: they are what the refcounts are recounted from);
- * 2. insert every record at refcount 0; when a fingerprint appears twice the first record wins
+ * 2. insert every record at refcount 0, keyed by the first 16 bytes of the fingerprint its header
+ *    holds (codec.ts FINGERPRINT_BYTES); when a fingerprint appears twice the first record wins
  *    and the other copy counts as dead bytes of its container; a container's counters restart
  *    from zero the first time one of its records is seen (a container holds one domain's chunks);
  * 3. repair: count references from the maps, set the refcounts, list unreferenced chunks dead,
@@ -28,6 +29,7 @@ import {
   encodeContainer,
   encodeDomain,
   FINGERPRINT_BYTES,
+  FULL_FINGERPRINT_BYTES,
   fpKey,
   locationProblem,
   readU32,
@@ -40,6 +42,7 @@ import type { MetaStore } from "./store.js";
 
 /** One chunk record as a container describes it. */
 export interface ContainerRecord extends ChunkLocation {
+  /** The record header's fingerprint: 32 bytes (16 are accepted; the index keeps the first 16). */
   readonly fingerprint: Uint8Array;
 }
 
@@ -164,12 +167,17 @@ export async function rebuildIndex(
   let batch: ContainerRecord[] = [];
   for await (const r of records) {
     total++;
-    if (r.fingerprint.length !== FINGERPRINT_BYTES || locationProblem(r) !== undefined) {
+    const length = r.fingerprint.length;
+    if (
+      (length !== FULL_FINGERPRINT_BYTES && length !== FINGERPRINT_BYTES) ||
+      locationProblem(r) !== undefined
+    ) {
       invalid++;
       continue;
     }
     batch.push({
-      fingerprint: Buffer.from(r.fingerprint),
+      // The index keys the first 16 bytes of the record header's fingerprint (codec.ts).
+      fingerprint: Buffer.from(r.fingerprint.subarray(0, FINGERPRINT_BYTES)),
       containerId: r.containerId,
       offset: r.offset,
       storedLength: r.storedLength,

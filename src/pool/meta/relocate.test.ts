@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { MetaError, MetaErrorCode } from "./errors.js";
-import { fp, loc, type TempStore, tempStore } from "./testing/helpers.js";
+import { fp, loc, sfp, type TempStore, tempStore } from "./testing/helpers.js";
 
 const GRAIN = 4096;
 const STORED = 2000;
@@ -97,14 +97,16 @@ describe("relocateChunks", () => {
     await fill(t, 3);
     await store.unmapGrains(1, 0, 1);
     await store.applyJournal();
-    expect([...store.deadChunks(SRC)].map((d) => d.fingerprint)).toEqual([fp(0)]);
+    expect([...store.deadChunks(SRC)].map((d) => d.fingerprint)).toEqual([sfp(0)]);
     const deadBefore = store.domainUsage(DOMAIN);
     expect(deadBefore).toMatchObject({ deadChunks: 1, deadBytes: STORED });
 
     const r = await store.relocateChunks(DOMAIN, [move(0, 0), move(1, 1)]);
     expect(r.moved).toBe(2);
     expect([...store.deadChunks(SRC)]).toEqual([]);
-    expect([...store.deadChunks(DST)].map((d) => [d.fingerprint, d.offset])).toEqual([[fp(0), 64]]);
+    expect([...store.deadChunks(DST)].map((d) => [d.fingerprint, d.offset])).toEqual([
+      [sfp(0), 64],
+    ]);
     // Source: the listed chunk was counted dead already; chunk 1's old copy is dead now.
     expect(store.containerUsage(SRC)).toMatchObject({ storedChunks: 3, deadChunks: 2 });
     expect(store.containerUsage(DST)).toEqual({
@@ -123,7 +125,7 @@ describe("relocateChunks", () => {
     expect(store.containerUsage(DST)).toMatchObject({ deadChunks: 0, deadBytes: 0 });
     expect(store.domainUsage(DOMAIN)).toMatchObject({ deadChunks: 0, physicalBytes: 3 * STORED });
     await store.unmapGrains(1, 7, 1);
-    expect((await store.reclaimDeadChunks(DST)).map((d) => d.fingerprint)).toEqual([fp(0)]);
+    expect((await store.reclaimDeadChunks(DST)).map((d) => d.fingerprint)).toEqual([sfp(0)]);
     expect(store.audit().clean).toBe(true);
   });
 
@@ -137,7 +139,7 @@ describe("relocateChunks", () => {
     expect(store.audit().clean).toBe(true);
     await store.applyJournal();
     expect(store.lookupChunk(DOMAIN, fp(0))).toMatchObject({ containerId: DST, refcount: 2 });
-    expect([...store.deadChunks(DST)].map((d) => d.fingerprint)).toEqual([fp(1)]);
+    expect([...store.deadChunks(DST)].map((d) => d.fingerprint)).toEqual([sfp(1)]);
     expect(store.containerUsage(SRC)).toMatchObject({ storedChunks: 2, deadChunks: 2 });
     expect(store.containerUsage(DST)).toMatchObject({ storedChunks: 2, deadChunks: 1 });
     expect(store.audit().clean).toBe(true);

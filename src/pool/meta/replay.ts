@@ -8,6 +8,11 @@
  * (a chunk GC collected since is absent, so the replayed bodies map fingerprints the index lacks
  * instead of failing: `tolerateMissing`), no journal records are written, and the counters are
  * wrong until the repair that follows recounts everything from the maps.
+ *
+ * A log written with 32-byte fingerprints (formats 3–4: version 1 frames, "SMXCKPT1" checkpoints)
+ * replays like any other: the decoders hand its fingerprints over cut to 16 bytes
+ * (maplog-codec.ts, checkpoint.ts fromLongFingerprints), so this is how `sanmux pool rebuild`
+ * converts an older pool.
  */
 
 import {

@@ -53,6 +53,7 @@ import {
   countDuplicate,
   countStored,
   locationOf,
+  ownFingerprint,
   sameLocation,
   unknownVolume,
   validGrainSize,
@@ -69,7 +70,9 @@ import {
   decodeMapKey,
   decodeVolume,
   encodeChunk,
+  FINGERPRINT_BYTES,
   fpKey,
+  LONG_FINGERPRINT_FORMATS,
   MAX_GRAIN,
   META_FORMAT_VERSION,
   mapKey,
@@ -282,6 +285,20 @@ export class MetaStore {
           return g;
         }
         const version = readU32(format);
+        if (
+          version === LONG_FINGERPRINT_FORMATS.plain ||
+          version === LONG_FINGERPRINT_FORMATS.snapshots
+        ) {
+          // The same layout with 32-byte fingerprints (README "Fingerprints: 16 bytes"): the
+          // rebuild converts it, from the containers and the map log (its records replay cut).
+          throw new MetaError(
+            MetaErrorCode.Incompatible,
+            `the metadata store at ${options.path} is format ${version}, which keys chunks by ` +
+              `32-byte fingerprints; this version keys them by 16 bytes (format ` +
+              `${META_FORMAT_VERSION}): run \`sanmux pool rebuild\` to rebuild it from the ` +
+              "containers and the map log (the old store is moved aside, not deleted)",
+          );
+        }
         if (version !== META_FORMAT_VERSION && version !== SNAPSHOT_FORMAT_VERSION) {
           // Formats 1 and 2 are the pre-release layout (README "Key layout"): not converted.
           throw new MetaError(
@@ -788,24 +805,28 @@ export class MetaStore {
     const byGrain = new Map<number, PreparedUpdate>();
     for (const u of updates) {
       checkGrain(u.grain);
-      if (u.fingerprint !== null) checkFingerprint(u.fingerprint);
       byGrain.set(u.grain, {
         grain: u.grain,
         key: mapKey(volume, u.grain),
-        fingerprint: u.fingerprint === null ? undefined : Buffer.from(u.fingerprint),
+        fingerprint: u.fingerprint === null ? undefined : ownFingerprint(u.fingerprint),
         chunk: u.chunk && u.fingerprint !== null ? checkLocation(u.chunk) : undefined,
       });
     }
     if (byGrain.size === 0) return { changed: 0, inserted: 0, duplicates: 0 };
     const prepared = [...byGrain.values()].sort((a, b) => a.grain - b.grain);
-    const result = await this.mapTxn(
-      () => writeMapInTxn(this.dbs, this.journalState, volume, prepared),
-      () => ({
-        op: "write",
-        volume,
-        grains: prepared.map((p) => ({ grain: p.grain, fingerprint: p.fingerprint })),
-      }),
-    );
+    let result: Awaited<ReturnType<typeof writeMapInTxn>>;
+    try {
+      result = await this.mapTxn(
+        () => writeMapInTxn(this.dbs, this.journalState, volume, prepared),
+        () => ({
+          op: "write",
+          volume,
+          grains: prepared.map((p) => ({ grain: p.grain, fingerprint: p.fingerprint })),
+        }),
+      );
+    } catch (err) {
+      throw missingAsGiven(err, updates);
+    }
     if (result.journaled) this.notifyJournal();
     return { changed: result.changed, inserted: result.inserted, duplicates: result.duplicates };
   }
@@ -1295,11 +1316,11 @@ export class MetaStore {
     this.checkOpen();
     checkU32("domainId", domainId);
     const copies = items.map((r) => {
-      checkFingerprint(r.fingerprint);
+      const fingerprint = ownFingerprint(r.fingerprint);
       checkLocation({ ...r.from, storedLength: 1, logicalLength: 1 });
       checkLocation({ ...r.to, logicalLength: 1 });
       return {
-        fingerprint: Buffer.from(r.fingerprint),
+        fingerprint,
         from: { containerId: r.from.containerId, offset: r.from.offset },
         to: { containerId: r.to.containerId, offset: r.to.offset, storedLength: r.to.storedLength },
       };
@@ -1312,6 +1333,23 @@ export class MetaStore {
       return result;
     });
   }
+}
+
+/**
+ * ChunkMissing names the missing fingerprints (hex) as the caller gave them (full, 32 bytes, from
+ * the write path), not as the metadata keeps them: the write-back stage finds the grains to store
+ * again by them. Other errors pass unchanged.
+ */
+function missingAsGiven(err: unknown, updates: readonly GrainUpdate[]): unknown {
+  if (!(err instanceof MetaError) || err.code !== MetaErrorCode.ChunkMissing) return err;
+  const short = new Set(err.fingerprints ?? []);
+  const given = new Set<string>();
+  for (const u of updates) {
+    if (u.fingerprint === null) continue;
+    const fp = Buffer.from(u.fingerprint.buffer, u.fingerprint.byteOffset, u.fingerprint.length);
+    if (short.has(fp.toString("hex", 0, FINGERPRINT_BYTES))) given.add(fp.toString("hex"));
+  }
+  return new MetaError(err.code, err.message, [...given], { cause: err.cause });
 }
 
 /**

@@ -15,6 +15,14 @@ export function fp(label: string | number): Buffer {
   return createHash("sha256").update(`chunk:${label}`).digest();
 }
 
+/**
+ * The metadata's form of `fp(label)`: its first 16 bytes (codec.ts FINGERPRINT_BYTES), as the
+ * store returns fingerprints (it takes the full 32 bytes or these).
+ */
+export function sfp(label: string | number): Buffer {
+  return fp(label).subarray(0, 16);
+}
+
 /** A location in `containerId`; offsets advance per call so that copies are distinct. */
 export function loc(
   containerId: number,
