@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { fingerprintMatches } from "./container/format.js";
 import { scanContainer } from "./container/index.js";
 import { CONTAINER_SUFFIX } from "./container/writer.js";
@@ -17,16 +17,13 @@ import { MetaStore } from "./meta/index.js";
 import { withRawDbs } from "./meta/testing/helpers.js";
 import { downgradeMapLog } from "./meta/testing/legacy.js";
 import type { Pool } from "./pool.js";
-import { pattern, type TempPool, tempPool } from "./testing/helpers.js";
+import { pattern } from "./testing/helpers.js";
+import { tempPoolPerTest } from "./testing/per-test.js";
 
 const G = 4096;
 const MiB = 1024 * 1024;
 
-let t: TempPool | undefined;
-afterEach(async () => {
-  await t?.cleanup();
-  t = undefined;
-});
+const newPool = tempPoolPerTest();
 
 /** Every container file under `dir`, recursively. */
 function containerFiles(dir: string): string[] {
@@ -37,7 +34,7 @@ function containerFiles(dir: string): string[] {
 
 describe("Pool: converting a pool whose metadata keeps 32-byte fingerprints", () => {
   it("is refused with a message naming `pool rebuild`, which converts it", async () => {
-    t = await tempPool();
+    const t = await newPool();
     let pool: Pool = t.pool;
     const a = await pool.ensureVolume({ name: "a", size: 8 * MiB, blockSize: 4096 });
     const b = await pool.ensureVolume({ name: "b", size: 8 * MiB, blockSize: 4096 });

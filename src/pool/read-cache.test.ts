@@ -5,24 +5,21 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { StorageErrorCode } from "../volume/errors.js";
 import { FILE_HEADER_BYTES, RECORD_HEADER_BYTES } from "./container/index.js";
 import { xorshift32 } from "./meta/testing/helpers.js";
-import { pattern, type TempPool, tempPool } from "./testing/helpers.js";
+import { pattern } from "./testing/helpers.js";
+import { tempPoolPerTest } from "./testing/per-test.js";
 
 const G = 4096;
 const MiB = 1024 * 1024;
 
-let t: TempPool | undefined;
-afterEach(async () => {
-  await t?.cleanup();
-  t = undefined;
-});
+const newPool = tempPoolPerTest();
 
 describe("Pool read cache", () => {
   it("serves a read again from memory; writes, unmaps and copies are seen at once", async () => {
-    t = await tempPool();
+    const t = await newPool();
     const { pool } = t;
     const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
     const src = await pool.ensureVolume({ name: "src", size: 16 * MiB, blockSize: 4096 });
@@ -60,7 +57,7 @@ describe("Pool read cache", () => {
   });
 
   it("keeps 512-byte-block read-modify-writes and partial unmaps coherent", async () => {
-    t = await tempPool();
+    const t = await newPool();
     const v = await t.pool.ensureVolume({ name: "v", size: 8 * MiB, blockSize: 512 });
     const model = Buffer.from(pattern("base", 32 * G));
     await v.write(0, model);
@@ -84,7 +81,7 @@ describe("Pool read cache", () => {
   });
 
   it("never returns content older than a completed write to a read started after it", async () => {
-    t = await tempPool();
+    const t = await newPool();
     const v = await t.pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
     const grains = 16;
     let current = pattern("v0", grains * G);
@@ -119,7 +116,7 @@ describe("Pool read cache", () => {
   });
 
   it("forgets a deleted volume, and snapshot views read past it", async () => {
-    t = await tempPool();
+    const t = await newPool();
     const { pool } = t;
     const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
     await v.write(0, pattern("old", 8 * G));
@@ -140,7 +137,7 @@ describe("Pool read cache", () => {
   });
 
   it("stops serving a grain scrub finds damaged: the read reports it", async () => {
-    t = await tempPool();
+    const t = await newPool();
     const v = await t.pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
     const data = pattern("dmg", 16 * G);
     await v.write(0, data);
@@ -168,7 +165,7 @@ describe("Pool read cache", () => {
   });
 
   it("is sized by pool.cache_size, and 0 turns it off", async () => {
-    t = await tempPool({ grainCacheBytes: 8 * MiB });
+    const t = await newPool({ grainCacheBytes: 8 * MiB });
     const { pool } = t;
     expect(pool.readCache().byVolume.bytes + pool.readCache().byChunk.bytes).toBe(8 * MiB);
     expect(pool.readCache().byChunk.bytes).toBe(1 * MiB);

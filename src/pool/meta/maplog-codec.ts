@@ -330,9 +330,14 @@ export function decodePayload(op: number, payload: Buffer, version = FRAME_VERSI
 
 export function encodeFrame(seq: number, rec: MapRecord): Buffer {
   const { op, payload } = encodePayload(rec);
+  return frameOf(seq, op, payload, FRAME_VERSION);
+}
+
+/** The frame around an encoded payload (a test fixture writes LEGACY_FRAME_VERSION with it). */
+export function frameOf(seq: number, op: number, payload: Buffer, version: number): Buffer {
   const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length + FRAME_CRC_BYTES);
   frame.writeUInt16LE(FRAME_MAGIC, 0);
-  frame[2] = FRAME_VERSION;
+  frame[2] = version;
   frame[3] = op;
   frame.writeUInt32LE(payload.length, 4);
   frame.writeUInt32LE(seq % TWO_32, 8);

@@ -25,8 +25,9 @@ import {
 import {
   decodePayload,
   encodePayload,
-  FRAME_HEADER_BYTES,
   FrameDecoder,
+  frameOf,
+  LEGACY_FRAME_VERSION,
   type MapRecord,
 } from "../maplog-codec.js";
 
@@ -71,17 +72,7 @@ export function encodeLegacyFrame(seq: number, rec: MapRecord): Buffer {
   } else {
     ({ op, payload } = encodePayload(rec));
   }
-  const frame = Buffer.alloc(FRAME_HEADER_BYTES + payload.length + 4);
-  frame.writeUInt16LE(0x4c4d, 0);
-  frame[2] = 1;
-  frame[3] = op;
-  frame.writeUInt32LE(payload.length, 4);
-  frame.writeUInt32LE(seq % TWO_32, 8);
-  frame.writeUInt32LE(Math.floor(seq / TWO_32), 12);
-  payload.copy(frame, FRAME_HEADER_BYTES);
-  const end = FRAME_HEADER_BYTES + payload.length;
-  frame.writeUInt32LE(crc32c(frame.subarray(0, end)), end);
-  return frame;
+  return frameOf(seq, op, payload, LEGACY_FRAME_VERSION);
 }
 
 /** A version 1 checkpoint file's bytes: header "SMXCKPT1", entries as given, trailer. */
