@@ -11,8 +11,8 @@ import { ScsiStatus, SenseKey } from "../scsi/constants.js";
 import { decodeLun } from "../scsi/lun.js";
 import { checkConditionResult } from "../scsi/sense.js";
 import type { ScsiCommand, ScsiResult } from "../scsi/types.js";
+import { dataBuffers } from "../util/buffer-pool.js";
 import type { WriteReservation } from "../volume/volume.js";
-import { dataBuffers } from "./buffer-pool.js";
 import { Opcode, RESERVED_TAG, RejectReason, TmfFunction, TmfResponse } from "./constants.js";
 import { type FramingError, PduReader, serializePdu } from "./framing.js";
 import { LoginNegotiator, type SessionParams } from "./login/login.js";
@@ -661,7 +661,7 @@ export class IscsiConnection implements LiveSession {
     const told =
       nexus?.sent !== undefined && command !== undefined ? () => nexus.sent!(command) : undefined;
     // Read data from the shared pool of data buffers goes back to it once it has left (the
-    // volume handed it over with the result: buffer-pool.ts contract; others are ignored).
+    // volume handed it over with the result; src/util/buffer-pool.ts: others are ignored).
     const payload = result.data;
     const sent =
       payload === undefined

@@ -5,7 +5,7 @@
  */
 
 import { crc32c } from "@node-rs/crc32";
-import { dataBuffers } from "./buffer-pool.js";
+import { dataBuffers } from "../util/buffer-pool.js";
 import { BHS_LENGTH } from "./constants.js";
 import { DIGEST_LENGTH, digestBytes, readDigest } from "./digest.js";
 import {

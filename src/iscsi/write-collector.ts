@@ -1,4 +1,4 @@
-import { dataBuffers } from "./buffer-pool.js";
+import { dataBuffers } from "../util/buffer-pool.js";
 
 /**
  * Collects one write command's Data-Out into a single buffer (RFC 7143 4.2.? / 11.7, 11.8):

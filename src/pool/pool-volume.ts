@@ -53,7 +53,7 @@
  * grains and zero grains count nothing); if it throws, the write rejects with that error and
  * nothing is stored.
  */
-import { dataBuffers } from "../iscsi/buffer-pool.js";
+import { dataBuffers } from "../util/buffer-pool.js";
 import type { Logger } from "../util/log.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";

@@ -54,13 +54,13 @@ import { createHash, randomUUID } from "node:crypto";
 import { type FileHandle, mkdir, open } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { crc32c } from "@node-rs/crc32";
-import { dataBuffers } from "../../iscsi/buffer-pool.js";
 import {
   fsyncDirectory,
   isErrnoException,
   readJsonFile,
   writeJsonAtomic,
 } from "../../util/atomic-file.js";
+import { dataBuffers } from "../../util/buffer-pool.js";
 import { isValidName, NAME_RULE } from "../../util/names.js";
 import { StorageError, StorageErrorCode } from "../../volume/errors.js";
 import type { BlockStatus, Volume, WriteOptions } from "../../volume/volume.js";
