@@ -11,7 +11,7 @@ import { ScsiStatus, SenseKey } from "../scsi/constants.js";
 import { decodeLun } from "../scsi/lun.js";
 import { checkConditionResult } from "../scsi/sense.js";
 import type { ScsiCommand, ScsiResult } from "../scsi/types.js";
-import { dataBuffers } from "../util/buffer-pool.js";
+import { dataBuffers, MIN_POOLED } from "../util/buffer-pool.js";
 import type { WriteReservation } from "../volume/volume.js";
 import { Opcode, RESERVED_TAG, RejectReason, TmfFunction, TmfResponse } from "./constants.js";
 import { type FramingError, PduReader, serializePdu } from "./framing.js";
@@ -664,7 +664,7 @@ export class IscsiConnection implements LiveSession {
     // volume handed it over with the result; src/util/buffer-pool.ts: others are ignored).
     const payload = result.data;
     const sent =
-      payload === undefined
+      payload === undefined || payload.length < MIN_POOLED
         ? told
         : () => {
             told?.();

@@ -77,13 +77,11 @@ export function readCacheSplit(bytes: number): { byChunk: number; byVolume: numb
   return { byChunk, byVolume: bytes - byChunk };
 }
 
-/** Scrub's findings; recording one empties the volume cache, so that reads report the damage. */
-class DamageMap extends Map<number, { offset: number; length: number; reason: string }[]> {
-  onRecord: (() => void) | undefined;
-  override set(key: number, value: { offset: number; length: number; reason: string }[]) {
-    this.onRecord?.();
-    return super.set(key, value);
-  }
+/** Damaged record ranges of one container (scrub.ts). */
+export interface DamagedRange {
+  readonly offset: number;
+  readonly length: number;
+  readonly reason: string;
 }
 
 interface ReaderEntry {
@@ -100,7 +98,7 @@ export class ChunkReader {
   /** readRun calls under way, per container (`idle`). */
   private readonly running = new Map<number, number>();
   /** Damaged record ranges found by scrub, per container. */
-  readonly damaged = new DamageMap();
+  readonly damaged = new Map<number, DamagedRange[]>();
   /** Plaintext of hot grains by location (grain-cache.ts); replaced by `resizeGrainCache`. */
   grainCache: GrainCache;
   /** Plaintext of grains read, by volume address (volume-cache.ts); see `resizeGrainCache`. */
@@ -117,7 +115,6 @@ export class ChunkReader {
     const split = readCacheSplit(options.grainCacheBytes ?? defaultReadCacheBytes());
     this.grainCache = new GrainCache(split.byChunk);
     this.volumeCache = new VolumeCache(split.byVolume);
-    this.damaged.onRecord = () => this.volumeCache.clear();
   }
 
   /**
@@ -131,6 +128,19 @@ export class ChunkReader {
     if (byChunk.slots !== this.grainCache.slots) this.grainCache = byChunk;
     const byVolume = new VolumeCache(split.byVolume);
     if (byVolume.slots !== this.volumeCache.slots) this.volumeCache = byVolume;
+  }
+
+  /**
+   * What scrub found in container `number` (none: forget what it found before). Damage empties
+   * the volume cache: a read of a damaged grain must report it, not serve the copy it holds.
+   */
+  recordDamage(number: number, ranges: DamagedRange[]): void {
+    if (ranges.length === 0) {
+      this.damaged.delete(number);
+      return;
+    }
+    this.damaged.set(number, ranges);
+    this.volumeCache.clear();
   }
 
   /** Whether scrub found the record at `offset` of container `number` damaged. */

@@ -104,7 +104,7 @@ export async function scrubPool(
     );
     if (size === undefined) {
       missing.push(path);
-      chunks.reads.damaged.set(rec.number, [
+      chunks.reads.recordDamage(rec.number, [
         { offset: 0, length: Number.MAX_SAFE_INTEGER, reason: "missing" },
       ]);
       done++;
@@ -168,8 +168,7 @@ export async function scrubPool(
         message: `${t.length} bytes at the end hold no intact record (${t.kind})`,
       });
     }
-    if (ranges.length > 0) chunks.reads.damaged.set(rec.number, ranges);
-    else chunks.reads.damaged.delete(rec.number);
+    chunks.reads.recordDamage(rec.number, ranges);
     done++;
     onProgress?.({ containers: targets.length, done, bytes });
   }

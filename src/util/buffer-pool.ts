@@ -11,7 +11,7 @@
  * pool handed out are taken back; anything else is ignored.
  */
 
-const MIN_POOLED = 16 * 1024;
+export const MIN_POOLED = 16 * 1024;
 /** Bytes kept idle in the pool at most; beyond that released buffers are left to the GC. */
 const MAX_IDLE_BYTES = 64 * 1024 * 1024;
 
