@@ -153,11 +153,17 @@ export class ChunkReader {
    * Read the records of `records` (back to back, in file order, in container `number`) with one
    * pread and open them. `grains` holds 4096 bytes per record, in order; a record that failed a
    * check has an entry in `failures` (by index) and its 4096 bytes are meaningless.
+   * `into` (4096 bytes per record), when given, is where `grains` goes: a worker thread writes
+   * there directly when it is shared memory (util/buffer-pool.ts).
    */
-  async readRun(number: number, records: readonly RunRecord[]): Promise<RunResult> {
+  async readRun(
+    number: number,
+    records: readonly RunRecord[],
+    into?: Uint8Array,
+  ): Promise<RunResult> {
     this.running.set(number, (this.running.get(number) ?? 0) + 1);
     try {
-      return await this.readRecords(number, records);
+      return await this.readRecords(number, records, into);
     } finally {
       const n = (this.running.get(number) ?? 1) - 1;
       if (n > 0) this.running.set(number, n);
@@ -180,7 +186,11 @@ export class ChunkReader {
     return true;
   }
 
-  private async readRecords(number: number, records: readonly RunRecord[]): Promise<RunResult> {
+  private async readRecords(
+    number: number,
+    records: readonly RunRecord[],
+    into: Uint8Array | undefined,
+  ): Promise<RunResult> {
     const first = records[0];
     const last = records[records.length - 1];
     if (first === undefined || last === undefined) {
@@ -194,7 +204,10 @@ export class ChunkReader {
     const cache =
       this.grainCache.slots > 0 && !this.damaged.has(number) ? this.grainCache : undefined;
     if (cache?.has(number, first.offset)) {
-      const out = Buffer.allocUnsafeSlow(records.length * GRAIN_BYTES);
+      const out =
+        into === undefined
+          ? Buffer.allocUnsafeSlow(records.length * GRAIN_BYTES)
+          : Buffer.from(into.buffer, into.byteOffset, records.length * GRAIN_BYTES);
       let i = 0;
       while (i < records.length && cache.get(number, records[i]!.offset, out, i * GRAIN_BYTES)) i++;
       if (i === records.length) return { grains: out, failures: new Map() };
@@ -226,7 +239,12 @@ export class ChunkReader {
         });
       } else if (this.jobs.offloads(records.length)) {
         // The worker threads pread the run themselves: no buffer crosses threads.
-        opened = await this.jobs.open({ ...job(), fd: entry.handle.fd, length: end - start });
+        opened = await this.jobs.open({
+          ...job(),
+          fd: entry.handle.fd,
+          length: end - start,
+          out: into,
+        });
       } else {
         const buf = Buffer.allocUnsafe(end - start);
         let got = 0;

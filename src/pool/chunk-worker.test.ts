@@ -242,6 +242,19 @@ describe("chunk jobs", () => {
             });
           }
         }
+        // Into the caller's shared buffer (a pooled read buffer): the grains land there, at the
+        // view's offset, and nothing around the view is touched.
+        const shared = Buffer.from(new SharedArrayBuffer((records.length + 2) * 4096)).fill(0xee);
+        const into = shared.subarray(4096, (records.length + 1) * 4096);
+        const r = await runner.open({ ...job, length: end - base, out: into });
+        expect(r.grains.buffer).toBe(shared.buffer);
+        expect(r.grains.byteOffset).toBe(4096);
+        expect(r.failures.map((f) => f.index)).toEqual([27]);
+        grains.forEach((g, i) => {
+          if (i !== 27) expect(into.subarray(i * 4096, (i + 1) * 4096)).toEqual(g);
+        });
+        expect(shared.subarray(0, 4096).every((b) => b === 0xee)).toBe(true);
+        expect(shared.subarray((records.length + 1) * 4096).every((b) => b === 0xee)).toBe(true);
         // Single records (4 KiB random reads) asked for in one turn: batched, one result each; a
         // job that cannot pread fails alone.
         const one = (i: number, d = fd) => {

@@ -660,7 +660,8 @@ export class JobRunner {
   /**
    * Open a run. A job with `buf` runs inline. A job with `fd` runs on the worker threads (which
    * pread it), split over them when large, each part writing its grains into one
-   * SharedArrayBuffer: the result's `grains` is a view of it, never copied.
+   * SharedArrayBuffer (the job's `out` when it is one, else a new one): the result's `grains` is a
+   * view of it, never copied.
    */
   open(job: OpenJob): Promise<OpenResult> {
     const n = job.offsets.length;
@@ -679,7 +680,12 @@ export class JobRunner {
     // Split over the idle threads only: when every thread is busy (many reads in flight) a split
     // costs messages and buys nothing; when reads come one at a time it halves their latency.
     const parts = this.split(n, this.lanes.filter((l) => l.pending.size === 0).length);
-    const grains = new Uint8Array(new SharedArrayBuffer(n * GRAIN_BYTES));
+    // The caller's buffer when it is shared memory (a pooled read buffer, util/buffer-pool.ts):
+    // the grains land where they are sent from.
+    const grains =
+      job.out !== undefined && job.out.buffer instanceof SharedArrayBuffer
+        ? job.out.subarray(0, n * GRAIN_BYTES)
+        : new Uint8Array(new SharedArrayBuffer(n * GRAIN_BYTES));
     const end = job.base + job.length!;
     // Every part settles before the caller may close the descriptor.
     return Promise.allSettled(

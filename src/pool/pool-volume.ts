@@ -295,13 +295,25 @@ export class PoolVolume implements Volume {
       }
       run.end = c.offset + 60 + c.storedLength;
     }
+    // The result buffer first: runs of consecutive grains are opened straight into it (by the
+    // worker threads, util/buffer-pool.ts), the others are copied in below.
+    out ??= dataBuffers.acquire(count * GRAIN);
+    const target = out;
     const results = await Promise.all(
-      runs.map((r) =>
-        this.ctx.chunks.reads.readRun(r.container, r.records).catch((error: unknown) => {
-          const e = asMedium(error);
-          return { grains: undefined, failures: new Map(r.records.map((_, j) => [j, e])) };
-        }),
-      ),
+      runs.map((r) => {
+        const from = r.index[0]!;
+        const n = r.index.length;
+        const into =
+          r.index[n - 1] === from + n - 1
+            ? target.subarray(from * GRAIN, (from + n) * GRAIN)
+            : undefined;
+        return this.ctx.chunks.reads
+          .readRun(r.container, r.records, into)
+          .catch((error: unknown) => {
+            const e = asMedium(error);
+            return { grains: undefined, failures: new Map(r.records.map((_, j) => [j, e])) };
+          });
+      }),
     );
     let failed: { index: number; error: StorageError } | undefined;
     for (let k = 0; k < runs.length; k++) {
@@ -321,11 +333,6 @@ export class PoolVolume implements Volume {
         }
       }
     }
-    const only = runs.length === 1 ? results[0]?.grains : undefined;
-    if (failed === undefined && only !== undefined && only.length === count * GRAIN) {
-      return only; // one run covering the whole read (sequential data): no copy
-    }
-    out ??= dataBuffers.acquire(count * GRAIN);
     for (const i of holes) out.fill(0, i * GRAIN, (i + 1) * GRAIN);
     // A copy: the caller may patch what it reads (read-modify-write); staged text never changes.
     for (const i of fromStage) staged![i]!.plaintext!.copy(out, i * GRAIN);
@@ -333,6 +340,8 @@ export class PoolVolume implements Volume {
       for (let k = 0; k < runs.length; k++) {
         const r = runs[k]!;
         const grains = results[k]!.grains!;
+        const at = r.index[0]! * GRAIN;
+        if (grains.buffer === out.buffer && grains.byteOffset === out.byteOffset + at) continue;
         for (let j = 0; j < r.index.length; j++) {
           grains.copy(out, r.index[j]! * GRAIN, j * GRAIN, (j + 1) * GRAIN);
         }

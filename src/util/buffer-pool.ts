@@ -5,6 +5,12 @@
  * reads). Buffers of at least MIN_POOLED bytes come from here and go back once the command that
  * used them has completed.
  *
+ * Pooled buffers are views of a SharedArrayBuffer: the chunk worker threads decrypt a read's
+ * grains straight into the buffer that is then sent (src/pool/chunk-worker.ts, `OpenJob.out`),
+ * instead of into a shared buffer of their own that the main thread then copies (a fresh
+ * SharedArrayBuffer per 128 KiB read also kept V8's helper threads zeroing and sweeping them).
+ * Nothing transfers or clones these buffers to another thread except as such an `out`.
+ *
  * Contract: `release(buf)` only when nothing references `buf` any more (for Data-Out: after the
  * SCSI layer's promise for the command settled — see ScsiCommand.dataOut; for a read's result:
  * once its Data-In has left, src/iscsi/connection.ts `complete`). Only whole buffers that this
@@ -28,8 +34,8 @@ export class BufferPool {
       this.idleBytes -= size;
       return reused;
     }
-    // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool.
-    const buf = Buffer.allocUnsafeSlow(size);
+    // A buffer of its own, never a slice of Node's shared pool; shared (module comment).
+    const buf = Buffer.from(new SharedArrayBuffer(size));
     this.issued.add(buf.buffer);
     return buf;
   }
