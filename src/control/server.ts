@@ -263,7 +263,7 @@ export class SanmuxServer {
       // The memory reads may take (config pool.cache_size; src/pool/README.md "Read path").
       const c = this.pool.readCache();
       logger.info(
-        { byVolume: c.byVolume.bytes, byChunk: c.byChunk.bytes },
+        { byVolume: c.byVolume.bytes, byChunk: c.byChunk.bytes, hints: c.hints.bytes },
         "pool read cache (bytes, taken as it fills)",
       );
     }

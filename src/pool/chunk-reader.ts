@@ -9,8 +9,9 @@
  * Open file handles are kept in an LRU cache (64 by default). A handle evicted while a read uses
  * it (the caller's pread, or a worker's) is closed when that read is done. Grains read again soon
  * are served from `grainCache` (grain-cache.ts, by chunk). The read cache by volume address
- * (`volumeCache`, volume-cache.ts) lives here too, beside it, and is used by pool-volume.ts: the
- * two share `pool.cache_size` (`readCacheSplit`).
+ * (`volumeCache`, volume-cache.ts) and the location hints (`locations`, location-hints.ts) live
+ * here too, beside it, and are used by pool-volume.ts: the three share `pool.cache_size`
+ * (`readCacheSplit`).
  *
  * `damaged` holds what scrub found (scrub.ts): reads of those records fail at once, and writes do
  * not deduplicate against them (pool-volume.ts).
@@ -26,6 +27,7 @@ import {
   RECORD_HEADER_BYTES,
 } from "./container/index.js";
 import { GrainCache } from "./grain-cache.js";
+import { LocationHints } from "./location-hints.js";
 import type { ContainerRecord, Registry } from "./registry.js";
 import { VolumeCache } from "./volume-cache.js";
 
@@ -69,12 +71,19 @@ export function defaultReadCacheBytes(): number {
 
 /**
  * How `pool.cache_size` divides: an eighth caches by chunk, from a grain's second read
- * (grain-cache.ts: what many volumes share, e.g. a golden image whose clones each read it), the
- * rest by volume address (volume-cache.ts: what a host reads again).
+ * (grain-cache.ts: what many volumes share, e.g. a golden image whose clones each read it), a
+ * thirty-second holds the locations of recently written grains (location-hints.ts: 32 bytes a
+ * grain, so a cache of 3 GiB hints 12 GiB of writes), the rest caches by volume address
+ * (volume-cache.ts: what a host reads again).
  */
-export function readCacheSplit(bytes: number): { byChunk: number; byVolume: number } {
+export function readCacheSplit(bytes: number): {
+  byChunk: number;
+  hints: number;
+  byVolume: number;
+} {
   const byChunk = Math.floor(bytes / 8);
-  return { byChunk, byVolume: bytes - byChunk };
+  const hints = Math.floor(bytes / 32);
+  return { byChunk, hints, byVolume: bytes - byChunk - hints };
 }
 
 /** Damaged record ranges of one container (scrub.ts). */
@@ -103,6 +112,8 @@ export class ChunkReader {
   grainCache: GrainCache;
   /** Plaintext of grains read, by volume address (volume-cache.ts); see `resizeGrainCache`. */
   volumeCache: VolumeCache;
+  /** Where recently written grains' chunks are (location-hints.ts); see `resizeGrainCache`. */
+  locations: LocationHints;
 
   constructor(
     private readonly registry: Registry,
@@ -115,6 +126,7 @@ export class ChunkReader {
     const split = readCacheSplit(options.grainCacheBytes ?? defaultReadCacheBytes());
     this.grainCache = new GrainCache(split.byChunk);
     this.volumeCache = new VolumeCache(split.byVolume);
+    this.locations = new LocationHints(split.hints);
   }
 
   /**
@@ -128,11 +140,14 @@ export class ChunkReader {
     if (byChunk.slots !== this.grainCache.slots) this.grainCache = byChunk;
     const byVolume = new VolumeCache(split.byVolume);
     if (byVolume.slots !== this.volumeCache.slots) this.volumeCache = byVolume;
+    const hints = new LocationHints(split.hints);
+    if (hints.maxBlocks !== this.locations.maxBlocks) this.locations = hints;
   }
 
   /**
    * What scrub found in container `number` (none: forget what it found before). Damage empties
    * the volume cache: a read of a damaged grain must report it, not serve the copy it holds.
+   * The location hints go too: a heal moves the damaged chunk.
    */
   recordDamage(number: number, ranges: DamagedRange[]): void {
     if (ranges.length === 0) {
@@ -141,6 +156,7 @@ export class ChunkReader {
     }
     this.damaged.set(number, ranges);
     this.volumeCache.clear();
+    this.locations.clear();
   }
 
   /** Whether scrub found the record at `offset` of container `number` damaged. */
@@ -330,10 +346,14 @@ export class ChunkReader {
     return { handle, path, users: 0, evicted: false };
   }
 
-  /** Close the cached reader of a container (before deleting its file) and forget its damage. */
+  /**
+   * Close the cached reader of a container (before deleting its file) and forget its damage and
+   * the hints that name it.
+   */
   drop(number: number): void {
     this.damaged.delete(number);
     this.grainCache.dropContainer(number);
+    this.locations.dropContainer(number);
     const p = this.readers.get(number);
     this.readers.delete(number);
     void p?.then(evict, () => undefined);
@@ -341,6 +361,7 @@ export class ChunkReader {
 
   /** Close every cached handle. */
   close(): void {
+    this.locations.clear();
     for (const number of [...this.readers.keys()]) this.drop(number);
   }
 }

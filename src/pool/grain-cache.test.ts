@@ -132,7 +132,9 @@ describe("ChunkReader with a grain cache", () => {
       chunks.reads.damaged.delete(number);
       chunks.reads.resizeGrainCache(1 << 20);
       expect(chunks.reads.grainCache.slots).toBe((1 << 20) / 8 / G);
-      expect(chunks.reads.volumeCache.slots).toBe(((1 << 20) * 7) / 8 / G);
+      // Seven eighths less a thirty-second (the location hints) by volume address.
+      expect(chunks.reads.volumeCache.slots).toBe(((1 << 20) * (7 / 8 - 1 / 32)) / G);
+      expect(chunks.reads.locations.bytes).toBe((1 << 20) / 32);
       chunks.reads.resizeGrainCache(0);
       for (let k = 0; k < 3; k++) await chunks.reads.readRun(number, run);
       expect(chunks.reads.grainCache.slots).toBe(0);

@@ -29,6 +29,11 @@
  * turn (served from their plaintext), then records lying back to back in one container are read
  * with one pread (ChunkStore.readRun). A record that fails any check, or a map entry whose chunk
  * the index lacks, fails the read with MediumError and its LBA: never zeros, never other data.
+ * Grains written lately are resolved from the location hints instead (location-hints.ts), when
+ * they have every grain of the read that is not staged or cached: what the map says, kept by the
+ * write path when a write lands and dropped by every change (`uncache`). A location may be stale
+ * (GC moved the chunk): the read then fails its check or its file, and goes again from the map
+ * before it calls anything damage.
  *
  * Durability: `write` resolving means visible; `flush()` commits what is staged and flushes the
  * metadata store, making every resolved write durable; FUA, or `writeCache: false`, does the same
@@ -60,7 +65,13 @@ import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
 import type { RunRecord } from "./chunk-reader.js";
 import type { ChunkStore } from "./chunk-store.js";
 import { asStorageError } from "./chunk-store.js";
-import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
+import {
+  type ChunkLocation,
+  type GrainUpdate,
+  MetaError,
+  MetaErrorCode,
+  type MetaStore,
+} from "./meta/index.js";
 import type { Registry, VolumeRecord } from "./registry.js";
 import type { PreparedWrite, WriteBack } from "./write-back.js";
 
@@ -245,7 +256,17 @@ export class PoolVolume implements Volume {
         return out;
       }
     }
-    const resolved = this.resolve(first, count);
+    // The grains' chunks: from the location hints when they have every grain left (a read of
+    // what was written lately), else from the map and the index (module comment "Read path").
+    const hints =
+      this.snapshot === undefined && !retried ? this.ctx.chunks.reads.locations : undefined;
+    const resolved =
+      hints?.resolve(
+        this.number,
+        first,
+        count,
+        (i) => staged?.[i] !== undefined || hit?.[i] === 1,
+      ) ?? this.resolve(first, count);
     const fromStage: number[] = [];
     const holes: number[] = [];
     interface Run {
@@ -354,6 +375,8 @@ export class PoolVolume implements Volume {
       const now = this.resolve(first + index, 1)[0];
       const then = resolved[index];
       if (!retried && !sameResolution(now, then)) {
+        // A stale location hint (GC moved the chunk), or a change: again, from the map.
+        this.ctx.chunks.reads.locations.invalidate(this.number, first, count);
         return this.readGrains(first, count, fromLba, true);
       }
       throw this.mediumError(first + index, error.message, fromLba, error);
@@ -369,6 +392,7 @@ export class PoolVolume implements Volume {
   private uncache(first: number, count: number): void {
     if (this.snapshot === undefined) {
       this.ctx.chunks.reads.volumeCache.invalidate(this.number, first, count);
+      this.ctx.chunks.reads.locations.invalidate(this.number, first, count);
     }
   }
 
@@ -599,7 +623,11 @@ export class PoolVolume implements Volume {
           const from = { containerId: hit.containerId, offset: hit.offset };
           heals.push({ index: i, fingerprint, from });
         }
-        updates[i] = { grain: first + i, fingerprint };
+        // `found`: where the index has the chunk now, for the location hints once the write lands.
+        updates[i] =
+          hit === undefined
+            ? { grain: first + i, fingerprint }
+            : { grain: first + i, fingerprint, found: hit };
         if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
       }
     } catch (error) {
@@ -993,10 +1021,10 @@ function splitGrains(data: Buffer): Buffer[] {
   return out;
 }
 
-function sameResolution(
-  a: ReturnType<MetaStore["resolveGrains"]>[number],
-  b: ReturnType<MetaStore["resolveGrains"]>[number],
-): boolean {
+/** A grain as resolved by the map and index, or by the location hints. */
+type Resolution = { readonly fingerprint: Buffer; readonly chunk: ChunkLocation | undefined };
+
+function sameResolution(a: Resolution | undefined, b: Resolution | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   if (!a.fingerprint.equals(b.fingerprint)) return false;
   return a.chunk?.containerId === b.chunk?.containerId && a.chunk?.offset === b.chunk?.offset;

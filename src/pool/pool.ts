@@ -111,6 +111,11 @@ export interface ReadCacheStats {
   readonly byVolume: { bytes: number; grains: number; hits: number; misses: number };
   /** By chunk, from a grain's second read (grain-cache.ts): what many volumes share. */
   readonly byChunk: { bytes: number; grains: number; hits: number };
+  /**
+   * Where recently written grains' chunks are (location-hints.ts): bytes they may take, grains
+   * hinted, reads resolved from them, reads that found a grain without one.
+   */
+  readonly hints: { bytes: number; grains: number; hits: number; misses: number };
 }
 
 export interface VolumeSpec {
@@ -496,6 +501,7 @@ export class Pool {
       await this.registry.save(); // a crash from here on finishes the deletion at the next start
       await this.store.deleteVolume(rec.number);
       this.chunks.reads.volumeCache.dropVolume(rec.number); // its number may come back
+      this.chunks.reads.locations.dropVolume(rec.number);
       this.registry.removeVolume(name);
       await this.registry.save();
       this.logger?.info({ volume: name }, "deleted volume");
@@ -808,10 +814,11 @@ export class Pool {
    * grains served from them since they were made.
    */
   readCache(): ReadCacheStats {
-    const { volumeCache: v, grainCache: c } = this.chunks.reads;
+    const { volumeCache: v, grainCache: c, locations: h } = this.chunks.reads;
     return {
       byVolume: { bytes: v.slots * GRAIN, grains: v.size, hits: v.hits, misses: v.misses },
       byChunk: { bytes: c.slots * GRAIN, grains: c.size, hits: c.hits },
+      hints: { bytes: h.bytes, grains: h.size, hits: h.hits, misses: h.misses },
     };
   }
 

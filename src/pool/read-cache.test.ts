@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { StorageErrorCode } from "../volume/errors.js";
 import { FILE_HEADER_BYTES, RECORD_HEADER_BYTES } from "./container/index.js";
+import type { LocationHints } from "./location-hints.js";
+import type { ChunkLocation } from "./meta/index.js";
 import { xorshift32 } from "./meta/testing/helpers.js";
 import { pattern } from "./testing/helpers.js";
 import { tempPoolPerTest } from "./testing/per-test.js";
@@ -167,17 +169,89 @@ describe("Pool read cache", () => {
   it("is sized by pool.cache_size, and 0 turns it off", async () => {
     const t = await newPool({ grainCacheBytes: 8 * MiB });
     const { pool } = t;
-    expect(pool.readCache().byVolume.bytes + pool.readCache().byChunk.bytes).toBe(8 * MiB);
-    expect(pool.readCache().byChunk.bytes).toBe(1 * MiB);
+    const { byVolume, byChunk, hints } = pool.readCache();
+    // The location hints take whole blocks of their 32nd (256 KiB: 8192 grains).
+    expect(byVolume.bytes + byChunk.bytes + MiB / 4).toBe(8 * MiB);
+    expect(byChunk.bytes).toBe(1 * MiB);
+    expect(hints.bytes).toBe(MiB / 4);
     const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
     await v.write(0, pattern("x", 8 * G));
     await v.flush();
     await v.read(0, 8);
     expect(pool.readCache().byVolume.grains).toBe(8);
+    expect(pool.readCache().hints.grains).toBe(8);
     pool.setGrainCacheBytes(0);
     expect(pool.readCache().byVolume).toMatchObject({ bytes: 0, grains: 0 });
+    expect(pool.readCache().hints).toMatchObject({ bytes: 0, grains: 0 });
     expect((await v.read(0, 8)).equals(pattern("x", 8 * G))).toBe(true);
     expect((await v.read(0, 8)).equals(pattern("x", 8 * G))).toBe(true);
     expect(pool.readCache().byVolume).toMatchObject({ grains: 0, hits: 0 });
+  });
+
+  it("resolves reads of what was written lately from the location hints, and follows changes", async () => {
+    const t = await newPool();
+    const { pool } = t;
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const w = await pool.ensureVolume({ name: "w", size: 16 * MiB, blockSize: 4096 });
+    const data = pattern("h", 64 * G);
+    await v.write(0, data);
+    await w.write(0, data); // deduplicated: hinted where the index has the chunks
+    await v.write(64, Buffer.alloc(8 * G)); // zeros: hinted as holes
+    expect(pool.readCache().hints.grains).toBe(0); // staged, not landed
+    await v.flush();
+    await w.flush();
+    expect(pool.readCache().hints.grains).toBe(64 + 64 + 8);
+    const expected = Buffer.concat([data, Buffer.alloc(8 * G)]);
+    const hits = () => pool.readCache().hints.hits;
+    const misses = () => pool.readCache().hints.misses;
+    let before = hits();
+    expect((await v.read(0, 72)).equals(expected)).toBe(true);
+    expect((await w.read(0, 64)).equals(data)).toBe(true);
+    expect(hits()).toBe(before + 2);
+
+    // An overwrite: staged (the hints forget the grains; the overlay serves them), then landed.
+    await v.write(8, pattern("o", 4 * G));
+    pattern("o", 4 * G).copy(expected, 8 * G);
+    expect(pool.readCache().hints.grains).toBe(64 + 64 + 8 - 4);
+    expect((await v.read(0, 72)).equals(expected)).toBe(true);
+    await v.flush();
+    before = hits();
+    expect((await v.read(0, 72)).equals(expected)).toBe(true); // the 4 grains: from the hints
+    expect(hits()).toBe(before + 1);
+    // An unmap and a copy change the map without a write: no hint for them, the map answers.
+    await v.unmap(20, 4);
+    expected.fill(0, 20 * G, 24 * G);
+    expect(await v.copyFrom(w, 0, 30, 2)).toBe(true);
+    data.copy(expected, 30 * G, 0, 2 * G);
+    before = misses();
+    expect((await v.read(0, 72)).equals(expected)).toBe(true);
+    expect(misses()).toBeGreaterThan(before);
+    await pool.deleteVolume("w");
+    expect(pool.readCache().hints.grains).toBe(72 - 4 - 2);
+  });
+
+  it("falls back to the map when a hinted chunk moved or is gone, and reads the right data", async () => {
+    const t = await newPool();
+    const { pool } = t;
+    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+    const data = pattern("m", 16 * G);
+    await v.write(0, data);
+    await v.flush();
+    const hints = (pool as unknown as { chunks: { reads: { locations: LocationHints } } }).chunks
+      .reads.locations;
+    const held = hints.resolve(v.number, 0, 16, () => false)!;
+    const stale = (g: number, chunk: ChunkLocation) =>
+      hints.set(v.number, g, held[g]!.fingerprint, chunk);
+    // What GC and healing leave behind: a container that is gone, the place of another chunk's
+    // record (its fingerprint does not match), a place past the end of the file.
+    stale(3, { ...held[3]!.chunk, containerId: 999 });
+    stale(4, held[5]!.chunk);
+    stale(6, { ...held[6]!.chunk, offset: 1 << 30 });
+    const before = pool.readCache().hints.hits;
+    expect((await v.read(0, 16)).equals(data)).toBe(true);
+    expect(pool.readCache().hints.hits).toBe(before + 1); // it went by the hints first
+    // The read forgot the hints of its range and resolved it in the map.
+    expect(hints.resolve(v.number, 0, 16, () => false)).toBeUndefined();
+    expect((await v.read(0, 16)).equals(data)).toBe(true);
   });
 });

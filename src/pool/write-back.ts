@@ -753,12 +753,18 @@ export class WriteBack {
     }
   }
 
-  /** `w` is in the map: its grains leave the overlay unless staged again since; release it. */
+  /**
+   * `w` is in the map: its grains leave the overlay unless staged again since, and for those the
+   * location hints learn what the map now says (location-hints.ts); release it.
+   */
   private landed(w: StagedWrite): void {
     const volume = this.grains.get(w.volume);
     if (volume !== undefined) {
+      const hints = this.chunks.reads.locations;
       for (const u of w.updates) {
-        if (volume.get(u.grain)?.seq === w.seq) volume.delete(u.grain);
+        if (volume.get(u.grain)?.seq !== w.seq) continue;
+        volume.delete(u.grain);
+        hints.set(w.volume, u.grain, u.fingerprint, u.chunk ?? u.found);
       }
       if (volume.size === 0) this.grains.delete(w.volume);
     }

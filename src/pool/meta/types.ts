@@ -14,6 +14,11 @@ export interface GrainUpdate {
    * dead bytes of its container. The container bytes must be durable before this call (README).
    */
   readonly chunk?: ChunkLocation;
+  /**
+   * Where the index held the chunk when the writer looked it up (dedup). Not written: the pool
+   * keeps it as a location hint once the write lands (src/pool/location-hints.ts).
+   */
+  readonly found?: ChunkLocation;
 }
 
 export interface WriteResult {
