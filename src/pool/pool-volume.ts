@@ -238,7 +238,14 @@ export class PoolVolume implements Volume {
     let out: Buffer | undefined;
     let hit: Uint8Array | undefined;
     if (cache !== undefined && cached !== undefined && cached.grains.size > 0) {
-      out = dataBuffers.acquire(count * GRAIN);
+      // All of it held and nothing staged (a warm sequential read): a plain buffer, which the
+      // cache fills with one copy when the grains lie in consecutive slots.
+      if (staged === undefined) {
+        const whole = dataBuffers.acquire(count * GRAIN);
+        if (cache.getRun(cached, first, count, whole, 0)) return whole;
+        dataBuffers.release(whole);
+      }
+      out = dataBuffers.acquire(count * GRAIN, true);
       hit = new Uint8Array(count);
       let missing = 0;
       for (let i = 0; i < count; i++) {
@@ -318,7 +325,7 @@ export class PoolVolume implements Volume {
     }
     // The result buffer first: runs of consecutive grains are opened straight into it (by the
     // worker threads, util/buffer-pool.ts), the others are copied in below.
-    out ??= dataBuffers.acquire(count * GRAIN);
+    out ??= dataBuffers.acquire(count * GRAIN, true);
     const target = out;
     const results = await Promise.all(
       runs.map((r) => {
@@ -349,7 +356,13 @@ export class PoolVolume implements Volume {
       for (let k = 0; k < runs.length; k++) {
         const r = runs[k]!;
         const grains = results[k]!.grains!;
-        for (let j = 0; j < r.index.length; j++) {
+        const n = r.index.length;
+        const from = r.index[0]!;
+        if (r.index[n - 1] === from + n - 1) {
+          cache.offerRun(this.number, epoch, first + from, n, grains, 0);
+          continue;
+        }
+        for (let j = 0; j < n; j++) {
           cache.offer(this.number, epoch, first + r.index[j]!, grains, j * GRAIN);
         }
       }

@@ -112,4 +112,55 @@ describe("VolumeCache", () => {
     expect(big.allocatedBytes).toBe(2 ** 30); // the first slab
     expect(read(big, 1, 0)).toEqual(grain(1));
   });
+
+  it("takes and serves runs of grains, in one copy where their slots are consecutive", () => {
+    const c = new VolumeCache(16 * G);
+    const run = (first: number, n: number) =>
+      Buffer.concat(Array.from({ length: n }, (_, i) => grain(first + i)));
+    const whole = (v: number, first: number, n: number) => {
+      const e = c.entries(v);
+      const out = Buffer.alloc(n * G);
+      return e !== undefined && c.getRun(e, first, n, out, 0) ? out : undefined;
+    };
+    let e = c.epoch(1);
+    c.offerRun(1, e, 0, 4, run(0, 4), 0);
+    expect(whole(1, 0, 4)).toEqual(run(0, 4));
+    c.offer(1, e, 10, grain(10), 0);
+    // Some held already, one changed meanwhile: each grain keeps the right bytes.
+    c.invalidate(1, 2, 1);
+    e = c.epoch(1);
+    c.offerRun(1, e, 1, 12, run(1, 12), 0); // 1, 3 and 10 are held: the others are new
+    expect(whole(1, 0, 13)).toEqual(run(0, 13));
+    expect(whole(1, 0, 14)).toBeUndefined(); // grain 13 is not held: nothing copied
+    expect(c.hits).toBe(4 + 13);
+    // Full: a run is admitted grain by grain (ghosts first), into slots wherever CLOCK finds them.
+    const other = c.epoch(2);
+    c.offerRun(2, other, 100, 8, run(100, 8), 0);
+    c.offerRun(2, other, 100, 8, run(100, 8), 0);
+    for (let g = 103; g < 108; g++) expect(read(c, 2, g)).toEqual(grain(g)); // admitted last
+    let held = 0;
+    for (const [v, from] of [
+      [1, 0],
+      [2, 100],
+    ] as const) {
+      for (let g = from; g < from + 13; g++) {
+        const got = read(c, v, g);
+        if (got === undefined) continue;
+        expect(got).toEqual(grain(g));
+        held++;
+      }
+    }
+    expect(held).toBe(16);
+    expect(c.size).toBe(16);
+  });
+
+  it("copies each grain of a run to its own slot when a freed slot breaks the sequence", () => {
+    const c = new VolumeCache(16 * G);
+    const run = (first: number, n: number) =>
+      Buffer.concat(Array.from({ length: n }, (_, i) => grain(first + i)));
+    c.offerRun(1, c.epoch(1), 0, 4, run(0, 4), 0);
+    c.invalidate(1, 1, 1); // its slot is free: the next grain placed takes it
+    c.offerRun(1, c.epoch(1), 20, 3, run(20, 3), 0); // slots 1, 4, 5
+    for (const g of [0, 2, 3, 20, 21, 22]) expect(read(c, 1, g)).toEqual(grain(g));
+  });
 });

@@ -2,13 +2,17 @@ import { describe, expect, it } from "vitest";
 import { BufferPool, MIN_POOLED } from "./buffer-pool.js";
 
 describe("BufferPool", () => {
-  it("hands out shared memory for pooled sizes and takes it back for reuse", () => {
+  it("hands out plain or shared buffers of pooled sizes and takes them back for reuse", () => {
     const pool = new BufferPool();
     const a = pool.acquire(128 * 1024);
+    expect(a.buffer).toBeInstanceOf(ArrayBuffer);
     // Shared: a chunk worker thread can open a read's grains straight into it (OpenJob.out).
-    expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
-    expect(a.length).toBe(128 * 1024);
+    const s = pool.acquire(128 * 1024, true);
+    expect(s.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(s.length).toBe(128 * 1024);
     pool.release(a);
+    pool.release(s);
+    expect(pool.acquire(128 * 1024, true)).toBe(s); // each kind comes back as itself
     expect(pool.acquire(128 * 1024)).toBe(a);
     expect(pool.acquire(128 * 1024)).not.toBe(a); // given out again: a new one
   });
