@@ -56,6 +56,8 @@ export class LocationHints {
   private readonly volumes = new Map<number, Map<number, Block>>();
   /** Every block, least recently used first. */
   private readonly lru = new Set<Block>();
+  /** The block `block` returned last (still held). */
+  private last: Block | undefined;
   /** Reads resolved from the hints, and reads that found a grain without one. */
   hits = 0;
   misses = 0;
@@ -191,6 +193,7 @@ export class LocationHints {
     if (blocks === undefined) return;
     for (const b of blocks.values()) this.lru.delete(b);
     this.volumes.delete(volume);
+    if (this.last?.volume === volume) this.last = undefined;
   }
 
   /** Forget every hint that names container `containerId` (GC deletes it). */
@@ -211,6 +214,7 @@ export class LocationHints {
   clear(): void {
     this.volumes.clear();
     this.lru.clear();
+    this.last = undefined;
   }
 
   private clearRange(b: Block, from: number, to: number): void {
@@ -226,11 +230,15 @@ export class LocationHints {
 
   /** Block `index` of `volume`, made when missing (the least recently used may go for it). */
   private block(volume: number, index: number): Block {
+    // A write sets its grains one after another: mostly the block of the grain before.
+    const last = this.last;
+    if (last !== undefined && last.volume === volume && last.index === index) return last;
     let blocks = this.volumes.get(volume);
     let b = blocks?.get(index);
     if (b !== undefined) {
       this.lru.delete(b);
       this.lru.add(b);
+      this.last = b;
       return b;
     }
     if (blocks === undefined) {
@@ -252,10 +260,12 @@ export class LocationHints {
       const oldest = this.lru.values().next().value as Block;
       this.remove(oldest);
     }
+    this.last = b;
     return b;
   }
 
   private remove(b: Block): void {
+    if (this.last === b) this.last = undefined;
     this.lru.delete(b);
     const blocks = this.volumes.get(b.volume);
     if (blocks?.get(b.index) !== b) return;
