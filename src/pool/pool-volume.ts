@@ -623,6 +623,9 @@ export class PoolVolume implements Volume {
     const misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
     const heals: Heal[] = [];
     try {
+      // Taken before the lookups, in their turn: the map transaction uses the entries found
+      // instead of reading the index again while no GC claim or relocation ran in between.
+      const indexToken = store.indexToken();
       for (let i = 0; i < grains.length; i++) {
         if (zero[i] === 1) {
           updates[i] = { grain: first + i, fingerprint: null };
@@ -636,11 +639,13 @@ export class PoolVolume implements Volume {
           const from = { containerId: hit.containerId, offset: hit.offset };
           heals.push({ index: i, fingerprint, from });
         }
-        // `found`: where the index has the chunk now, for the location hints once the write lands.
+        // `indexed`: for writeGrains (with the token) and for the location hints once it lands.
         updates[i] =
           hit === undefined
             ? { grain: first + i, fingerprint }
-            : { grain: first + i, fingerprint, found: hit };
+            : indexToken === undefined
+              ? { grain: first + i, fingerprint, indexed: hit }
+              : { grain: first + i, fingerprint, indexed: hit, indexToken };
         if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
       }
     } catch (error) {

@@ -764,7 +764,7 @@ export class WriteBack {
       for (const u of w.updates) {
         if (volume.get(u.grain)?.seq !== w.seq) continue;
         volume.delete(u.grain);
-        hints.set(w.volume, u.grain, u.fingerprint, u.chunk ?? u.found);
+        hints.set(w.volume, u.grain, u.fingerprint, u.chunk ?? u.indexed);
       }
       if (volume.size === 0) this.grains.delete(w.volume);
     }

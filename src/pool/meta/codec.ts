@@ -221,13 +221,21 @@ function writeVarint(buf: Buffer, at: number, n: number): number {
 }
 
 /** The varint at `at` and the offset after it; throws RangeError on a truncated or overlong one. */
-function readVarint(b: Buffer, at: number): [number, number] {
+/** Where the last `readVarint` stopped (module state: the readers below are synchronous). */
+let varintEnd = 0;
+
+/** The varint at `at` of the first `n` bytes of `b`; `varintEnd` is set to the byte after it. */
+function readVarint(b: Uint8Array, at: number, n: number): number {
   let v = 0;
   let scale = 1;
-  for (let i = at; i < b.length && i < at + 8; i++) {
+  const stop = Math.min(n, at + 8);
+  for (let i = at; i < stop; i++) {
     const byte = b[i]!;
     v += (byte & 0x7f) * scale;
-    if (byte < 0x80) return [v, i + 1];
+    if (byte < 0x80) {
+      varintEnd = i + 1;
+      return v;
+    }
     scale *= 0x80;
   }
   throw new RangeError("malformed varint in a value");
@@ -330,15 +338,14 @@ export function encodeChunk(entry: ChunkEntry): Buffer {
 
 /** Decodes an `fp` value; throws RangeError when it is not one (truncated or trailing bytes). */
 export function decodeChunk(value: Uint8Array): ChunkEntry {
-  const v = asBuffer(value);
-  const [containerId, a] = readVarint(v, 0);
-  const [offset, b] = readVarint(v, a);
-  const [stored, c] = readVarint(v, b);
-  let logicalLength = IMPLIED_LOGICAL_LENGTH;
-  let d = c;
-  if (stored % 2 === 1) [logicalLength, d] = readVarint(v, c);
-  const [refcount, end] = readVarint(v, d);
-  if (end !== v.length) throw new RangeError(`fp value of ${v.length} bytes has trailing bytes`);
+  // Read on every dedup lookup, map write and journal apply: no tuple per varint.
+  const n = value.length;
+  const containerId = readVarint(value, 0, n);
+  const offset = readVarint(value, varintEnd, n);
+  const stored = readVarint(value, varintEnd, n);
+  const logicalLength = stored % 2 === 1 ? readVarint(value, varintEnd, n) : IMPLIED_LOGICAL_LENGTH;
+  const refcount = readVarint(value, varintEnd, n);
+  if (varintEnd !== n) throw new RangeError(`fp value of ${n} bytes has trailing bytes`);
   return { containerId, offset, storedLength: Math.floor(stored / 2), logicalLength, refcount };
 }
 

@@ -9,15 +9,19 @@
  */
 import { type Database, open, type RootDatabase, type Transaction } from "lmdb";
 import {
+  type ChunkEntry,
   CONTAINER_FIELDS,
   type ContainerCounters,
   DB_NAMES,
   DOMAIN_FIELDS,
   type DomainCounters,
+  decodeChunk,
   decodeContainer,
   decodeDomain,
   encodeContainer,
   encodeDomain,
+  FINGERPRINT_BYTES,
+  fpKey,
   u32Key,
   zeroContainer,
   zeroDomain,
@@ -25,6 +29,33 @@ import {
 import { MetaError, MetaErrorCode } from "./errors.js";
 
 export type BinDb = Database<Buffer, Buffer>;
+
+/**
+ * Reads one domain's `fp` entries without allocating anything but the decoded entry: one key
+ * buffer reused for every fingerprint, and lmdb-js' reused value buffer (`getBinaryFast`),
+ * decoded before the next read. The hot paths (dedup lookups, map writes, journal apply) read
+ * an entry per grain. Reads see what `get` would (the write transaction inside a callback).
+ */
+export class FpReader {
+  private readonly key: Buffer;
+  private readonly at: number;
+
+  constructor(
+    private readonly db: BinDb,
+    readonly domainId: number,
+  ) {
+    this.key = fpKey(domainId, new Uint8Array(FINGERPRINT_BYTES));
+    this.at = this.key.length - FINGERPRINT_BYTES;
+  }
+
+  /** The entry of a fingerprint (16 bytes or more: the first 16 are used), if indexed. */
+  get(fingerprint: Uint8Array): ChunkEntry | undefined {
+    const key = this.key;
+    for (let i = 0, at = this.at; i < FINGERPRINT_BYTES; i++) key[at + i] = fingerprint[i]!;
+    const raw = this.db.getBinaryFast(key);
+    return raw === undefined ? undefined : decodeChunk(raw);
+  }
+}
 
 export interface MetaDbs {
   readonly root: RootDatabase<Buffer, Buffer>;

@@ -39,7 +39,7 @@ import {
   type VolumeRecord,
   zeroDomain,
 } from "./codec.js";
-import { CounterDeltas, type JournalState, type MetaDbs } from "./dbs.js";
+import { CounterDeltas, FpReader, type JournalState, type MetaDbs } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
 
 export interface PreparedUpdate {
@@ -47,6 +47,9 @@ export interface PreparedUpdate {
   readonly key: Buffer;
   readonly fingerprint: Buffer | undefined;
   readonly chunk: ChunkLocation | undefined;
+  /** The caller's index entry for `fingerprint` (GrainUpdate.indexed), valid at `token`. */
+  readonly known?: ChunkEntry;
+  readonly token?: number;
 }
 
 export interface TxnWriteResult {
@@ -69,19 +72,20 @@ export interface OldVersion {
 
 /** Sums of reference deltas per fingerprint, appended as one journal record. */
 export class RefDeltas {
-  private readonly sums = new Map<string, number>();
+  /** Fingerprint (latin1) → the first buffer given for it (not modified later) and the sum. */
+  private readonly sums = new Map<string, { fingerprint: Buffer; delta: number }>();
 
   bump(fp: Buffer, by: number): void {
     const k = keyString(fp);
-    this.sums.set(k, (this.sums.get(k) ?? 0) + by);
+    const sum = this.sums.get(k);
+    if (sum === undefined) this.sums.set(k, { fingerprint: fp, delta: by });
+    else sum.delta += by;
   }
 
   /** Appends the non-zero sums as one record; returns whether one was written. */
   append(dbs: MetaDbs, journal: JournalState, domainId: number): boolean {
     const deltas: JournalDelta[] = [];
-    for (const [k, delta] of this.sums) {
-      if (delta !== 0) deltas.push({ fingerprint: keyFromString(k), delta });
-    }
+    for (const sum of this.sums.values()) if (sum.delta !== 0) deltas.push(sum);
     if (deltas.length === 0 || journal.suppressed) return false;
     const seq = journal.nextSeq++;
     dbs.journal.putSync(journalKey(seq), encodeJournalRecord({ domainId, deltas }));
@@ -97,6 +101,13 @@ export interface WriteMapOptions {
    * damage) instead of rejecting with ChunkMissing.
    */
   readonly tolerateMissing?: boolean;
+  /**
+   * The store's index epoch as the transaction runs (MetaStore.indexToken): an update whose
+   * `known` entry was looked up at this epoch uses it instead of reading the index. Equal
+   * epochs mean no transaction that removes or moves index entries ran in between, so the
+   * entry is still there with the same stored length (all the map write takes from it).
+   */
+  readonly indexEpoch?: number;
 }
 
 /**
@@ -133,12 +144,12 @@ export function writeMapInTxn(
     }
   }
   const entries = new Map<string, ChunkEntry | null>();
+  const index = new FpReader(dbs.fp, domainId);
   const lookup = (fp: Buffer): ChunkEntry | null => {
     const k = keyString(fp);
     let e = entries.get(k);
     if (e === undefined) {
-      const raw = dbs.fp.get(fpKey(domainId, fp));
-      e = raw ? decodeChunk(raw) : null;
+      e = index.get(fp) ?? null;
       entries.set(k, e);
     }
     return e;
@@ -161,10 +172,14 @@ export function writeMapInTxn(
     preserve: boolean;
     oldBirth: number;
   }[] = [];
+  const epoch = options.indexEpoch;
   for (const p of prepared) {
     let newEntry: ChunkEntry | null = null;
     if (p.fingerprint) {
-      newEntry = lookup(p.fingerprint);
+      newEntry =
+        p.known !== undefined && epoch !== undefined && p.token === epoch && !p.chunk
+          ? p.known
+          : lookup(p.fingerprint);
       if (!newEntry && p.chunk) {
         newEntry = { ...p.chunk, refcount: 0 };
         entries.set(keyString(p.fingerprint), newEntry);

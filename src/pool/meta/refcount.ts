@@ -9,11 +9,10 @@ import {
   type ChunkLocation,
   deadKey,
   decodeChunk,
-  decodeFpKey,
   decodeJournalRecord,
   encodeChunk,
+  FINGERPRINT_BYTES,
   fpKey,
-  keyFromString,
   keyString,
   u32Value,
 } from "./codec.js";
@@ -68,6 +67,8 @@ export function setChunkState(
   entry: ChunkEntry,
   newRefcount: number,
   listed: boolean,
+  /** The chunk's `fp` key, when the caller has it (else built from domain and fingerprint). */
+  key?: Buffer,
 ): "died" | "revived" | undefined {
   const d = deltas.domain(domainId);
   const wasLive = entry.refcount > 0;
@@ -79,7 +80,10 @@ export function setChunkState(
     d.uniqueLogicalBytes += sign * entry.logicalLength;
   }
   if (newRefcount !== entry.refcount) {
-    dbs.fp.putSync(fpKey(domainId, fingerprint), encodeChunk({ ...entry, refcount: newRefcount }));
+    dbs.fp.putSync(
+      key ?? fpKey(domainId, fingerprint),
+      encodeChunk({ ...entry, refcount: newRefcount }),
+    );
   }
   const willList = !isLive;
   if (listed === willList) return undefined;
@@ -126,7 +130,8 @@ export function applyJournalInTxn(
   maxRecords: number,
 ): ApplyResult {
   const keys: Buffer[] = [];
-  const sums = new Map<string, number>(); // fp key (latin1) → summed delta
+  // fp key (latin1) → the key, its domain and the summed delta
+  const sums = new Map<string, { key: Buffer; domainId: number; delta: number }>();
   const anomalies: RefcountAnomaly[] = [];
   for (const { key, value } of dbs.journal.getRange({ limit: maxRecords })) {
     keys.push(key);
@@ -138,8 +143,11 @@ export function applyJournalInTxn(
       continue;
     }
     for (const { fingerprint, delta } of record.deltas) {
-      const k = keyString(fpKey(record.domainId, fingerprint));
-      sums.set(k, (sums.get(k) ?? 0) + delta);
+      const key = fpKey(record.domainId, fingerprint);
+      const k = keyString(key);
+      const sum = sums.get(k);
+      if (sum === undefined) sums.set(k, { key, domainId: record.domainId, delta });
+      else sum.delta += delta;
     }
   }
   // Visit chunks in key order: neighbouring index pages are touched together.
@@ -147,11 +155,10 @@ export function applyJournalInTxn(
   const dead: DeadChunk[] = [];
   let revived = 0;
   for (const k of ordered) {
-    const delta = sums.get(k) ?? 0;
-    const key = keyFromString(k);
-    // fpKey built it: it decodes.
-    const { domainId, fingerprint } = decodeFpKey(key)!;
-    const raw = dbs.fp.get(key);
+    const { key, domainId, delta } = sums.get(k)!;
+    const fingerprint = key.subarray(key.length - FINGERPRINT_BYTES); // a view: copied if kept
+    // Decoded before the next read: lmdb-js' reused value buffer, no copy.
+    const raw = dbs.fp.getBinaryFast(key);
     if (!raw) {
       if (delta !== 0) {
         anomalies.push({
@@ -177,7 +184,7 @@ export function applyJournalInTxn(
     }
     if (refcount === entry.refcount && refcount > 0) continue;
     const listed = isListedDead(dbs, domainId, fingerprint, entry);
-    const change = setChunkState(dbs, deltas, domainId, fingerprint, entry, refcount, listed);
+    const change = setChunkState(dbs, deltas, domainId, fingerprint, entry, refcount, listed, key);
     if (change === "died") {
       dead.push({
         domainId,

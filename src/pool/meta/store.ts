@@ -87,6 +87,7 @@ import {
 import { type CopyOptions, type CopyResult, type CopySource, copyGrains } from "./copy.js";
 import {
   CounterDeltas,
+  FpReader,
   type JournalState,
   type MetaDbs,
   openDbs,
@@ -218,6 +219,14 @@ export class MetaStore {
   /** @internal */
   readonly journalState: JournalState;
   private readonly journalListeners = new Set<(pending: number) => void>();
+  /** One reused-buffer index reader per domain (lookupChunk). */
+  private readonly fpReaders = new Map<number, FpReader>();
+  /**
+   * Index epoch (indexToken): bumped when a call that may remove or move index entries starts
+   * and again when it settles; `indexChanging` counts those in flight.
+   */
+  private indexEpoch = 0;
+  private indexChanging = 0;
   private closed = false;
   /** @internal The map log, when configured. */
   mapLog: MapLog | undefined;
@@ -750,8 +759,36 @@ export class MetaStore {
     this.checkOpen();
     checkU32("domainId", domainId);
     checkFingerprint(fingerprint);
-    const v = this.dbs.fp.get(fpKey(domainId, fingerprint));
-    return v ? decodeChunk(v) : undefined;
+    let reader = this.fpReaders.get(domainId);
+    if (reader === undefined) {
+      reader = new FpReader(this.dbs.fp, domainId);
+      this.fpReaders.set(domainId, reader);
+    }
+    return reader.get(fingerprint);
+  }
+
+  /**
+   * A token for `GrainUpdate.indexToken`, or undefined while a call that removes or moves index
+   * entries (GC's claim, relocation, an index rebuild) is under way. Lookups made in the same
+   * synchronous turn after taking it saw a state that no such call had changed yet; as long as
+   * none starts before the map transaction runs, their entries are still in the index with the
+   * same stored length, and `writeGrains` need not read them again.
+   */
+  indexToken(): number | undefined {
+    this.checkOpen();
+    return this.indexChanging === 0 ? this.indexEpoch : undefined;
+  }
+
+  /** Runs a call that may remove or move index entries (see indexToken). */
+  private async changingIndex<T>(fn: () => Promise<T>): Promise<T> {
+    this.indexEpoch++;
+    this.indexChanging++;
+    try {
+      return await fn();
+    } finally {
+      this.indexChanging--;
+      this.indexEpoch++;
+    }
   }
 
   /**
@@ -810,6 +847,9 @@ export class MetaStore {
         key: mapKey(volume, u.grain),
         fingerprint: u.fingerprint === null ? undefined : ownFingerprint(u.fingerprint),
         chunk: u.chunk && u.fingerprint !== null ? checkLocation(u.chunk) : undefined,
+        ...(u.indexed !== undefined && u.indexToken !== undefined && u.fingerprint !== null
+          ? { known: u.indexed, token: u.indexToken }
+          : {}),
       });
     }
     if (byGrain.size === 0) return { changed: 0, inserted: 0, duplicates: 0 };
@@ -817,7 +857,10 @@ export class MetaStore {
     let result: Awaited<ReturnType<typeof writeMapInTxn>>;
     try {
       result = await this.mapTxn(
-        () => writeMapInTxn(this.dbs, this.journalState, volume, prepared),
+        () =>
+          writeMapInTxn(this.dbs, this.journalState, volume, prepared, {
+            indexEpoch: this.indexEpoch,
+          }),
         () => ({
           op: "write",
           volume,
@@ -1096,6 +1139,10 @@ export class MetaStore {
   async reclaimDeadChunks(containerId: number): Promise<DeadChunk[]> {
     this.checkOpen();
     checkU32("containerId", containerId);
+    return this.changingIndex(() => this.reclaimInTxn(containerId));
+  }
+
+  private async reclaimInTxn(containerId: number): Promise<DeadChunk[]> {
     return this.dbs.root.childTransaction(() => {
       const deltas = new CounterDeltas();
       const applied = applyJournalInTxn(this.dbs, deltas, Number.MAX_SAFE_INTEGER);
@@ -1220,7 +1267,7 @@ export class MetaStore {
     options: RebuildOptions = {},
   ): Promise<RebuildResult> {
     checkU32("domainId", domainId);
-    return rebuildIndex(this, domainId, records, options);
+    return this.changingIndex(() => rebuildIndex(this, domainId, records, options));
   }
 
   /** Domains whose index rebuild started and did not finish (rerun rebuildIndex for them). */
@@ -1326,12 +1373,14 @@ export class MetaStore {
       };
     });
     if (copies.length === 0) return { moved: 0, stale: 0, movedItems: [] };
-    return this.dbs.root.childTransaction(() => {
-      const deltas = new CounterDeltas();
-      const result = relocateInTxn(this.dbs, deltas, domainId, copies);
-      deltas.writeTo(this.dbs);
-      return result;
-    });
+    return this.changingIndex(() =>
+      this.dbs.root.childTransaction(() => {
+        const deltas = new CounterDeltas();
+        const result = relocateInTxn(this.dbs, deltas, domainId, copies);
+        deltas.writeTo(this.dbs);
+        return result;
+      }),
+    );
   }
 }
 

@@ -15,10 +15,16 @@ export interface GrainUpdate {
    */
   readonly chunk?: ChunkLocation;
   /**
-   * Where the index held the chunk when the writer looked it up (dedup). Not written: the pool
-   * keeps it as a location hint once the write lands (src/pool/location-hints.ts).
+   * The entry `lookupChunk` returned for `fingerprint`, with `indexToken`: what
+   * `MetaStore.indexToken()` returned in the same synchronous turn, before that lookup. While
+   * no index entry was removed or moved since (the token still current when the map
+   * transaction runs), the transaction uses this entry instead of reading the index again; else
+   * it reads it as always (and rejects with ChunkMissing if it is gone). Ignored with `chunk`.
+   * The pool also keeps it as the grain's location hint once the write lands
+   * (src/pool/location-hints.ts); without a token it is used for that alone.
    */
-  readonly found?: ChunkLocation;
+  readonly indexed?: ChunkEntry;
+  readonly indexToken?: number;
 }
 
 export interface WriteResult {
