@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { decodeChunk, fpKey } from "./codec.js";
 import { FpReader } from "./dbs.js";
 import { MetaErrorCode } from "./errors.js";
-import { fp, loc, type TempStore, tempStore } from "./testing/helpers.js";
+import { fp, loc, type TempStore, tempStore, twoDeadChunks } from "./testing/helpers.js";
 import type { GrainUpdate } from "./types.js";
 
 describe("index token", () => {
@@ -60,12 +60,7 @@ describe("index token", () => {
 
   it("a GC claim after the lookups voids the token: ChunkMissing, as without it", async () => {
     const { store } = t;
-    await store.writeGrains(1, [
-      { grain: 0, fingerprint: fp("a"), chunk: loc(3, 0) },
-      { grain: 1, fingerprint: fp("b"), chunk: loc(3, 2000) },
-    ]);
-    await store.unmapGrains(1, 0, 2);
-    await store.applyJournal();
+    await twoDeadChunks(store);
     // A writer found both dead chunks; GC claims them before its map update.
     const updates = hits(["a", "b"], 4);
     expect(await store.reclaimDeadChunks(3)).toHaveLength(2);

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RefcountApplier } from "./applier.js";
 import { MetaErrorCode } from "./errors.js";
-import { fp, loc, sfp, type TempStore, tempStore } from "./testing/helpers.js";
+import { fp, loc, sfp, type TempStore, tempStore, twoDeadChunks } from "./testing/helpers.js";
 
 describe("refcount journal", () => {
   let t: TempStore;
@@ -80,12 +80,7 @@ describe("refcount journal", () => {
 
   it("GC reclaims only chunks still dead after the whole journal is applied", async () => {
     const { store } = t;
-    await store.writeGrains(1, [
-      { grain: 0, fingerprint: fp("a"), chunk: loc(3, 0) },
-      { grain: 1, fingerprint: fp("b"), chunk: loc(3, 2000) },
-    ]);
-    await store.unmapGrains(1, 0, 2);
-    await store.applyJournal();
+    await twoDeadChunks(store);
     expect([...store.deadChunks(3)]).toHaveLength(2);
     // Between the batch and GC, a writer dedups against "b": its +1 is only in the journal.
     await store.writeGrains(1, [{ grain: 9, fingerprint: fp("b") }]);

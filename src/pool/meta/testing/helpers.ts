@@ -33,6 +33,19 @@ export function loc(
   return { containerId, offset, storedLength, logicalLength };
 }
 
+/**
+ * Two dead chunks for GC tests: "a" and "b" in container 3 (offsets 0 and 2000), mapped at grains
+ * 0 and 1 of volume 1, then unmapped, with the journal applied (their refcounts 0).
+ */
+export async function twoDeadChunks(store: MetaStore): Promise<void> {
+  await store.writeGrains(1, [
+    { grain: 0, fingerprint: fp("a"), chunk: loc(3, 0) },
+    { grain: 1, fingerprint: fp("b"), chunk: loc(3, 2000) },
+  ]);
+  await store.unmapGrains(1, 0, 2);
+  await store.applyJournal();
+}
+
 export function tempDir(prefix = "sanmux-meta-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
