@@ -41,6 +41,7 @@ import {
 } from "./codec.js";
 import { CounterDeltas, FpReader, type JournalState, type MetaDbs } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
+import { setChunkState } from "./refcount.js";
 
 export interface PreparedUpdate {
   readonly grain: number;
@@ -80,6 +81,14 @@ export class RefDeltas {
     const sum = this.sums.get(k);
     if (sum === undefined) this.sums.set(k, { fingerprint: fp, delta: by });
     else sum.delta += by;
+  }
+
+  /** The sum for `key` (keyString of the fingerprint), which is then not journaled; 0 if none. */
+  take(key: string): number {
+    const sum = this.sums.get(key);
+    if (sum === undefined) return 0;
+    this.sums.delete(key);
+    return sum.delta;
   }
 
   /** Appends the non-zero sums as one record; returns whether one was written. */
@@ -241,10 +250,6 @@ export function writeMapInTxn(
 
   // Write.
   const deltas = new CounterDeltas();
-  for (const [k, loc] of inserts) {
-    dbs.fp.putSync(fpKey(domainId, keyFromString(k)), encodeChunk({ ...loc, refcount: 0 }));
-    countStored(deltas, loc);
-  }
   for (const loc of duplicates.values()) countDuplicate(deltas, loc);
   const refs = new RefDeltas();
   let mapped = 0;
@@ -269,6 +274,30 @@ export function writeMapInTxn(
     if (c.newFp) dbs.map.putSync(c.key, gen === 0 ? c.newFp : encodeMapValue(c.newFp, gen));
     else dbs.map.removeSync(c.key);
     mapped += (c.newFp ? 1 : 0) - (c.oldFp ? 1 : 0);
+  }
+  // A chunk this call inserts starts at the references this call gives it, instead of 0 and a
+  // journal delta applied later (what a unique write paid: a journal record, then a read and a
+  // write of its index entry again in the batch). Equivalent: nothing older can have counted
+  // it, since the index did not hold it, and the journal's deltas are only ever added.
+  for (const [k, loc] of inserts) {
+    const fingerprint = keyFromString(k);
+    const key = fpKey(domainId, fingerprint);
+    const initial = refs.take(k);
+    if (initial > 0) {
+      setChunkState(
+        dbs,
+        deltas,
+        domainId,
+        fingerprint,
+        { ...loc, refcount: 0 },
+        initial,
+        false,
+        key,
+      );
+    } else {
+      dbs.fp.putSync(key, encodeChunk({ ...loc, refcount: 0 }));
+    }
+    countStored(deltas, loc);
   }
   const journaled = refs.append(dbs, journal, domainId);
   if (mapped !== 0 || referenced !== 0 || oldGrains !== 0) {
