@@ -15,7 +15,7 @@
  * and healing moves a damaged chunk. A chunk's content never changes, so a stale location that
  * still holds the record reads the right bytes (every record is checked against the fingerprint
  * asked for, FORMAT.md §3); one that does not fails the read, which then resolves again in LMDB
- * before it calls anything damage (pool-volume.ts `readGrains`). Containers GC deletes are
+ * before it calls anything damage (volume-read.ts `readGrains`). Containers GC deletes are
  * dropped from the hints too (`dropContainer`).
  *
  * Memory: 32 bytes per hinted grain, in blocks of 1024 grains, at most `bytes` (the least

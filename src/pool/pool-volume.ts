@@ -25,15 +25,8 @@
  * each other. A 4096-byte volume never does a partial grain, so it takes no lock: concurrent
  * overlapping writes land in an unspecified order, as SCSI allows.
  *
- * Read path: resolveGrains (one read snapshot) with the staged grains laid over it in the same
- * turn (served from their plaintext), then records lying back to back in one container are read
- * with one pread (ChunkStore.readRun). A record that fails any check, or a map entry whose chunk
- * the index lacks, fails the read with MediumError and its LBA: never zeros, never other data.
- * Grains written lately are resolved from the location hints instead (location-hints.ts), when
- * they have every grain of the read that is not staged or cached: what the map says, kept by the
- * write path when a write lands and dropped by every change (`uncache`). A location may be stale
- * (GC moved the chunk): the read then fails its check or its file, and goes again from the map
- * before it calls anything damage.
+ * Read path: volume-read.ts (the map or the location hints, the staged grains over them, the
+ * read cache by volume address, one pread per run of records).
  *
  * Durability: `write` resolving means visible; `flush()` commits what is staged and flushes the
  * metadata store, making every resolved write durable; FUA, or `writeCache: false`, does the same
@@ -41,13 +34,9 @@
  * block status, copies) commit the staged grains they concern first, so that they see them and
  * are ordered after them.
  *
- * Read cache (volume-cache.ts): reads of the head keep what they read, by volume address, and
- * serve it again without LMDB, pread or GCM. Coherent by an epoch per volume: a read takes it in
- * the turn it looks at the overlay and the map, and what it read is kept only if no change came
- * in between; every change to the map (writeBytes once staged, unmap, copyFrom) drops its range
- * and moves the epoch once visible and before it completes (`uncache`). A change is visible from
- * staging on through the overlay, and after its commit through the map, so no read that starts
- * after it completes can find older content, cached or not.
+ * Read cache (volume-read.ts, volume-cache.ts): every change to the map (writeBytes once staged,
+ * unmap, copyFrom) drops its range from the read cache and the location hints once visible and
+ * before it completes (`uncache`).
  *
  * Snapshot views (Pool.openSnapshot): the same class over `(volume, s)`: reads, block status and
  * copies from it read the map as of snapshot `s` (MetaStore `{ snapshot }` reads); writes, unmaps
@@ -58,21 +47,14 @@
  * grains and zero grains count nothing); if it throws, the write rejects with that error and
  * nothing is stored.
  */
-import { dataBuffers } from "../util/buffer-pool.js";
 import type { Logger } from "../util/log.js";
 import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
-import type { RunRecord } from "./chunk-reader.js";
 import type { ChunkStore } from "./chunk-store.js";
 import { asStorageError } from "./chunk-store.js";
-import {
-  type ChunkLocation,
-  type GrainUpdate,
-  MetaError,
-  MetaErrorCode,
-  type MetaStore,
-} from "./meta/index.js";
+import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
 import type { Registry, VolumeRecord } from "./registry.js";
+import { readGrains } from "./volume-read.js";
 import type { PreparedWrite, WriteBack } from "./write-back.js";
 
 export const GRAIN = 4096;
@@ -216,190 +198,13 @@ export class PoolVolume implements Volume {
     }
   }
 
-  /**
-   * `count` grains from `first`, holes as zeros. Rejects with MediumError and the LBA of the
-   * first unreadable block at or after `fromLba`.
-   */
-  private async readGrains(
-    first: number,
-    count: number,
-    fromLba = 0,
-    retried = false,
-  ): Promise<Buffer> {
-    // Staged grains win over the map and the cache; looked at in the same turn as the map is
-    // resolved and the cache's epoch taken (write-back.ts `overlay`, module comment "Read cache").
-    const staged =
-      this.snapshot === undefined
-        ? this.ctx.writeBack.overlay(this.number, first, count)
-        : undefined;
-    const cache = this.snapshot === undefined ? this.ctx.chunks.reads.volumeCache : undefined;
-    const epoch = cache?.epoch(this.number) ?? -1;
-    const cached = cache?.entries(this.number);
-    let out: Buffer | undefined;
-    let hit: Uint8Array | undefined;
-    if (cache !== undefined && cached !== undefined && cached.grains.size > 0) {
-      // All of it held and nothing staged (a warm sequential read): a plain buffer, which the
-      // cache fills with one copy when the grains lie in consecutive slots.
-      if (staged === undefined) {
-        const whole = dataBuffers.acquire(count * GRAIN);
-        if (cache.getRun(cached, first, count, whole, 0)) return whole;
-        dataBuffers.release(whole);
-      }
-      out = dataBuffers.acquire(count * GRAIN, true);
-      hit = new Uint8Array(count);
-      let missing = 0;
-      for (let i = 0; i < count; i++) {
-        if (staged?.[i] !== undefined) continue;
-        if (cache.get(cached, first + i, out, i * GRAIN)) hit[i] = 1;
-        else missing++;
-      }
-      if (missing === 0) {
-        for (let i = 0; i < count; i++) {
-          const s = staged?.[i];
-          if (s === undefined) continue;
-          if (s.plaintext === undefined) out.fill(0, i * GRAIN, (i + 1) * GRAIN);
-          else s.plaintext.copy(out, i * GRAIN);
-        }
-        return out;
-      }
-    }
-    // The grains' chunks: from the location hints when they have every grain left (a read of
-    // what was written lately), else from the map and the index (module comment "Read path").
-    const hints =
-      this.snapshot === undefined && !retried ? this.ctx.chunks.reads.locations : undefined;
-    const resolved =
-      hints?.resolve(
-        this.number,
-        first,
-        count,
-        (i) => staged?.[i] !== undefined || hit?.[i] === 1,
-      ) ?? this.resolve(first, count);
-    const fromStage: number[] = [];
-    const holes: number[] = [];
-    interface Run {
-      container: number;
-      end: number;
-      records: RunRecord[];
-      index: number[];
-    }
-    const runs: Run[] = [];
-    let run: Run | undefined;
-    for (let i = 0; i < count; i++) {
-      const s = staged?.[i];
-      if (s !== undefined) {
-        if (s.plaintext === undefined) holes.push(i);
-        else fromStage.push(i);
-        continue;
-      }
-      if (hit?.[i] === 1) continue;
-      const r = resolved[i];
-      if (r === undefined) {
-        holes.push(i);
-        continue;
-      }
-      const c = r.chunk;
-      if (c === undefined) {
-        throw this.mediumError(
-          first + i,
-          "its map entry names a chunk the index does not hold",
-          fromLba,
-        );
-      }
-      if (c.logicalLength !== GRAIN) {
-        throw this.mediumError(
-          first + i,
-          `its chunk holds ${c.logicalLength} bytes, not a grain`,
-          fromLba,
-        );
-      }
-      const record = { offset: c.offset, storedLength: c.storedLength, fingerprint: r.fingerprint };
-      // Sequential writes put their grains back to back: one pread for the run (module comment).
-      if (run !== undefined && run.container === c.containerId && run.end === c.offset) {
-        run.records.push(record);
-        run.index.push(i);
-      } else {
-        run = { container: c.containerId, end: 0, records: [record], index: [i] };
-        runs.push(run);
-      }
-      run.end = c.offset + 60 + c.storedLength;
-    }
-    // The result buffer first: runs of consecutive grains are opened straight into it (by the
-    // worker threads, util/buffer-pool.ts), the others are copied in below.
-    out ??= dataBuffers.acquire(count * GRAIN, true);
-    const target = out;
-    const results = await Promise.all(
-      runs.map((r) => {
-        const from = r.index[0]!;
-        const n = r.index.length;
-        const into =
-          r.index[n - 1] === from + n - 1
-            ? target.subarray(from * GRAIN, (from + n) * GRAIN)
-            : undefined;
-        return this.ctx.chunks.reads
-          .readRun(r.container, r.records, into)
-          .catch((error: unknown) => {
-            const e = asMedium(error);
-            return { grains: undefined, failures: new Map(r.records.map((_, j) => [j, e])) };
-          });
-      }),
-    );
-    let failed: { index: number; error: StorageError } | undefined;
-    for (let k = 0; k < runs.length; k++) {
-      const r = runs[k]!;
-      const res = results[k]!;
-      for (const [j, error] of res.failures) {
-        const i = r.index[j]!;
-        if (failed === undefined || i < failed.index) failed = { index: i, error };
-      }
-    }
-    if (failed === undefined && cache !== undefined) {
-      for (let k = 0; k < runs.length; k++) {
-        const r = runs[k]!;
-        const grains = results[k]!.grains!;
-        const n = r.index.length;
-        const from = r.index[0]!;
-        if (r.index[n - 1] === from + n - 1) {
-          cache.offerRun(this.number, epoch, first + from, n, grains, 0);
-          continue;
-        }
-        for (let j = 0; j < n; j++) {
-          cache.offer(this.number, epoch, first + r.index[j]!, grains, j * GRAIN);
-        }
-      }
-    }
-    for (const i of holes) out.fill(0, i * GRAIN, (i + 1) * GRAIN);
-    // A copy: the caller may patch what it reads (read-modify-write); staged text never changes.
-    for (const i of fromStage) staged![i]!.plaintext!.copy(out, i * GRAIN);
-    if (failed === undefined) {
-      for (let k = 0; k < runs.length; k++) {
-        const r = runs[k]!;
-        const grains = results[k]!.grains!;
-        const at = r.index[0]! * GRAIN;
-        if (grains.buffer === out.buffer && grains.byteOffset === out.byteOffset + at) continue;
-        for (let j = 0; j < r.index.length; j++) {
-          grains.copy(out, r.index[j]! * GRAIN, j * GRAIN, (j + 1) * GRAIN);
-        }
-      }
-    }
-    if (failed !== undefined) {
-      const { index, error } = failed;
-      // The map may have moved on while we read (an overwrite, or GC deleting a container whose
-      // chunks no map uses any more): look again once before calling it damage.
-      const now = this.resolve(first + index, 1)[0];
-      const then = resolved[index];
-      if (!retried && !sameResolution(now, then)) {
-        // A stale location hint (GC moved the chunk), or a change: again, from the map.
-        this.ctx.chunks.reads.locations.invalidate(this.number, first, count);
-        return this.readGrains(first, count, fromLba, true);
-      }
-      throw this.mediumError(first + index, error.message, fromLba, error);
-    }
-    return out;
+  /** `count` grains from `first`, holes as zeros (volume-read.ts). */
+  private readGrains(first: number, count: number, fromLba = 0): Promise<Buffer> {
+    return readGrains(this, first, count, fromLba);
   }
-
   /**
    * Grains `first .. first+count` of the head changed, or failed to: the read cache drops them
-   * (module comment "Read cache"). Called once the change is visible to reads (staged, or in
+   * (volume-read.ts "Read cache"). Called once the change is visible to reads (staged, or in
    * the map) and before the operation completes.
    */
   private uncache(first: number, count: number): void {
@@ -409,8 +214,8 @@ export class PoolVolume implements Volume {
     }
   }
 
-  /** The map as this object sees it (the head, or its snapshot). */
-  private resolve(first: number, count: number): ReturnType<MetaStore["resolveGrains"]> {
+  /** @internal The map as this object sees it (the head, or its snapshot); volume-read.ts. */
+  resolve(first: number, count: number): ReturnType<MetaStore["resolveGrains"]> {
     try {
       return this.ctx.store.resolveGrains(this.number, first, count, this.readOptions);
     } catch (error) {
@@ -418,7 +223,8 @@ export class PoolVolume implements Volume {
     }
   }
 
-  private mediumError(grain: number, why: string, fromLba = 0, cause?: unknown): StorageError {
+  /** @internal MediumError for `grain`, logged (volume-read.ts too). */
+  mediumError(grain: number, why: string, fromLba = 0, cause?: unknown): StorageError {
     const lba = Math.max(fromLba, Math.floor((grain * GRAIN) / this.blockSize));
     this.ctx.logger?.error(
       { volume: this.name, lba, grain, err: cause },
@@ -499,7 +305,7 @@ export class PoolVolume implements Volume {
       const deferred = mayDefer && this.ctx.writeBack.deferredSeal;
       await this.storeGrains(first, grains, start / this.blockSize, false, deferred);
     } finally {
-      this.uncache(first, last - first); // staged now (or failed): module comment "Read cache"
+      this.uncache(first, last - first); // staged now (or failed): volume-read.ts "Read cache"
       unlock?.();
     }
   }
@@ -1037,25 +843,6 @@ function splitGrains(data: Buffer): Buffer[] {
   const out: Buffer[] = [];
   for (let at = 0; at < data.length; at += GRAIN) out.push(data.subarray(at, at + GRAIN));
   return out;
-}
-
-/** A grain as resolved by the map and index, or by the location hints. */
-type Resolution = { readonly fingerprint: Buffer; readonly chunk: ChunkLocation | undefined };
-
-function sameResolution(a: Resolution | undefined, b: Resolution | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  if (!a.fingerprint.equals(b.fingerprint)) return false;
-  return a.chunk?.containerId === b.chunk?.containerId && a.chunk?.offset === b.chunk?.offset;
-}
-
-function asMedium(error: unknown): StorageError {
-  if (error instanceof StorageError) return error;
-  return new StorageError(
-    StorageErrorCode.MediumError,
-    `reading a container failed: ${(error as Error | undefined)?.message ?? String(error)}`,
-    undefined,
-    { cause: error },
-  );
 }
 
 /** A metadata failure seen by a volume operation, as a StorageError. */

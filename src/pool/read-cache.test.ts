@@ -1,5 +1,5 @@
 /**
- * The read cache by volume address (volume-cache.ts) as the pool uses it (pool-volume.ts, "Read
+ * The read cache by volume address (volume-cache.ts) as the pool uses it (volume-read.ts, "Read
  * cache"): reads are served from it, and no read that starts after a change completes returns
  * older content, however the change and the reads interleave.
  */

@@ -5,7 +5,7 @@
  * moment ago at memory speed, as tgt and LIO do through the kernel's page cache of their backing
  * files (docs/performance.md, "Read cache").
  *
- * Coherence (pool-volume.ts, "Read cache"): the read path captures the volume's `epoch` in the
+ * Coherence (volume-read.ts, "Read cache"): the read path captures the volume's `epoch` in the
  * same turn as it looks at the staged grains and resolves the map; what it then reads is offered
  * with that epoch, and kept only when the epoch has not moved. Every operation that changes a
  * volume's map (a write, once its grains are staged; an unmap; a copy into it) calls `invalidate`
