@@ -86,6 +86,11 @@ export function readCacheSplit(bytes: number): {
   return { byChunk, hints, byVolume: bytes - byChunk - hints };
 }
 
+/** Slots of a cache by grain (GrainCache, VolumeCache) of `bytes`. */
+function grainSlots(bytes: number): number {
+  return Math.max(0, Math.floor(bytes / GRAIN_BYTES));
+}
+
 /** Damaged record ranges of one container (scrub.ts). */
 export interface DamagedRange {
   readonly offset: number;
@@ -136,12 +141,17 @@ export class ChunkReader {
    */
   resizeGrainCache(bytes: number | undefined): void {
     const split = readCacheSplit(bytes ?? defaultReadCacheBytes());
-    const byChunk = new GrainCache(split.byChunk);
-    if (byChunk.slots !== this.grainCache.slots) this.grainCache = byChunk;
-    const byVolume = new VolumeCache(split.byVolume);
-    if (byVolume.slots !== this.volumeCache.slots) this.volumeCache = byVolume;
-    const hints = new LocationHints(split.hints);
-    if (hints.maxBlocks !== this.locations.maxBlocks) this.locations = hints;
+    // Made only when the size changes: each allocates its bookkeeping arrays up front (tens of MB
+    // for a cache of a few GiB), which a reload that keeps the size must not pay.
+    if (grainSlots(split.byChunk) !== this.grainCache.slots) {
+      this.grainCache = new GrainCache(split.byChunk);
+    }
+    if (grainSlots(split.byVolume) !== this.volumeCache.slots) {
+      this.volumeCache = new VolumeCache(split.byVolume);
+    }
+    if (LocationHints.blocksFor(split.hints) !== this.locations.maxBlocks) {
+      this.locations = new LocationHints(split.hints);
+    }
   }
 
   /**

@@ -64,7 +64,12 @@ export class LocationHints {
 
   /** `bytes`: what the hints may take (0: none are kept). */
   constructor(bytes: number) {
-    this.maxBlocks = Math.max(0, Math.floor(bytes / (HINT_BYTES * BLOCK)));
+    this.maxBlocks = LocationHints.blocksFor(bytes);
+  }
+
+  /** Blocks the hints may hold in `bytes`. */
+  static blocksFor(bytes: number): number {
+    return Math.max(0, Math.floor(bytes / (HINT_BYTES * BLOCK)));
   }
 
   /** What the hints may take at most. */
