@@ -878,10 +878,15 @@ export class Pool {
   }
 
   /** The metadata audit (mark and sweep, src/pool/meta/README.md) and missing container files. */
-  async check(): Promise<CheckReport> {
+  check(): Promise<CheckReport> {
     this.checkOpen();
+    return this.track(this.checkNow()); // close waits for it (the audit holds a read transaction)
+  }
+
+  private async checkNow(): Promise<CheckReport> {
     await this.commitStaged();
-    const audit = this.store.audit();
+    // Between slices the event loop runs: I/O goes on while every map is walked.
+    const audit = await this.store.auditYielding();
     const missingContainers: string[] = [];
     for (const c of this.registry.containers) {
       if (c.state === "deleting") continue;

@@ -177,3 +177,75 @@ describe("audit, repair and rebuild", () => {
     expect(store2.audit().clean).toBe(true);
   });
 });
+
+describe("auditYielding (what a serving pool runs)", () => {
+  let t: TempStore;
+  beforeEach(async () => {
+    t = await tempStore();
+    await t.store.createVolume(1, 1);
+    await t.store.writeGrains(
+      1,
+      Array.from({ length: 400 }, (_, g) => ({
+        grain: g,
+        fingerprint: fp(`y${g}`),
+        chunk: loc(1, g * 2000),
+      })),
+    );
+    await t.store.applyJournal();
+  });
+  afterEach(async () => {
+    await t.cleanup();
+  });
+
+  it("lets the event loop run between slices and reports the snapshot it started on", async () => {
+    const { store } = t;
+    const before = store.audit();
+    expect(before).toMatchObject({ mapEntries: 400, chunks: 400, clean: true });
+    let turns = 0;
+    let writes = 0;
+    let stop = false;
+    // Each runs only while the event loop gets turns: one counts them, one lands writes.
+    const ticker = (async () => {
+      while (!stop) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        turns++;
+      }
+    })();
+    const writer = (async () => {
+      while (!stop && writes < 20) {
+        const g = 1000 + writes++;
+        await store.writeGrains(1, [{ grain: g, fingerprint: fp(`w${g}`), chunk: loc(2, g) }]);
+      }
+    })();
+    const report = await store.auditYielding({ slice: 16 });
+    stop = true;
+    await Promise.all([ticker, writer]);
+    // 400 map entries + 400 index entries in slices of 16: dozens of turns for the writer.
+    expect(turns).toBeGreaterThan(20);
+    expect(writes).toBeGreaterThan(0);
+    // The writes that landed meanwhile are not in it: one snapshot, and a clean one.
+    expect(report).toMatchObject({ mapEntries: 400, chunks: 400, clean: true });
+    expect(store.audit()).toMatchObject({ mapEntries: 400 + writes, clean: true });
+  });
+
+  it("finds what the audit in one go finds", async () => {
+    const { store } = t;
+    await store.close();
+    await withRawDbs(t.dir, (dbs) => {
+      dbs.map.putSync(mapKey(1, 999), fp("gone")); // a map entry the index lacks
+    });
+    const reopened = await t.reopen();
+    const whole = reopened.audit();
+    const sliced = await reopened.auditYielding({ slice: 7 });
+    expect(whole.clean).toBe(false);
+    expect(sliced).toEqual(whole);
+  });
+
+  it("stops with an error when the store closes while it runs", async () => {
+    const { store } = t;
+    const run = store.auditYielding({ slice: 8 });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    await store.close();
+    await expect(run).rejects.toThrow(/closed/);
+  });
+});

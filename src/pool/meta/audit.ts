@@ -181,8 +181,62 @@ class Collector<T> {
   }
 }
 
+/**
+ * Entries the audit visits between two yields of `auditSteps`: a few milliseconds of work, the
+ * longest the event loop waits for `auditMetaYielding` (about 1 µs an entry).
+ */
+export const AUDIT_SLICE = 4096;
+
+/** The audit, run to its end in one go (offline tools, tests). */
 export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditReport {
+  const steps = auditSteps(store, options);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * The audit on a serving pool (`Pool.check`): the event loop runs between slices of
+ * `AUDIT_SLICE` entries, so that I/O goes on while it walks every map. Run in one go, it held the
+ * event loop about a second per million map entries. Its findings are those of one snapshot, as
+ * `auditMeta`'s: the read transaction it opens first stays open until it ends, whatever commits
+ * meanwhile. Rejects if the store is closed while it runs.
+ */
+export async function auditMetaYielding(
+  store: MetaStore,
+  options: AuditOptions & { readonly slice?: number } = {},
+): Promise<AuditReport> {
+  const steps = auditSteps(store, options);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * One yield of the audit. If the store closed meanwhile it then stops: the throw runs its
+ * `finally`, which ends the read transaction.
+ */
+function* pause(store: MetaStore): Generator<void, void, undefined> {
+  yield;
   store.checkOpen();
+}
+
+/**
+ * The mark-and-sweep audit as a generator that yields every `options.slice` (AUDIT_SLICE)
+ * entries it visits; `auditMeta` and `auditMetaYielding` drive it.
+ */
+function* auditSteps(
+  store: MetaStore,
+  options: AuditOptions & { readonly slice?: number },
+): Generator<void, AuditReport, undefined> {
+  store.checkOpen();
+  const slice = Math.max(1, options.slice ?? AUDIT_SLICE);
+  let visited = 0;
+  /** Counts one entry visited; true when a slice is over (the caller yields). */
+  const sliceOver = (): boolean => ++visited % slice === 0;
   const dbs = store.dbs;
   const txn = dbs.root.useReadTransaction();
   const ro: ReadOpts = { transaction: txn };
@@ -227,6 +281,7 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
         for (const volume of volumes) {
           const va = volActual.get(volume)!;
           for (const { key, value } of dbs.map.getRange(volumeRange(volume, ro))) {
+            if (sliceOver()) yield* pause(store);
             const b0 = value[0] ?? 0;
             if (b0 < lo || b0 >= hi) continue;
             const fp = value.subarray(0, FINGERPRINT_BYTES);
@@ -244,6 +299,7 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
             }
           }
           for (const { key, value } of dbs.mapold.getRange(volumeRange(volume, ro))) {
+            if (sliceOver()) yield* pause(store);
             const b0 = value[0] ?? 0;
             if (b0 < lo || b0 >= hi) continue;
             const fp = value.subarray(0, FINGERPRINT_BYTES);
@@ -264,6 +320,7 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
           }
         }
         for (const { key, value } of dbs.fp.getRange({ ...indexRange(domainId, lo, hi), ...ro })) {
+          if (sliceOver()) yield* pause(store);
           const fp = decodeFpKey(key)?.fingerprint;
           if (!fp) continue;
           chunks++;
@@ -293,6 +350,7 @@ export function auditMeta(store: MetaStore, options: AuditOptions = {}): AuditRe
         }
       }
       for (const { key, value } of dbs.dead.getRange(ro ? { ...ro } : {})) {
+        if (sliceOver()) yield* pause(store);
         if (key.length !== DEAD_KEY_BYTES) continue;
         const dk = decodeDeadKey(key);
         if (dk.domainId !== domainId) continue;

@@ -34,6 +34,7 @@ import {
   type AuditOptions,
   type AuditReport,
   auditMeta,
+  auditMetaYielding,
   type RepairReport,
   repairMeta,
 } from "./audit.js";
@@ -1253,6 +1254,14 @@ export class MetaStore {
   /** Mark-and-sweep check of refcounts and counters against the maps, on one snapshot. */
   audit(options: AuditOptions = {}): AuditReport {
     return auditMeta(this, options);
+  }
+
+  /**
+   * The same audit, letting the event loop run between slices of a few thousand entries (what a
+   * serving pool runs: I/O goes on meanwhile). Same snapshot semantics as `audit`.
+   */
+  auditYielding(options: AuditOptions & { readonly slice?: number } = {}): Promise<AuditReport> {
+    return auditMetaYielding(this, options);
   }
 
   /** Recomputes refcounts, the dead table and the counters from the maps. */
