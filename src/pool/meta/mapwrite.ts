@@ -28,7 +28,6 @@ import {
   fpKey,
   type JournalDelta,
   journalKey,
-  keyFromString,
   keyString,
   mapKey,
   mapValueBirth,
@@ -76,8 +75,7 @@ export class RefDeltas {
   /** Fingerprint (latin1) → the first buffer given for it (not modified later) and the sum. */
   private readonly sums = new Map<string, { fingerprint: Buffer; delta: number }>();
 
-  bump(fp: Buffer, by: number): void {
-    const k = keyString(fp);
+  bump(fp: Buffer, by: number, k = keyString(fp)): void {
     const sum = this.sums.get(k);
     if (sum === undefined) this.sums.set(k, { fingerprint: fp, delta: by });
     else sum.delta += by;
@@ -154,8 +152,8 @@ export function writeMapInTxn(
   }
   const entries = new Map<string, ChunkEntry | null>();
   const index = new FpReader(dbs.fp, domainId);
-  const lookup = (fp: Buffer): ChunkEntry | null => {
-    const k = keyString(fp);
+  /** `k`: keyString(fp), when the caller has it. */
+  const lookup = (fp: Buffer, k = keyString(fp)): ChunkEntry | null => {
     let e = entries.get(k);
     if (e === undefined) {
       e = index.get(fp) ?? null;
@@ -163,7 +161,8 @@ export function writeMapInTxn(
     }
     return e;
   };
-  const inserts = new Map<string, ChunkLocation>();
+  /** keyString(fingerprint) → the chunk this call inserts, with its fingerprint buffer. */
+  const inserts = new Map<string, { fingerprint: Buffer; loc: ChunkLocation }>();
   const duplicates = new Map<string, ChunkLocation>();
   const missing: string[] = [];
   const changes: {
@@ -171,6 +170,8 @@ export function writeMapInTxn(
     key: Buffer;
     oldFp?: Buffer;
     newFp?: Buffer;
+    /** keyString(newFp), computed once per update. */
+    newKey?: string;
     oldStored: number;
     newStored: number;
     /** False when the map already holds newFp (healing a dangling entry: only the +1). */
@@ -184,15 +185,17 @@ export function writeMapInTxn(
   const epoch = options.indexEpoch;
   for (const p of prepared) {
     let newEntry: ChunkEntry | null = null;
-    if (p.fingerprint) {
+    // The fingerprint as a Map key, made once: every map below is keyed by it.
+    const newKey = p.fingerprint ? keyString(p.fingerprint) : undefined;
+    if (p.fingerprint && newKey !== undefined) {
       newEntry =
         p.known !== undefined && epoch !== undefined && p.token === epoch && !p.chunk
           ? p.known
-          : lookup(p.fingerprint);
+          : lookup(p.fingerprint, newKey);
       if (!newEntry && p.chunk) {
         newEntry = { ...p.chunk, refcount: 0 };
-        entries.set(keyString(p.fingerprint), newEntry);
-        inserts.set(keyString(p.fingerprint), p.chunk);
+        entries.set(newKey, newEntry);
+        inserts.set(newKey, { fingerprint: p.fingerprint, loc: p.chunk });
       } else if (!newEntry && !options.tolerateMissing) {
         missing.push(p.fingerprint.toString("hex"));
         continue;
@@ -208,11 +211,12 @@ export function writeMapInTxn(
         : oldFp === undefined && p.fingerprint === undefined;
     if (unchanged) {
       // Rewriting a dangling entry with its own data re-inserted: the entry now counts.
-      if (p.fingerprint && inserts.has(keyString(p.fingerprint))) {
+      if (p.fingerprint && newKey !== undefined && inserts.has(newKey)) {
         changes.push({
           grain: p.grain,
           key: p.key,
           newFp: p.fingerprint,
+          newKey,
           oldStored: 0,
           newStored: newEntry?.storedLength ?? 0,
           writeMap: false,
@@ -231,7 +235,7 @@ export function writeMapInTxn(
       grain: p.grain,
       key: p.key,
       ...(oldFp ? { oldFp } : {}),
-      ...(p.fingerprint ? { newFp: p.fingerprint } : {}),
+      ...(p.fingerprint ? { newFp: p.fingerprint, newKey } : {}),
       oldStored: oldEntry?.storedLength ?? 0,
       newStored: newEntry?.storedLength ?? 0,
       writeMap: true,
@@ -257,7 +261,7 @@ export function writeMapInTxn(
   let oldGrains = 0;
   let oldBytes = 0;
   for (const c of changes) {
-    if (c.newFp) refs.bump(c.newFp, 1);
+    if (c.newFp) refs.bump(c.newFp, 1, c.newKey);
     if (c.oldFp && c.preserve) {
       // The snapshot now owns the old entry's reference: no −1. An entry that dangled until
       // this call inserted its chunk names an indexed chunk from now on, so it starts counting.
@@ -279,8 +283,7 @@ export function writeMapInTxn(
   // journal delta applied later (what a unique write paid: a journal record, then a read and a
   // write of its index entry again in the batch). Equivalent: nothing older can have counted
   // it, since the index did not hold it, and the journal's deltas are only ever added.
-  for (const [k, loc] of inserts) {
-    const fingerprint = keyFromString(k);
+  for (const [k, { fingerprint, loc }] of inserts) {
     const key = fpKey(domainId, fingerprint);
     const initial = refs.take(k);
     if (initial > 0) {

@@ -840,10 +840,9 @@ export class MetaStore {
   async writeGrains(volume: number, updates: readonly GrainUpdate[]): Promise<WriteResult> {
     this.checkOpen();
     checkU32("volume", volume);
-    const byGrain = new Map<number, PreparedUpdate>();
-    for (const u of updates) {
+    const prepare = (u: GrainUpdate): PreparedUpdate => {
       checkGrain(u.grain);
-      byGrain.set(u.grain, {
+      return {
         grain: u.grain,
         key: mapKey(volume, u.grain),
         fingerprint: u.fingerprint === null ? undefined : ownFingerprint(u.fingerprint),
@@ -851,10 +850,17 @@ export class MetaStore {
         ...(u.indexed !== undefined && u.indexToken !== undefined && u.fingerprint !== null
           ? { known: u.indexed, token: u.indexToken }
           : {}),
-      });
+      };
+    };
+    let prepared: PreparedUpdate[];
+    if (ascending(updates)) {
+      prepared = updates.map(prepare); // what the pool's writes give: no map, no sort
+    } else {
+      const byGrain = new Map<number, PreparedUpdate>(); // the last update of a grain wins
+      for (const u of updates) byGrain.set(u.grain, prepare(u));
+      prepared = [...byGrain.values()].sort((a, b) => a.grain - b.grain);
     }
-    if (byGrain.size === 0) return { changed: 0, inserted: 0, duplicates: 0 };
-    const prepared = [...byGrain.values()].sort((a, b) => a.grain - b.grain);
+    if (prepared.length === 0) return { changed: 0, inserted: 0, duplicates: 0 };
     let result: Awaited<ReturnType<typeof writeMapInTxn>>;
     try {
       result = await this.mapTxn(
@@ -865,7 +871,7 @@ export class MetaStore {
         () => ({
           op: "write",
           volume,
-          grains: prepared.map((p) => ({ grain: p.grain, fingerprint: p.fingerprint })),
+          grains: prepared, // grain and fingerprint are what the log takes (encoded at once)
         }),
       );
     } catch (err) {
@@ -1398,6 +1404,14 @@ export class MetaStore {
  * the write path), not as the metadata keeps them: the write-back stage finds the grains to store
  * again by them. Other errors pass unchanged.
  */
+/** Whether the grains of `updates` strictly ascend (no grain twice). */
+function ascending(updates: readonly GrainUpdate[]): boolean {
+  for (let i = 1; i < updates.length; i++) {
+    if (updates[i]!.grain <= updates[i - 1]!.grain) return false;
+  }
+  return true;
+}
+
 function missingAsGiven(err: unknown, updates: readonly GrainUpdate[]): unknown {
   if (!(err instanceof MetaError) || err.code !== MetaErrorCode.ChunkMissing) return err;
   const short = new Set(err.fingerprints ?? []);
