@@ -11,7 +11,6 @@
 #   BIG=1 bash bench/pool-vs-tgt.sh              # + 8 GiB written to sanmux (~3 more min)
 #   ROUNDS=0 BIG=1 bash bench/pool-vs-tgt.sh    # the 8 GiB phase alone
 #   SANMUX_CLI=/elsewhere/dist/cli/main.js bash bench/pool-vs-tgt.sh   # another build
-#   BLOCKS=reused bash bench/pool-vs-tgt.sh     # each round deletes the last one's files first
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,11 +21,6 @@ ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-5}"
 BIG="${BIG:-0}"
 BIG_GIB="${BIG_GIB:-8}"
-# Where a round's files land (bench/README.md, "Fresh or reused blocks"): "fresh" keeps every
-# round's files until the run ends, so each round writes onto blocks this run never freed;
-# "reused" deletes them after each round, so the next round may land on blocks just freed, which
-# a thin-provisioned host disk serves about twice as fast (tgt: 200 against 320-500 MiB/s here).
-BLOCKS="${BLOCKS:-fresh}"
 SANMUX_PORT="${SANMUX_PORT:-3261}"
 TGT_PORT="${TGT_PORT:-3262}"
 TGT_CONTROL_PORT="${TGT_CONTROL_PORT:-$TGT_PORT}"
@@ -46,22 +40,12 @@ die() {
 
 node scripts/ensure-test-tools.mjs >&2
 command -v tgtd >/dev/null 2>&1 || die "tgtd is missing (apt-get install -y tgt)"
-[[ "$BLOCKS" == fresh || "$BLOCKS" == reused ]] || die "BLOCKS must be fresh or reused"
 [[ -f "$SANMUX_CLI" ]] || die "$SANMUX_CLI missing: npm run build (or set SANMUX_CLI)"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port_busy "$TGT_PORT" && die "127.0.0.1:$TGT_PORT is in use (set TGT_PORT)"
 port_busy "$SANMUX_PORT" && die "127.0.0.1:$SANMUX_PORT is in use (set SANMUX_PORT)"
 
 WORK="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/sanmux-pool-bench.XXXXXX")"
-if [[ "$BLOCKS" == fresh ]]; then
-  # Per round: tgt's two LUN files and sanmux's pool (one copy plus metadata), with a margin.
-  need_mib=$((ROUNDS * BENCH_MIB * 4 + BENCH_MIB))
-  free_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-  ((free_mib > need_mib)) || {
-    rmdir "$WORK"
-    die "BLOCKS=fresh keeps every round's files: needs ${need_mib} MiB free, $free_mib MiB are"
-  }
-fi
 TGTD_PID=""
 SANMUX_PID=""
 tgtadm_() { tgtadm -C "$TGT_CONTROL_PORT" --lld iscsi "$@"; }
@@ -207,7 +191,21 @@ container_bytes() { du -sb "$1/data/pool/devices" | awk '{ print $1 }'; }
 # block maps rebuildable; on disk beside the LMDB figures, reported apart from them.
 maplog_bytes() { du -sb "$1/data/pool/maplog" 2>/dev/null | awk '{ print $1 }'; }
 
-say "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); ${BENCH_MIB} MiB of random data, ${ROUNDS} round(s), reads ${DURATION} s, BLOCKS=$BLOCKS"
+# Every round starts with the page cache dropped (as root), so that each starts from the same
+# memory state. On this VM (virtio-balloon free page reporting) memory that the guest has not
+# used lately costs a host fault on first touch: a page cache grown over earlier rounds' files
+# made sanmux's cold reads 4x slower (643 against 2341 MiB/s with 9 GiB of other files cached),
+# and tgt's buffered writes run at 200-230 or 330-555 MiB/s depending on it (bench/README.md).
+drop_page_cache() {
+  sync
+  if [[ -w /proc/sys/vm/drop_caches ]]; then
+    echo 1 >/proc/sys/vm/drop_caches
+  else
+    say "cannot drop the page cache (not root): rounds may differ more"
+  fi
+}
+
+say "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); ${BENCH_MIB} MiB of random data, ${ROUNDS} round(s), reads ${DURATION} s"
 SRC="$WORK/random.bin"
 ((ROUNDS > 0)) && head -c $((BENCH_MIB * MiB)) /dev/urandom >"$SRC"
 GRAINS=$((BENCH_MIB * MiB / GRAIN))
@@ -221,6 +219,7 @@ for round in $(seq "$ROUNDS"); do
   # Alternate who goes first in each phase from round to round.
   if ((round % 2)); then order=(tgt sanmux); else order=(sanmux tgt); fi
   RDIR="$WORK/round$round"
+  drop_page_cache
   start_tgt "$RDIR/tgt" $((BENCH_MIB * MiB))
   start_sanmux "$RDIR/sanmux" "$BENCH_MIB"
   cat "$SRC" >/dev/null # source in the page cache for both
@@ -269,9 +268,7 @@ for round in $(seq "$ROUNDS"); do
   fi
   stop_sanmux
   stop_tgt
-  # BLOCKS=fresh: kept until the run ends (removed with $WORK), so that no later round writes
-  # onto blocks this one frees.
-  if [[ "$BLOCKS" == reused ]]; then rm -rf "$RDIR"; fi
+  rm -rf "$RDIR"
 done
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -291,7 +288,7 @@ perGrain() { # perGrain JSON FIELD
 
 ((ROUNDS > 0)) && {
   echo
-  echo "sanmux pool vs tgt $(tgtd --version 2>/dev/null | head -n1) ($(nproc) CPUs, load now $(cut -d' ' -f1-3 /proc/loadavg)); ${BENCH_MIB} MiB random data; qemu-img convert ${CONVERT_FLAGS:-(in-order writes)}; median of ${ROUNDS} round(s); BLOCKS=$BLOCKS"
+  echo "sanmux pool vs tgt $(tgtd --version 2>/dev/null | head -n1) ($(nproc) CPUs, load now $(cut -d' ' -f1-3 /proc/loadavg)); ${BENCH_MIB} MiB random data; qemu-img convert ${CONVERT_FLAGS:-(in-order writes)}; median of ${ROUNDS} round(s)"
   echo
   echo "| test | unit | tgt | sanmux | sanmux/tgt | floor | rounds tgt / sanmux |"
   echo "| --- | --- | ---: | ---: | ---: | --- | --- |"
@@ -321,6 +318,7 @@ if [[ "$BIG" == 1 ]]; then
   say "big phase: ${BIG_GIB} GiB of unique data to sanmux alone"
   rm -f "$SRC"
   BDIR="$WORK/big"
+  drop_page_cache
   start_sanmux "$BDIR" $((BIG_GIB * 1024))
   BIGSRC="$WORK/big.bin"
   head -c $((BIG_GIB * 1024 * MiB)) /dev/urandom >"$BIGSRC"
