@@ -84,6 +84,29 @@ describe("block maps", () => {
     expect(rc("A")).toBeUndefined(); // never inserted: the first update was superseded
   });
 
+  it("takes updates in any grain order, over grains already mapped", async () => {
+    const { store } = t;
+    await store.writeGrains(1, [
+      { grain: 6, fingerprint: fp("old6"), chunk: loc(1, 0) },
+      { grain: 7, fingerprint: fp("old7"), chunk: loc(1, 2000) },
+    ]);
+    // Descending and with a gap: the map transaction needs them sorted (it scans first..last).
+    await store.writeGrains(1, [
+      { grain: 9, fingerprint: fp("n9"), chunk: loc(1, 4000) },
+      { grain: 7, fingerprint: fp("n7"), chunk: loc(1, 6000) },
+      { grain: 6, fingerprint: fp("n6"), chunk: loc(1, 8000) },
+    ]);
+    await store.applyJournal();
+    expect([6, 7, 8, 9].map((g) => store.getGrain(1, g))).toEqual([
+      sfp("n6"),
+      sfp("n7"),
+      undefined,
+      sfp("n9"),
+    ]);
+    expect([rc("old6"), rc("old7"), rc("n6"), rc("n7"), rc("n9")]).toEqual([0, 0, 1, 1, 1]);
+    expect(store.audit()).toMatchObject({ mapEntries: 3, clean: true });
+  });
+
   it("iterates a volume's range in grain order, and only that volume", async () => {
     const { store } = t;
     const grains = [5, 0, 2 ** 32 + 1, 255, 256, 2 ** 32, 2 ** 40, 1];
