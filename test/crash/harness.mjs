@@ -9,8 +9,8 @@
  *   2. W writer processes (test/tools/crash-writer.c, libiscsi, 16 commands in flight each)
  *      write self-describing 4 KiB grains to disjoint regions of the volumes, with SYNCHRONIZE
  *      CACHE at known points and some FUA writes, and log every issue, acknowledgement and sync;
- *   3. after a random delay (seeded PRNG) the server gets SIGKILL; the writers see the
- *      connection drop and exit;
+ *   3. after a random delay (seeded PRNG), and once a writer's first SYNCHRONIZE CACHE has
+ *      completed, the server gets SIGKILL; the writers see the connection drop and exit;
  *   4. sometimes the restarted server is killed again during its start (recovery), then
  *   5. the server is restarted (it must start), each volume is read whole, and every grain is
  *      checked:
@@ -610,6 +610,11 @@ export async function runCrash(options = {}) {
     // Somewhere in the restart: from spawning node to a little past when it listened last time.
     const restartKillMs = Math.round(random() * (lastStartMs * 1.2 + 50));
     await sleep(delay);
+    // A kill before any SYNCHRONIZE CACHE completed checks no synced write: wait for the first
+    // one (at most 3 s more). A 218 ms delay once came before it.
+    const waitFrom = Date.now();
+    while (writers.every((w) => w.syncs === 0) && Date.now() - waitFrom < 3000) await sleep(5);
+    const killAfterMs = delay + (Date.now() - waitFrom);
     if (server.child.exitCode !== null || server.child.signalCode !== null) {
       violation({
         iteration,
@@ -629,7 +634,7 @@ export async function runCrash(options = {}) {
     );
     const stats = {
       iteration,
-      killAfterMs: delay,
+      killAfterMs,
       writersReady: ready.filter((r) => r === true).length,
       writerExits: exits.map((e) => e.code ?? e.signal),
       writesIssued: 0,
@@ -702,7 +707,7 @@ export async function runCrash(options = {}) {
     report.perIteration.push(stats);
     report.iterations = iteration;
     say(
-      `iteration ${iteration}: killed after ${delay} ms${restartKill ? ` and ${restartKillMs} ms into the restart` : ""}; ${stats.writesAcked}/${stats.writesIssued} writes acked (${stats.fuaAcked} FUA), ${stats.syncs} syncs, ${stats.inFlightAtKill} in flight, ${stats.ackedButLost} unsynced grains lost; restart ${stats.restartMs} ms; ${stats.violations} violation(s)${stats.recovery.length > 0 ? `; recovery: ${stats.recovery.slice(0, 3).join(" | ")}` : ""}`,
+      `iteration ${iteration}: killed after ${killAfterMs} ms${restartKill ? ` and ${restartKillMs} ms into the restart` : ""}; ${stats.writesAcked}/${stats.writesIssued} writes acked (${stats.fuaAcked} FUA), ${stats.syncs} syncs, ${stats.inFlightAtKill} in flight, ${stats.ackedButLost} unsynced grains lost; restart ${stats.restartMs} ms; ${stats.violations} violation(s)${stats.recovery.length > 0 ? `; recovery: ${stats.recovery.slice(0, 3).join(" | ")}` : ""}`,
     );
   }
 
