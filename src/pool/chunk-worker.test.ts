@@ -13,7 +13,14 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { chunkFingerprint, domainKeys, masterKeyFromBytes, newId } from "../crypto/index.js";
-import { JobRunner, Jobs, packOpenBatch, packRecords, unpackOpenBatch } from "./chunk-worker.js";
+import {
+  JobArena,
+  JobRunner,
+  Jobs,
+  packOpenBatch,
+  packRecords,
+  unpackOpenBatch,
+} from "./chunk-worker.js";
 import { ContainerWriter, FILE_HEADER_BYTES } from "./container/index.js";
 import { pattern } from "./testing/helpers.js";
 
@@ -166,7 +173,41 @@ describe("chunk jobs", () => {
           });
           expect(opened.failures).toEqual([]);
           expect(Buffer.from(opened.grains)).toEqual(Buffer.concat(grains));
+          // The records are a view of the runner's shared memory, which goes back once released
+          // (ContainerWriter does it once they are written) and serves the next batch.
+          expect(sealed.bytes.buffer).toBeInstanceOf(SharedArrayBuffer);
+          expect(sealed.release).toBeTypeOf("function");
+          sealed.release?.();
+          const next = await runner.seal(domain, container, base, fps, grains);
+          expect(next.bytes.buffer).toBe(sealed.bytes.buffer);
+          next.release?.();
         }
+      } finally {
+        await runner.close();
+      }
+    },
+  );
+
+  it.skipIf(!existsSync(DIST_WORKER))(
+    "fingerprints a short grain as the grain followed by zeros, on worker threads too",
+    async () => {
+      const runner = new JobRunner(master, 2, DIST_WORKER);
+      try {
+        const grains = Array.from({ length: 32 }, (_, i) => pattern(`s${i}`, 4096));
+        grains[20] = pattern("short", 1000);
+        // Gathered into reused memory: a stale byte behind the short grain would show.
+        await runner.fingerprint(
+          domain,
+          grains.map((_, i) => pattern(`x${i}`, 4096)),
+        );
+        const { fps } = await runner.fingerprint(domain, grains);
+        const padded = Buffer.concat([grains[20]!, Buffer.alloc(3096)]);
+        expect(Buffer.from(fps.subarray(20 * 32, 21 * 32))).toEqual(
+          chunkFingerprint(keys.fingerprintKey, padded),
+        );
+        expect(Buffer.from(fps.subarray(21 * 32, 22 * 32))).toEqual(
+          chunkFingerprint(keys.fingerprintKey, grains[21]!),
+        );
       } finally {
         await runner.close();
       }
@@ -298,6 +339,31 @@ describe("chunk jobs", () => {
       }
     },
   );
+});
+
+describe("JobArena", () => {
+  it("hands out shared memory in 64 KiB steps and reuses what was given back", () => {
+    const arena = new JobArena();
+    const a = arena.acquire(1);
+    expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(a.length).toBe(64 * 1024);
+    const b = arena.acquire(64 * 1024 + 1);
+    expect(b.length).toBe(128 * 1024);
+    arena.release(b);
+    expect(arena.idleBytes).toBe(128 * 1024);
+    expect(arena.acquire(100 * 1024)).toBe(b);
+    expect(arena.idleBytes).toBe(0);
+    expect(arena.acquire(128 * 1024)).not.toBe(b); // in use: a new one
+    arena.release(Buffer.from(new SharedArrayBuffer(64 * 1024))); // not its own: ignored
+    expect(arena.idleBytes).toBe(0);
+  });
+
+  it("keeps at most 64 MiB idle", () => {
+    const arena = new JobArena();
+    const bufs = Array.from({ length: 9 }, () => arena.acquire(8 * 1024 * 1024));
+    for (const b of bufs) arena.release(b);
+    expect(arena.idleBytes).toBe(64 * 1024 * 1024);
+  });
 });
 
 describe("packOpenBatch", () => {

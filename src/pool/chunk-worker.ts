@@ -18,10 +18,11 @@
  *
  * `Jobs.run` is the logic, the same in both modes; `JobRunner` sends jobs to worker threads, or
  * runs them inline when there are none (workers: 0, or the compiled worker script is not there,
- * as when the TypeScript sources run under the test runner). Buffers cross threads by transfer:
- * the runner copies the caller's grains first (the caller keeps its buffer), results come back as
- * fresh ArrayBuffers owned by the receiver — except `open` results on worker threads, written
- * into a SharedArrayBuffer the caller allocated.
+ * as when the TypeScript sources run under the test runner). The grains of `fingerprint` and
+ * `seal` jobs are copied into shared memory the runner reuses (`JobArena`; the caller keeps its
+ * buffers), and `seal` writes its records into shared memory too: nothing is allocated or
+ * transferred per job but small result arrays. `open` results on worker threads go into a
+ * SharedArrayBuffer the caller allocated.
  */
 import type { KeyObject } from "node:crypto";
 import { existsSync, readSync } from "node:fs";
@@ -47,7 +48,7 @@ const FP_BYTES = 32;
 export interface FingerprintJob {
   readonly op: "fingerprint";
   readonly domain: string;
-  /** Whole grains (a multiple of 4096 bytes). Transferred. */
+  /** Whole grains (a multiple of 4096 bytes); on a worker thread a view of shared memory. */
   readonly data: Uint8Array;
 }
 
@@ -113,10 +114,22 @@ export interface SealJob {
   readonly container: string;
   /** Container offset of the first record. */
   readonly base: number;
-  /** Whole grains (a multiple of 4096 bytes). Transferred. */
+  /** Whole grains (a multiple of 4096 bytes); on a worker thread a view of shared memory. */
   readonly data: Uint8Array;
-  /** 32 bytes per grain. Transferred. */
+  /** 32 bytes per grain. */
   readonly fps: Uint8Array;
+  /**
+   * Where the records go (shared memory, room for header + grain + tag per grain): the answer is
+   * then a `SealAnswer`, the records being in `out`. Without it, a new buffer (SealedRecords).
+   */
+  readonly out?: Uint8Array | undefined;
+}
+
+/** The answer to a SealJob with `out`: the records fill `out` from its start. */
+export interface SealAnswer {
+  readonly length: number;
+  readonly storedLengths: Uint32Array;
+  readonly codecs: Uint8Array;
 }
 
 /**
@@ -319,6 +332,10 @@ export class Jobs {
 
   seal(job: SealJob): SealedRecords {
     const keys = this.containerKeys(job.domain, job.container);
+    const out =
+      job.out === undefined
+        ? undefined
+        : Buffer.from(job.out.buffer, job.out.byteOffset, job.out.length);
     const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.length);
     const fpb = Buffer.from(job.fps.buffer, job.fps.byteOffset, job.fps.length);
     const grains: Buffer[] = [];
@@ -328,7 +345,7 @@ export class Jobs {
       fps.push(fpb.subarray(i * FP_BYTES, (i + 1) * FP_BYTES));
     }
     this.compressor ??= newRecordCompressor();
-    return sealRecords(keys, job.base, fps, grains, this.compressor);
+    return sealRecords(keys, job.base, fps, grains, this.compressor, out);
   }
 
   /** `seal` of grains where they are (inline: no copy). */
@@ -447,6 +464,8 @@ export class JobRunner {
   private readonly inline: Jobs;
   private readonly lanes: Lane[] = [];
   private nextId = 1;
+  /** Shared memory for the grains and records of fingerprint and seal jobs. */
+  private readonly arena = new JobArena();
 
   /**
    * `script`: the compiled worker module; default `chunk-worker.js` beside this module (tests of
@@ -498,10 +517,10 @@ export class JobRunner {
     const parts = this.split(grains.length);
     const results = await Promise.all(
       parts.map(([from, to]) => {
-        const data = gather(grains, from, to);
-        return this.run<FingerprintResult>({ op: "fingerprint", domain, data }, [
-          data.buffer as ArrayBuffer,
-        ]);
+        const held = this.arena.acquire((to - from) * GRAIN_BYTES);
+        const data = gather(grains, from, to, held);
+        const job: FingerprintJob = { op: "fingerprint", domain, data };
+        return this.run<FingerprintResult>(job, []).finally(() => this.arena.release(held));
       }),
     );
     if (results.length === 1) return results[0]!;
@@ -563,36 +582,48 @@ export class JobRunner {
   ): Promise<SealedRecords> {
     const parts = this.split(grains.length);
     const bound = RECORD_HEADER_BYTES + GRAIN_BYTES + TAG_BYTES;
-    const job = (from: number, to: number, at: number): Promise<SealedRecords> => {
-      const data = gather(grains, from, to);
-      const fpData = new Uint8Array((to - from) * FP_BYTES);
+    // Every part writes its records into `out` where they go in the container: at the offset
+    // its guess or, sealed again, its real offset says, so the records end up back to back with
+    // no join. A part sealed again starts no later than its guess and ends before the guess of
+    // the next one begins (each part's guess leaves room for every grain uncompressed): it never
+    // writes where another part's job may still be writing.
+    const out = this.arena.acquire(grains.length * bound);
+    const job = (from: number, to: number, at: number): Promise<SealAnswer> => {
+      const n = to - from;
+      const input = this.arena.acquire(n * (GRAIN_BYTES + FP_BYTES));
+      const data = gather(grains, from, to, input);
+      const fpData = input.subarray(n * GRAIN_BYTES, n * (GRAIN_BYTES + FP_BYTES));
       for (let i = from; i < to; i++) fpData.set(fps[i]!, (i - from) * FP_BYTES);
-      const j: SealJob = { op: "seal", domain, container, base: at, data, fps: fpData };
-      return this.run(j, [data.buffer as ArrayBuffer, fpData.buffer]);
+      const into = out.subarray(at - base, at - base + n * bound);
+      const j: SealJob = { op: "seal", domain, container, base: at, data, fps: fpData, out: into };
+      return this.run<SealAnswer>(j, []).finally(() => this.arena.release(input));
     };
     const guesses = parts.map(([from, to]) => job(from, to, base + from * bound));
-    if (parts.length === 1) return guesses[0]!;
-    const sealed: SealedRecords[] = [];
-    let at = base;
-    for (let k = 0; k < parts.length; k++) {
-      const [from, to] = parts[k]!;
-      let r = await guesses[k]!;
-      if (at !== base + from * bound) r = await job(from, to, at);
-      sealed.push(r);
-      at += r.bytes.length;
+    try {
+      const storedLengths = new Uint32Array(grains.length);
+      const codecs = new Uint8Array(grains.length);
+      let at = base;
+      for (let k = 0; k < parts.length; k++) {
+        const [from, to] = parts[k]!;
+        let r = await guesses[k]!;
+        if (at !== base + from * bound) r = await job(from, to, at);
+        storedLengths.set(r.storedLengths, from);
+        codecs.set(r.codecs, from);
+        at += r.length;
+      }
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this.arena.release(out);
+      };
+      return { bytes: out.subarray(0, at - base), storedLengths, codecs, release };
+    } catch (error) {
+      // No job may still write into `out` when it goes back to the arena.
+      await Promise.allSettled(guesses);
+      this.arena.release(out);
+      throw error;
     }
-    const bytes = new Uint8Array(at - base);
-    const storedLengths = new Uint32Array(grains.length);
-    const codecs = new Uint8Array(grains.length);
-    let pos = 0;
-    sealed.forEach((r, k) => {
-      const from = parts[k]![0];
-      bytes.set(r.bytes, pos);
-      pos += r.bytes.length;
-      storedLengths.set(r.storedLengths, from);
-      codecs.set(r.codecs, from);
-    });
-    return { bytes, storedLengths, codecs };
   }
 
   /**
@@ -745,39 +776,106 @@ export class JobRunner {
 function runJob(
   jobs: Jobs,
   job: Job,
-): FingerprintResult | OpenResult | SealedRecords | OpenBatchAnswer {
+): FingerprintResult | OpenResult | SealedRecords | SealAnswer | OpenBatchAnswer {
   if (job.op === "fingerprint") return jobs.fingerprint(job);
-  if (job.op === "seal") return jobs.seal(job);
+  if (job.op === "seal") return sealAnswer(jobs, job);
   if (job.op === "openBatch") return openBatch(jobs, job);
   return jobs.open(job);
 }
 
 /**
- * `grains[from..to)` (whole grains) copied back to back into a buffer of their own, for a worker
- * to take (transfer). One copy, not zeroed first; one `set` when they lie back to back already,
- * as a staged write's plaintext does (pool-volume.ts `copyPlaintext`).
+ * `grains[from..to)` copied back to back into `into` (room for 4096 bytes a grain); returns the
+ * view of them. A short grain is followed by zeros up to its 4096 bytes. One `set` when the
+ * grains lie back to back already, as a staged write's plaintext does (pool-volume.ts
+ * `copyPlaintext`).
  */
-function gather(grains: readonly Uint8Array[], from: number, to: number): Uint8Array {
+function gather(
+  grains: readonly Uint8Array[],
+  from: number,
+  to: number,
+  into: Uint8Array,
+): Uint8Array {
   const n = to - from;
+  const data = into.subarray(0, n * GRAIN_BYTES);
   const first = grains[from]!;
-  let whole = true;
   let adjacent = true;
   for (let i = from; i < to; i++) {
     const g = grains[i]!;
-    if (g.length !== GRAIN_BYTES) whole = false;
-    if (g.buffer !== first.buffer || g.byteOffset !== first.byteOffset + (i - from) * GRAIN_BYTES) {
+    if (
+      g.length !== GRAIN_BYTES ||
+      g.buffer !== first.buffer ||
+      g.byteOffset !== first.byteOffset + (i - from) * GRAIN_BYTES
+    ) {
       adjacent = false;
+      break;
     }
   }
-  if (!whole) {
-    const data = new Uint8Array(n * GRAIN_BYTES); // zeros behind a short grain, as before
-    for (let i = from; i < to; i++) data.set(grains[i]!, (i - from) * GRAIN_BYTES);
+  if (adjacent) {
+    data.set(new Uint8Array(first.buffer, first.byteOffset, n * GRAIN_BYTES));
     return data;
   }
-  const data = Buffer.allocUnsafeSlow(n * GRAIN_BYTES); // its own ArrayBuffer: transferable
-  if (adjacent) data.set(new Uint8Array(first.buffer, first.byteOffset, n * GRAIN_BYTES));
-  else for (let i = from; i < to; i++) data.set(grains[i]!, (i - from) * GRAIN_BYTES);
+  for (let i = from; i < to; i++) {
+    const g = grains[i]!;
+    const at = (i - from) * GRAIN_BYTES;
+    data.set(g.length > GRAIN_BYTES ? g.subarray(0, GRAIN_BYTES) : g, at);
+    if (g.length < GRAIN_BYTES) data.fill(0, at + g.length, at + GRAIN_BYTES);
+  }
   return data;
+}
+
+/**
+ * Reused shared memory for the buffers of fingerprint and seal jobs. A worker thread reads and
+ * writes a SharedArrayBuffer where it is, so a job costs no copy to or from the thread and no
+ * allocation: before, each 2 MiB write allocated and transferred four buffers of about 2 MiB
+ * (two gathers, the sealed records, their join), and V8 collected garbage for that external
+ * memory (126 of 179 scavenges in 7 s of unique writes: docs/performance.md, seventh session),
+ * while postMessage waited on its sweeping of array buffers (1–6 ms in one call of six).
+ * Sizes are rounded up to 64 KiB so that the buffers of similar jobs are shared; at most
+ * MAX_IDLE bytes wait here unused.
+ */
+export class JobArena {
+  private static readonly UNIT = 64 * 1024;
+  private static readonly MAX_IDLE = 64 * 1024 * 1024;
+  private readonly free = new Map<number, Buffer[]>();
+  private readonly issued = new WeakSet<Buffer>();
+  private idle = 0;
+
+  /** A view of shared memory of at least `bytes` bytes (not zeroed once reused). */
+  acquire(bytes: number): Buffer {
+    const size = Math.max(1, Math.ceil(bytes / JobArena.UNIT)) * JobArena.UNIT;
+    const reused = this.free.get(size)?.pop();
+    if (reused !== undefined) {
+      this.idle -= size;
+      return reused;
+    }
+    const buf = Buffer.from(new SharedArrayBuffer(size));
+    this.issued.add(buf);
+    return buf;
+  }
+
+  /** Give back a buffer `acquire` returned, once no thread reads or writes it any more. */
+  release(buf: Buffer): void {
+    if (!this.issued.has(buf) || this.idle + buf.length > JobArena.MAX_IDLE) return;
+    let list = this.free.get(buf.length);
+    if (list === undefined) {
+      list = [];
+      this.free.set(buf.length, list);
+    }
+    list.push(buf);
+    this.idle += buf.length;
+  }
+
+  /** Bytes waiting for reuse (tests). */
+  get idleBytes(): number {
+    return this.idle;
+  }
+}
+
+/** A SealJob's answer: the records' sizes when they went into `out`, else the records. */
+function sealAnswer(jobs: Jobs, job: SealJob): SealedRecords | SealAnswer {
+  const r = jobs.seal(job);
+  if (job.out === undefined) return r;
+  return { length: r.bytes.length, storedLengths: r.storedLengths, codecs: r.codecs };
 }
 
 function openBatch(jobs: Jobs, batch: OpenBatchJob): OpenBatchAnswer {
@@ -811,12 +909,10 @@ if (!isMainThread && parentPort !== null && data?.role === WORKER_ROLE && data.m
         const r = openBatch(jobs, job);
         port.postMessage({ id, result: r }, [r.grains.buffer as ArrayBuffer]);
       } else if (job.op === "seal") {
-        const r = jobs.seal(job);
-        port.postMessage({ id, result: r }, [
-          r.bytes.buffer as ArrayBuffer,
-          r.storedLengths.buffer as ArrayBuffer,
-          r.codecs.buffer as ArrayBuffer,
-        ]);
+        const r = sealAnswer(jobs, job);
+        const transfer = [r.storedLengths.buffer as ArrayBuffer, r.codecs.buffer as ArrayBuffer];
+        if ("bytes" in r) transfer.push(r.bytes.buffer as ArrayBuffer);
+        port.postMessage({ id, result: r }, transfer);
       } else {
         const r = jobs.open(job);
         if (job.out !== undefined) {

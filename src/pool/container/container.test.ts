@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -364,6 +365,106 @@ describe("ContainerWriter.appendBatch (records sealed elsewhere)", () => {
     for (let i = 0; i < all.length; i++) {
       expect((await r.read(all[i]!.offset, fp(grains[i]!))).equals(grains[i]!)).toBe(true);
     }
+  });
+});
+
+describe("ContainerWriter.appendBatch: the sealed records' buffer (SealedRecords.release)", () => {
+  const sealer = (w: ContainerWriter, grains: Buffer[], onRelease: (base: number) => void) => {
+    const ck = containerKeys(keys, w.containerId);
+    const compressor = newRecordCompressor();
+    return (base: number) => ({
+      ...sealRecords(
+        ck,
+        base,
+        grains.map((g) => fp(g)),
+        grains,
+        compressor,
+      ),
+      release: () => onRelease(base),
+    });
+  };
+
+  it("is given back once, after its records are in the file; batches written together by one pwritev", async () => {
+    const w = await create();
+    const batches = [0, 1, 2].map((k) => [randomBytes(4096), compressible(4096, k)]);
+    const released: { base: number; fileSize: number }[] = [];
+    const writev = vi.spyOn((w as unknown as { handle: FileHandle }).handle, "writev");
+    // All three are pending at once: one writev of three buffers (no joined copy).
+    const results = await Promise.all(
+      batches.map((g) =>
+        w.appendBatch(
+          g.map((x) => fp(x)),
+          g,
+          sealer(w, g, (base) => released.push({ base, fileSize: statSync(w.path).size })),
+        ),
+      ),
+    );
+    expect(writev).toHaveBeenCalledTimes(1);
+    expect(writev.mock.calls[0]![0]).toHaveLength(3);
+    expect(released.map((r) => r.base)).toEqual(results.map((r) => r[0]!.offset));
+    for (const [k, r] of released.entries()) {
+      const last = results[k]![1]!;
+      expect(r.fileSize).toBeGreaterThanOrEqual(last.offset + last.recordLength);
+    }
+    await w.sync();
+    const rd = await reader(w.path);
+    for (const [k, g] of batches.entries()) {
+      for (const [i, grain] of g.entries()) {
+        expect((await rd.read(results[k]![i]!.offset, fp(grain))).equals(grain)).toBe(true);
+      }
+    }
+  });
+
+  it("goes on from where a short pwritev stopped", async () => {
+    const w = await create();
+    const handle = (w as unknown as { handle: FileHandle }).handle;
+    const real = handle.writev.bind(handle);
+    // The first call writes only part of its first buffer.
+    vi.spyOn(handle, "writev").mockImplementationOnce((bufs, position) =>
+      real([(bufs[0] as Buffer).subarray(0, 1000)], position),
+    );
+    const batches = [0, 1].map(() => [randomBytes(4096), randomBytes(4096)]);
+    const results = await Promise.all(
+      batches.map((g) =>
+        w.appendBatch(
+          g.map((x) => fp(x)),
+          g,
+          sealer(w, g, () => undefined),
+        ),
+      ),
+    );
+    const rd = await reader(w.path);
+    for (const [k, g] of batches.entries()) {
+      for (const [i, grain] of g.entries()) {
+        expect((await rd.read(results[k]![i]!.offset, fp(grain))).equals(grain)).toBe(true);
+      }
+    }
+  });
+
+  it("is given back when the write fails, and when the writer was poisoned before the batch took its turn", async () => {
+    const w = await create();
+    const handle = (w as unknown as { handle: FileHandle }).handle;
+    vi.spyOn(handle, "write").mockRejectedValueOnce(
+      Object.assign(new Error("input/output error"), { code: "EIO" }),
+    );
+    const g = [randomBytes(4096)];
+    let releases = 0;
+    const failed = w.appendBatch(
+      [fp(g[0]!)],
+      g,
+      sealer(w, g, () => releases++),
+    );
+    await expect(failed).rejects.toBeInstanceOf(StorageError);
+    expect(releases).toBe(1);
+    // A poisoned writer refuses before sealing: nothing to give back.
+    await expect(
+      w.appendBatch(
+        [fp(g[0]!)],
+        g,
+        sealer(w, g, () => releases++),
+      ),
+    ).rejects.toThrow();
+    expect(releases).toBe(1);
   });
 });
 

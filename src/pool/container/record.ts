@@ -139,12 +139,20 @@ export interface SealedRecords {
   readonly storedLengths: Uint32Array;
   /** Codec of each record, in order. */
   readonly codecs: Uint8Array;
+  /**
+   * When `bytes` is a view of a pooled buffer (chunk-worker.ts, `JobArena`): gives it back. The
+   * consumer (ContainerWriter.appendBatch) calls it once the bytes are written or dropped, and
+   * reads them no more.
+   */
+  readonly release?: (() => void) | undefined;
 }
 
 /**
  * Seal `grains` (each with the fingerprint at the same index) as contiguous records starting at
  * container offset `base`, into one buffer: what `encodeRecord` does per grain, with the offsets
  * following one another (FORMAT.md §1). Pure; runs on a worker thread (chunk-worker.ts).
+ * `into`: the buffer to write them to (room for header + grain + tag per grain needed; nothing
+ * beyond the records is written); default a new one.
  */
 export function sealRecords(
   keys: ContainerKeys,
@@ -152,10 +160,16 @@ export function sealRecords(
   fingerprints: readonly Uint8Array[],
   grains: readonly Uint8Array[],
   compressor: Compressor,
+  into?: Buffer,
 ): SealedRecords {
   let bound = 0;
   for (const g of grains) bound += RECORD_HEADER_BYTES + g.length + TAG_BYTES;
-  const out = Buffer.allocUnsafeSlow(bound); // own ArrayBuffer: transferable
+  if (into !== undefined && into.length < bound) {
+    throw new RangeError(
+      `sealing ${grains.length} grains needs ${bound} bytes, got ${into.length}`,
+    );
+  }
+  const out = into ?? Buffer.allocUnsafeSlow(bound); // own ArrayBuffer: transferable
   const storedLengths = new Uint32Array(grains.length);
   const codecs = new Uint8Array(grains.length);
   let at = 0;

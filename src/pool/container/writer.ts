@@ -118,6 +118,29 @@ async function writeFully(handle: FileHandle, buf: Buffer, position: number): Pr
   }
 }
 
+/**
+ * `bufs` back to back at `position`, with one pwritev (no joined copy: the sealed records of a
+ * write are views of reused shared memory, chunk-worker.ts `JobArena`); a short write goes on
+ * from where it stopped.
+ */
+async function writevFully(
+  handle: FileHandle,
+  bufs: readonly Buffer[],
+  position: number,
+): Promise<void> {
+  let rest = bufs.filter((b) => b.length > 0);
+  let at = position;
+  while (rest.length > 0) {
+    const { bytesWritten } = await handle.writev(rest, at);
+    if (bytesWritten === 0) throw new Error("write made no progress");
+    at += bytesWritten;
+    let skip = bytesWritten;
+    let k = 0;
+    while (k < rest.length && skip >= rest[k]!.length) skip -= rest[k++]!.length;
+    rest = skip > 0 ? [rest[k]!.subarray(skip), ...rest.slice(k + 1)] : rest.slice(k);
+  }
+}
+
 export class ContainerWriter {
   private readonly compressor = newRecordCompressor();
   private readonly batchBytes: number;
@@ -353,10 +376,11 @@ export class ContainerWriter {
       seal ??
       ((base: number) => sealRecords(this.keys, base, fingerprints, grains, this.compressor));
     const turn = this.chain.then(async () => {
+      let sealed: SealedRecords | undefined;
       try {
         this.checkWritable();
         const base = this.appendEnd;
-        const sealed = await sealer(base);
+        sealed = await sealer(base);
         this.checkWritable();
         if (this.appendEnd !== base) throw new Error("an append took an offset during a batch");
         const bytes = Buffer.from(
@@ -385,7 +409,14 @@ export class ContainerWriter {
           this.pendingBytes += bytes.length;
           this.schedule();
         });
+        // The records' buffer goes back (SealedRecords.release) once they are written or failed.
+        const release = sealed.release;
+        sealed = undefined;
+        if (release !== undefined) written.then(release, release);
         return { results, written };
+      } catch (error) {
+        sealed?.release?.();
+        throw error;
       } finally {
         this.chained--;
         this.chainedRecords -= n;
@@ -430,15 +461,14 @@ export class ContainerWriter {
         }
         const batch = this.pending.splice(0, n);
         this.pendingBytes -= bytes;
-        const buf =
-          batch.length === 1
-            ? batch[0]!.bytes
-            : Buffer.concat(
-                batch.map((p) => p.bytes),
-                bytes,
-              );
         try {
-          await writeFully(this.handle, buf, this.writtenEnd);
+          if (batch.length === 1) await writeFully(this.handle, batch[0]!.bytes, this.writtenEnd);
+          else
+            await writevFully(
+              this.handle,
+              batch.map((p) => p.bytes),
+              this.writtenEnd,
+            );
         } catch (error) {
           const failure = this.fail(error);
           for (const p of batch) p.reject(failure);
