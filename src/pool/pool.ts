@@ -308,6 +308,9 @@ export class Pool {
         grainSize: GRAIN,
         // The map log (src/pool/meta/README.md "Map log"): what `pool rebuild` rebuilds maps from.
         mapLog: { dir: join(dir, MAPLOG_DIR), logger: log, rebuild: o.rebuildMaps === true },
+        // Refcount batches off the event loop (meta/apply-thread.ts), unless all work is to run
+        // inline (workers: 0).
+        applyThread: o.workers !== 0,
       });
     } catch (error) {
       devices.stop();

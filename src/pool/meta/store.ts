@@ -30,6 +30,7 @@
 
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { applyBatch, JournalApplyThread } from "./apply-thread.js";
 import {
   type AuditOptions,
   type AuditReport,
@@ -185,6 +186,12 @@ export interface MetaStoreOptions {
    * log (tests of other parts, benchmarks).
    */
   readonly mapLog?: MapLogConfig;
+  /**
+   * Apply the refcount journal's batches on a thread of their own (apply-thread.ts): true, or
+   * the compiled worker script (tests). Default false: on the event loop. Without the compiled
+   * script, or once the thread died, batches are applied on the event loop.
+   */
+  readonly applyThread?: boolean | string;
 }
 
 export interface MapLogConfig {
@@ -240,6 +247,8 @@ export class MetaStore {
   private checkpointing: Promise<unknown> | undefined;
   private stopCheckpoint = false;
   private checkpointWanted = false;
+  /** Where journal batches are applied when not on the event loop (options.applyThread). */
+  private applyThread: JournalApplyThread | undefined;
 
   private constructor(dbs: MetaDbs, grainSize: number, journal: JournalState) {
     this.dbs = dbs;
@@ -330,6 +339,12 @@ export class MetaStore {
         nextSeq = readU64(key, 0) + 1;
       const pending = dbs.journal.getCount();
       const store = new MetaStore(dbs, grainSize, { nextSeq, pending });
+      if (options.applyThread) {
+        store.applyThread = JournalApplyThread.start(
+          options,
+          typeof options.applyThread === "string" ? options.applyThread : undefined,
+        );
+      }
       if (options.mapLog && mapLog) {
         store.mapLog = mapLog;
         store.mapLogConfig = options.mapLog;
@@ -437,6 +452,8 @@ export class MetaStore {
     this.stopCheckpoint = true;
     await this.checkpointing?.catch(() => undefined);
     this.closed = true;
+    // Its batch in flight first: the thread's transaction must end before the environment does.
+    await this.applyThread?.close();
     await this.dbs.root.close();
     await this.mapLog?.close();
   }
@@ -1080,10 +1097,22 @@ export class MetaStore {
   async applyJournal(options: ApplyOptions = {}): Promise<ApplyResult> {
     this.checkOpen();
     const max = options.maxRecords ?? DEFAULT_MAX_RECORDS;
+    const thread = this.applyThread;
+    if (thread?.alive) {
+      try {
+        const result = await thread.apply(max);
+        // The batch committed on the other thread: reads from here on must see it (lmdb-js
+        // renews the main thread's read snapshot only after its own commits, or a timer).
+        (this.dbs.root as unknown as { resetReadTxn(): void }).resetReadTxn();
+        this.journalState.pending = Math.max(0, this.journalState.pending - result.records);
+        return result;
+      } catch (error) {
+        if (thread.alive || error instanceof MetaError) throw error;
+        // The thread died (its batch, if it had begun, was not committed): apply here.
+      }
+    }
     return this.dbs.root.childTransaction(() => {
-      const deltas = new CounterDeltas();
-      const result = applyJournalInTxn(this.dbs, deltas, max);
-      deltas.writeTo(this.dbs);
+      const result = applyBatch(this.dbs, max);
       this.journalState.pending = Math.max(0, this.journalState.pending - result.records);
       return result;
     });
