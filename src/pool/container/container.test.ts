@@ -384,6 +384,20 @@ describe("ContainerWriter.appendBatch: the sealed records' buffer (SealedRecords
     });
   };
 
+  /** Every grain of every batch reads back from the file at the offset appendBatch gave it. */
+  const expectBatchesReadBack = async (
+    w: ContainerWriter,
+    batches: Buffer[][],
+    results: AppendResult[][],
+  ) => {
+    const rd = await reader(w.path);
+    for (const [k, g] of batches.entries()) {
+      for (const [i, grain] of g.entries()) {
+        expect((await rd.read(results[k]![i]!.offset, fp(grain))).equals(grain)).toBe(true);
+      }
+    }
+  };
+
   it("is given back once, after its records are in the file; batches written together by one pwritev", async () => {
     const w = await create();
     const batches = [0, 1, 2].map((k) => [randomBytes(4096), compressible(4096, k)]);
@@ -407,12 +421,7 @@ describe("ContainerWriter.appendBatch: the sealed records' buffer (SealedRecords
       expect(r.fileSize).toBeGreaterThanOrEqual(last.offset + last.recordLength);
     }
     await w.sync();
-    const rd = await reader(w.path);
-    for (const [k, g] of batches.entries()) {
-      for (const [i, grain] of g.entries()) {
-        expect((await rd.read(results[k]![i]!.offset, fp(grain))).equals(grain)).toBe(true);
-      }
-    }
+    await expectBatchesReadBack(w, batches, results);
   });
 
   it("goes on from where a short pwritev stopped", async () => {
@@ -433,12 +442,7 @@ describe("ContainerWriter.appendBatch: the sealed records' buffer (SealedRecords
         ),
       ),
     );
-    const rd = await reader(w.path);
-    for (const [k, g] of batches.entries()) {
-      for (const [i, grain] of g.entries()) {
-        expect((await rd.read(results[k]![i]!.offset, fp(grain))).equals(grain)).toBe(true);
-      }
-    }
+    await expectBatchesReadBack(w, batches, results);
   });
 
   it("is given back when the write fails, and when the writer was poisoned before the batch took its turn", async () => {
