@@ -311,6 +311,11 @@ export class Pool {
         // Refcount batches off the event loop (meta/apply-thread.ts), unless all work is to run
         // inline (workers: 0).
         applyThread: o.workers !== 0,
+        onApplyThreadDeath: (err) =>
+          log?.warn(
+            { err },
+            "the refcount journal's thread died: batches now run on the event loop",
+          ),
       });
     } catch (error) {
       devices.stop();
@@ -368,6 +373,7 @@ export class Pool {
           missingContainers: recovery.missing,
           damagedContainers: recovery.damaged,
           volumes: registry.volumes.length,
+          journalApplyThread: store.journalApplyThread,
         },
         "pool open",
       );

@@ -56,7 +56,13 @@ export class JournalApplyThread {
   private dead: Error | undefined;
   private readonly exited: Promise<void>;
 
-  private constructor(private readonly worker: Worker) {
+  private closing = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    /** Told once when the thread dies unasked (batches then run on the event loop). */
+    private readonly onDeath?: (error: Error) => void,
+  ) {
     worker.unref(); // referenced only while a batch is in flight
     worker.on("message", (m: Reply) => {
       const p = this.pending.get(m.id);
@@ -75,6 +81,7 @@ export class JournalApplyThread {
       }
     });
     const fail = (error: Error) => {
+      if (this.dead === undefined && !this.closing) this.onDeath?.(error);
       this.dead ??= error;
       for (const p of this.pending.values()) p.reject(error);
       this.pending.clear();
@@ -92,11 +99,15 @@ export class JournalApplyThread {
    * Starts the thread for the environment `env` (the options the main thread opened it with),
    * or returns undefined when the compiled worker script is not there. `script`: for tests.
    */
-  static start(env: OpenEnvOptions, script?: string): JournalApplyThread | undefined {
+  static start(
+    env: OpenEnvOptions,
+    script?: string,
+    onDeath?: (error: Error) => void,
+  ): JournalApplyThread | undefined {
     const file = script ?? fileURLToPath(new URL("./apply-thread.js", import.meta.url));
     if (!existsSync(file)) return undefined;
     const data = { role: ROLE, env: { path: env.path, noSync: env.noSync, mapSize: env.mapSize } };
-    return new JournalApplyThread(new Worker(file, { workerData: data }));
+    return new JournalApplyThread(new Worker(file, { workerData: data }), onDeath);
   }
 
   /** Whether batches can go to the thread (false once it died: the caller applies inline). */
@@ -124,6 +135,7 @@ export class JournalApplyThread {
    * thread; the main thread closes the environment afterwards.
    */
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.allSettled([...this.inflight]);
     // Referenced while it closes: an unreferenced worker would let the process exit first.
     this.worker.ref();

@@ -141,8 +141,11 @@ describe.each(modes)("refcount journal, batches applied $where", ({ applyThread 
 
 describe.skipIf(!existsSync(APPLY_SCRIPT))("refcount journal: the apply thread", () => {
   let t: TempStore;
+  let deaths: Error[];
   beforeEach(async () => {
-    t = await tempStore({ applyThread: APPLY_SCRIPT });
+    deaths = [];
+    t = await tempStore({ applyThread: APPLY_SCRIPT, onApplyThreadDeath: (e) => deaths.push(e) });
+    expect(t.store.journalApplyThread).toBe(true);
     await t.store.createVolume(1, 1);
   });
   afterEach(async () => {
@@ -161,6 +164,8 @@ describe.skipIf(!existsSync(APPLY_SCRIPT))("refcount journal: the apply thread",
     expect(store.lookupChunk(1, fp("x"))?.refcount).toBe(2);
     await thread().worker.terminate();
     expect(thread().alive).toBe(false);
+    expect(t.store.journalApplyThread).toBe(false);
+    expect(deaths).toHaveLength(1); // the pool logs it
     await store.writeGrains(1, [{ grain: 2, fingerprint: fp("x") }]);
     expect((await store.applyJournal()).records).toBe(1);
     expect(store.lookupChunk(1, fp("x"))?.refcount).toBe(3);
@@ -192,6 +197,7 @@ describe.skipIf(!existsSync(APPLY_SCRIPT))("refcount journal: the apply thread",
     expect(r.dead.map((d) => d.fingerprint)).toEqual([sfp("y")]);
     expect(Buffer.isBuffer(r.dead[0]!.fingerprint)).toBe(true);
     const again = await t.reopen();
+    expect(deaths).toEqual([]); // closing the store stops the thread: no death to report
     expect(again.pendingJournalRecords).toBe(0);
     expect(again.lookupChunk(1, fp("y"))?.refcount).toBe(0);
     expect([...again.deadChunks()].map((d) => d.fingerprint)).toEqual([sfp("y")]);

@@ -192,6 +192,8 @@ export interface MetaStoreOptions {
    * script, or once the thread died, batches are applied on the event loop.
    */
   readonly applyThread?: boolean | string;
+  /** Told when the apply thread dies while the store is open (batches go on, on the event loop). */
+  readonly onApplyThreadDeath?: (error: Error) => void;
 }
 
 export interface MapLogConfig {
@@ -249,6 +251,11 @@ export class MetaStore {
   private checkpointWanted = false;
   /** Where journal batches are applied when not on the event loop (options.applyThread). */
   private applyThread: JournalApplyThread | undefined;
+
+  /** Whether refcount journal batches run on their own thread now (options.applyThread). */
+  get journalApplyThread(): boolean {
+    return this.applyThread?.alive === true;
+  }
 
   private constructor(dbs: MetaDbs, grainSize: number, journal: JournalState) {
     this.dbs = dbs;
@@ -343,6 +350,7 @@ export class MetaStore {
         store.applyThread = JournalApplyThread.start(
           options,
           typeof options.applyThread === "string" ? options.applyThread : undefined,
+          options.onApplyThreadDeath,
         );
       }
       if (options.mapLog && mapLog) {
