@@ -346,18 +346,19 @@ export class MetaStore {
         nextSeq = readU64(key, 0) + 1;
       const pending = dbs.journal.getCount();
       const store = new MetaStore(dbs, grainSize, { nextSeq, pending });
+      if (options.mapLog && mapLog) {
+        store.mapLog = mapLog;
+        store.mapLogConfig = options.mapLog;
+        store.noSync = options.noSync === true;
+        await store.reconcileMapLog(fresh);
+      }
+      // Last: nothing below can fail and leave the thread running on a closed environment.
       if (options.applyThread) {
         store.applyThread = JournalApplyThread.start(
           options,
           typeof options.applyThread === "string" ? options.applyThread : undefined,
           options.onApplyThreadDeath,
         );
-      }
-      if (options.mapLog && mapLog) {
-        store.mapLog = mapLog;
-        store.mapLogConfig = options.mapLog;
-        store.noSync = options.noSync === true;
-        await store.reconcileMapLog(fresh);
       }
       return store;
     } catch (err) {
