@@ -828,10 +828,9 @@ function gather(
  * writes a SharedArrayBuffer where it is, so a job costs no copy to or from the thread and no
  * allocation: before, each 2 MiB write allocated and transferred four buffers of about 2 MiB
  * (two gathers, the sealed records, their join), and V8 collected garbage for that external
- * memory (126 of 179 scavenges in 7 s of unique writes: docs/performance.md, seventh session),
- * while postMessage waited on its sweeping of array buffers (1–6 ms in one call of six).
- * Sizes are rounded up to 64 KiB so that the buffers of similar jobs are shared; at most
- * MAX_IDLE bytes wait here unused.
+ * memory (126 of 179 scavenges in 7 s of unique writes; 45 of 111 since: docs/performance.md,
+ * eighth session). Sizes are rounded up to 64 KiB so that the buffers of similar jobs are
+ * shared; at most MAX_IDLE bytes wait here unused.
  */
 export class JobArena {
   private static readonly UNIT = 64 * 1024;
