@@ -31,6 +31,7 @@ import { fileURLToPath } from "node:url";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { type Compressor, Decompressor } from "zstd-napi";
 import { chunkFingerprint, type DomainKeys, domainKeys, TAG_BYTES } from "../crypto/index.js";
+import { BufferPool } from "../util/buffer-pool.js";
 import { FormatError } from "./container/format.js";
 import { DamageReason, RECORD_HEADER_BYTES } from "./container/index.js";
 import {
@@ -830,43 +831,26 @@ function gather(
  * (two gathers, the sealed records, their join), and V8 collected garbage for that external
  * memory (126 of 179 scavenges in 7 s of unique writes; 45 of 111 since: docs/performance.md,
  * eighth session). Sizes are rounded up to 64 KiB so that the buffers of similar jobs are
- * shared; at most MAX_IDLE bytes wait here unused.
+ * shared; the free lists and their bound are util/buffer-pool.ts's (a pool of its own).
  */
 export class JobArena {
   private static readonly UNIT = 64 * 1024;
-  private static readonly MAX_IDLE = 64 * 1024 * 1024;
-  private readonly free = new Map<number, Buffer[]>();
-  private readonly issued = new WeakSet<Buffer>();
-  private idle = 0;
+  /** Sizes of 64 KiB and more: always shared memory (util/buffer-pool.ts, MIN_POOLED). */
+  private readonly pool = new BufferPool();
 
   /** A view of shared memory of at least `bytes` bytes (not zeroed once reused). */
   acquire(bytes: number): Buffer {
-    const size = Math.max(1, Math.ceil(bytes / JobArena.UNIT)) * JobArena.UNIT;
-    const reused = this.free.get(size)?.pop();
-    if (reused !== undefined) {
-      this.idle -= size;
-      return reused;
-    }
-    const buf = Buffer.from(new SharedArrayBuffer(size));
-    this.issued.add(buf);
-    return buf;
+    return this.pool.acquire(Math.max(1, Math.ceil(bytes / JobArena.UNIT)) * JobArena.UNIT, true);
   }
 
   /** Give back a buffer `acquire` returned, once no thread reads or writes it any more. */
   release(buf: Buffer): void {
-    if (!this.issued.has(buf) || this.idle + buf.length > JobArena.MAX_IDLE) return;
-    let list = this.free.get(buf.length);
-    if (list === undefined) {
-      list = [];
-      this.free.set(buf.length, list);
-    }
-    list.push(buf);
-    this.idle += buf.length;
+    this.pool.release(buf);
   }
 
   /** Bytes waiting for reuse (tests). */
   get idleBytes(): number {
-    return this.idle;
+    return this.pool.idleBytes;
   }
 }
 

@@ -10,6 +10,8 @@
  * instead of into a shared buffer of their own that the main thread then copies (a fresh
  * SharedArrayBuffer per 128 KiB read also kept V8's helper threads zeroing and sweeping them).
  * Nothing transfers or clones these buffers to another thread except as such an `out`.
+ * (chunk-worker.ts's `JobArena` keeps a `BufferPool` of its own for the grains and records of
+ * fingerprint and seal jobs.)
  *
  * Contract: `release(buf)` only when nothing references `buf` any more (for Data-Out: after the
  * SCSI layer's promise for the command settled — see ScsiCommand.dataOut; for a read's result:
@@ -25,7 +27,12 @@ export class BufferPool {
   /** Idle buffers by size: plain ones under `size`, shared ones under `-size`. */
   private readonly free = new Map<number, Buffer[]>();
   private readonly issued = new WeakSet<ArrayBufferLike>();
-  private idleBytes = 0;
+  private idle = 0;
+
+  /** Bytes of released buffers waiting for reuse. */
+  get idleBytes(): number {
+    return this.idle;
+  }
 
   /**
    * A buffer of `size` bytes; `shared`: a view of a SharedArrayBuffer (module comment), which
@@ -37,7 +44,7 @@ export class BufferPool {
     const list = this.free.get(shared ? -size : size);
     const reused = list?.pop();
     if (reused) {
-      this.idleBytes -= size;
+      this.idle -= size;
       return reused;
     }
     // A buffer of its own, never a slice of Node's shared pool.
@@ -49,7 +56,7 @@ export class BufferPool {
   release(buf: Buffer): void {
     const size = buf.length;
     if (size < MIN_POOLED || buf.byteOffset !== 0 || !this.issued.has(buf.buffer)) return;
-    if (this.idleBytes + size > MAX_IDLE_BYTES) return;
+    if (this.idle + size > MAX_IDLE_BYTES) return;
     const key = buf.buffer instanceof SharedArrayBuffer ? -size : size;
     let list = this.free.get(key);
     if (!list) {
@@ -57,7 +64,7 @@ export class BufferPool {
       this.free.set(key, list);
     }
     list.push(buf);
-    this.idleBytes += size;
+    this.idle += size;
   }
 }
 
