@@ -29,7 +29,7 @@ import { existsSync, readSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
-import { type Compressor, Decompressor } from "zstd-napi";
+import { Decompressor } from "zstd-napi";
 import { chunkFingerprint, type DomainKeys, domainKeys, TAG_BYTES } from "../crypto/index.js";
 import { BufferPool } from "../util/buffer-pool.js";
 import { FormatError } from "./container/format.js";
@@ -39,6 +39,7 @@ import {
   containerKeys,
   newRecordCompressor,
   openRecord,
+  type RecordCompressor,
   type SealedRecords,
   sealRecords,
 } from "./container/record.js";
@@ -284,7 +285,7 @@ export class Jobs {
   private readonly domains = new Map<string, DomainKeys>();
   private readonly containers = new Map<string, ContainerKeys>();
   private readonly decompressor = new Decompressor();
-  private compressor: Compressor | undefined;
+  private compressor: RecordCompressor | undefined;
   private scratch: Buffer | undefined;
   private readonly aad = Buffer.alloc(64);
 

@@ -3,7 +3,8 @@
  * the data pipeline can run it in a worker thread.
  */
 import type { KeyObject } from "node:crypto";
-import { Compressor, type Decompressor } from "zstd-napi";
+import { createRequire } from "node:module";
+import type { Decompressor } from "zstd-napi";
 import {
   chunkFingerprint,
   containerDataKey,
@@ -61,11 +62,39 @@ export function zstdPays(logicalLength: number, compressedLength: number): boole
 /** zstd level of record payloads (FORMAT.md §3). */
 export const ZSTD_LEVEL = 1;
 
-/** A zstd compressor at the level FORMAT.md §3 names (the library's default is 3). */
-export function newRecordCompressor(): Compressor {
-  const c = new Compressor();
-  c.setParameters({ compressionLevel: ZSTD_LEVEL });
-  return c;
+// zstd-napi's low-level binding (its CommonJS entry; the package has no ESM one for it).
+const zstd = createRequire(import.meta.url)(
+  "zstd-napi/binding",
+) as typeof import("zstd-napi/binding.js");
+
+/**
+ * A zstd compressor at the level FORMAT.md §3 names (the library's default is 3) that compresses
+ * into one buffer it keeps. zstd-napi's `Compressor.compress` returns a new buffer per call whose
+ * size is the bound (more than 4 KiB for a grain): for every incompressible grain that was a
+ * malloc, a typed array, and a backing store for V8 to sweep later. Not shared between threads.
+ */
+export class RecordCompressor {
+  private readonly cctx = new zstd.CCtx();
+  private out = Buffer.alloc(0);
+
+  constructor() {
+    this.cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
+  }
+
+  /**
+   * Compresses `src` (one zstd frame); the result is a view of the compressor's own buffer,
+   * valid until its next call.
+   */
+  compress(src: Uint8Array): Buffer {
+    const bound = zstd.compressBound(src.length);
+    if (this.out.length < bound) this.out = Buffer.allocUnsafeSlow(bound);
+    return this.out.subarray(0, this.cctx.compress2(this.out, src));
+  }
+}
+
+/** A compressor for sealing records (`RecordCompressor`). */
+export function newRecordCompressor(): RecordCompressor {
+  return new RecordCompressor();
 }
 
 export interface EncodedRecord {
@@ -85,7 +114,7 @@ export function encodeRecord(
   offset: number,
   fingerprint: Uint8Array,
   grain: Uint8Array,
-  compressor: Compressor,
+  compressor: RecordCompressor,
 ): EncodedRecord {
   const bytes = Buffer.allocUnsafe(RECORD_HEADER_BYTES + grain.length + TAG_BYTES);
   const r = sealRecordInto(bytes, 0, keys, offset, fingerprint, grain, compressor);
@@ -104,7 +133,7 @@ function sealRecordInto(
   offset: number,
   fingerprint: Uint8Array,
   grain: Uint8Array,
-  compressor: Compressor,
+  compressor: RecordCompressor,
 ): { codec: Codec; storedLength: number } {
   const logicalLength = grain.length;
   if (logicalLength === 0 || logicalLength > MAX_LOGICAL_BYTES) {
@@ -159,7 +188,7 @@ export function sealRecords(
   base: number,
   fingerprints: readonly Uint8Array[],
   grains: readonly Uint8Array[],
-  compressor: Compressor,
+  compressor: RecordCompressor,
   into?: Buffer,
 ): SealedRecords {
   let bound = 0;

@@ -375,54 +375,9 @@ export class ContainerWriter {
     const sealer =
       seal ??
       ((base: number) => sealRecords(this.keys, base, fingerprints, grains, this.compressor));
-    const turn = this.chain.then(async () => {
-      let sealed: SealedRecords | undefined;
-      try {
-        this.checkWritable();
-        const base = this.appendEnd;
-        sealed = await sealer(base);
-        this.checkWritable();
-        if (this.appendEnd !== base) throw new Error("an append took an offset during a batch");
-        const bytes = Buffer.from(
-          sealed.bytes.buffer,
-          sealed.bytes.byteOffset,
-          sealed.bytes.length,
-        );
-        const results: AppendResult[] = new Array(n);
-        let at = base;
-        for (let i = 0; i < n; i++) {
-          const storedLength = sealed.storedLengths[i]!;
-          const recordLength = RECORD_HEADER_BYTES + storedLength;
-          results[i] = { offset: at, storedLength, recordLength, codec: sealed.codecs[i] as Codec };
-          this.entries.push({
-            fingerprint: Buffer.from(fingerprints[i]!),
-            offset: at,
-            logicalLength: grains[i]!.length,
-            storedLength,
-          });
-          at += recordLength;
-        }
-        if (at - base !== bytes.length) throw new Error("sealed records do not add up");
-        this.appendEnd = at;
-        const written = new Promise<void>((resolve, reject) => {
-          this.pending.push({ bytes, resolve, reject });
-          this.pendingBytes += bytes.length;
-          this.schedule();
-        });
-        // The records' buffer goes back (SealedRecords.release) once they are written or failed.
-        const release = sealed.release;
-        sealed = undefined;
-        if (release !== undefined) written.then(release, release);
-        return { results, written };
-      } catch (error) {
-        sealed?.release?.();
-        throw error;
-      } finally {
-        this.chained--;
-        this.chainedRecords -= n;
-        this.chainedBytes -= bound;
-      }
-    });
+    // The body is a method, not a closure made per call: V8 would optimize each new closure of
+    // this hot loop again.
+    const turn = this.chain.then(() => this.sealAndQueue(fingerprints, grains, sealer, bound));
     this.chain = turn.then(
       () => undefined,
       () => undefined,
@@ -430,6 +385,58 @@ export class ContainerWriter {
     const { results, written } = await turn;
     await written;
     return results;
+  }
+
+  /** appendBatch's turn on the chain: seal at the append end, queue the write. */
+  private async sealAndQueue(
+    fingerprints: readonly Uint8Array[],
+    grains: readonly Uint8Array[],
+    sealer: (base: number) => Promise<SealedRecords> | SealedRecords,
+    bound: number,
+  ): Promise<{ results: AppendResult[]; written: Promise<void> }> {
+    const n = grains.length;
+    let sealed: SealedRecords | undefined;
+    try {
+      this.checkWritable();
+      const base = this.appendEnd;
+      sealed = await sealer(base);
+      this.checkWritable();
+      if (this.appendEnd !== base) throw new Error("an append took an offset during a batch");
+      const bytes = Buffer.from(sealed.bytes.buffer, sealed.bytes.byteOffset, sealed.bytes.length);
+      const results: AppendResult[] = new Array(n);
+      let at = base;
+      for (let i = 0; i < n; i++) {
+        const storedLength = sealed.storedLengths[i]!;
+        const recordLength = RECORD_HEADER_BYTES + storedLength;
+        results[i] = { offset: at, storedLength, recordLength, codec: sealed.codecs[i] as Codec };
+        this.entries.push({
+          fingerprint: Buffer.from(fingerprints[i]!),
+          offset: at,
+          logicalLength: grains[i]!.length,
+          storedLength,
+        });
+        at += recordLength;
+      }
+      if (at - base !== bytes.length) throw new Error("sealed records do not add up");
+      this.appendEnd = at;
+      const written = new Promise<void>((resolve, reject) => {
+        this.pending.push({ bytes, resolve, reject });
+        this.pendingBytes += bytes.length;
+        this.schedule();
+      });
+      // The records' buffer goes back (SealedRecords.release) once they are written or failed.
+      const release = sealed.release;
+      sealed = undefined;
+      if (release !== undefined) written.then(release, release);
+      return { results, written };
+    } catch (error) {
+      sealed?.release?.();
+      throw error;
+    } finally {
+      this.chained--;
+      this.chainedRecords -= n;
+      this.chainedBytes -= bound;
+    }
   }
 
   private schedule(): void {
