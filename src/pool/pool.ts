@@ -316,6 +316,13 @@ export class Pool {
             { err },
             "the refcount journal's thread died: batches now run on the event loop",
           ),
+        // The group commits' map transactions too (meta/map-thread.ts).
+        mapThread: o.workers !== 0,
+        onMapThreadDeath: (err) =>
+          log?.warn(
+            { err },
+            "the map write thread died: group commits now write the maps on the event loop",
+          ),
       });
     } catch (error) {
       devices.stop();
@@ -374,6 +381,7 @@ export class Pool {
           damagedContainers: recovery.damaged,
           volumes: registry.volumes.length,
           journalApplyThread: store.journalApplyThread,
+          mapWriteThread: store.mapWriteThread,
         },
         "pool open",
       );

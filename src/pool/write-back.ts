@@ -283,9 +283,10 @@ export class WriteBack {
     }
     const seq = ++this.seq;
     const volume = this.volumeGrains(write.volume);
-    write.updates.forEach((u, i) => {
-      volume.set(u.grain, { seq, plaintext: write.plaintext[i] });
-    });
+    const { updates, plaintext } = write;
+    for (let i = 0; i < updates.length; i++) {
+      volume.set(updates[i]!.grain, { seq, plaintext: plaintext[i] });
+    }
     return this.enqueue({
       volume: write.volume,
       domain: write.domain,
@@ -576,10 +577,9 @@ export class WriteBack {
       }
       for (let attempt = 0; writes.length > 0; attempt++) {
         await this.makeChunksDurable(writes);
-        // All queued in this turn: one LMDB commit for the lot, applied in staging order.
-        const results = await Promise.allSettled(
-          writes.map((w) => this.store.writeGrains(w.volume, w.updates)),
-        );
+        // One LMDB commit for the lot, applied in staging order (on the map thread when the
+        // store has one: MetaStore.writeGrainsMany).
+        const results = await this.store.writeGrainsMany(writes);
         const failed: { write: StagedWrite; error: unknown }[] = [];
         results.forEach((r, k) => {
           if (r.status === "rejected") failed.push({ write: writes[k]!, error: r.reason });

@@ -1,5 +1,6 @@
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   FINGERPRINT_BYTES,
@@ -27,6 +28,16 @@ function paths() {
 
 type MapLogOpts = NonNullable<MetaStoreOptions["mapLog"]>;
 
+// Group commits' map transactions on the event loop, and on their own thread (map-thread.ts):
+// the compiled worker (npm run build, which `npm test` runs first).
+const MAP_SCRIPT = fileURLToPath(new URL("../../../dist/pool/meta/map-thread.js", import.meta.url));
+const writeModes = [
+  { where: "writes on the event loop", mapThread: undefined },
+  ...(existsSync(MAP_SCRIPT)
+    ? [{ where: "group commits on the map thread", mapThread: MAP_SCRIPT }]
+    : []),
+];
+
 /**
  * A random history on store A: concurrent writes (inserting chunks), overwrites, holes, unmaps,
  * snapshots taken and deleted (in small batches), copies (head and snapshot sources, overlapping
@@ -34,6 +45,8 @@ type MapLogOpts = NonNullable<MetaStoreOptions["mapLog"]>;
  * the final index lacks).
  */
 async function randomHistory(store: MetaStore, seed: number, rounds: number): Promise<void> {
+  // With the map thread, writes go as a group commit does (writeGrainsMany, 1 to 3 at a time).
+  const many = store.mapWriteThread;
   const rand = xorshift32(seed);
   let nextVolume = 4;
   const volumes = [1, 2, 3];
@@ -43,17 +56,30 @@ async function randomHistory(store: MetaStore, seed: number, rounds: number): Pr
     const volume = volumes[rand(volumes.length)]!;
     const kind = rand(100);
     if (kind < 50) {
-      const first = rand(300);
-      const updates = Array.from({ length: 1 + rand(12) }, (_, j) => {
-        if (rand(8) === 0) return { grain: first + j, fingerprint: null };
-        const c = rand(80);
-        return {
-          grain: first + j,
-          fingerprint: fp(c),
-          chunk: loc(1 + (c % 5), c * 4096 + chunkNo++),
-        };
-      });
-      return store.writeGrains(volume, updates);
+      const write = (v: number) => {
+        const first = rand(300);
+        const updates = Array.from({ length: 1 + rand(12) }, (_, j) => {
+          if (rand(8) === 0) return { grain: first + j, fingerprint: null };
+          const c = rand(80);
+          return {
+            grain: first + j,
+            fingerprint: fp(c),
+            chunk: loc(1 + (c % 5), c * 4096 + chunkNo++),
+          };
+        });
+        return { volume: v, updates };
+      };
+      if (!many) {
+        const w = write(volume);
+        return store.writeGrains(w.volume, w.updates);
+      }
+      const writes = Array.from({ length: 1 + rand(3) }, () =>
+        write(volumes[rand(volumes.length)]!),
+      );
+      const results = await store.writeGrainsMany(writes);
+      const failed = results.find((r) => r.status === "rejected");
+      if (failed) throw failed.reason; // as writeGrains would (a volume deleted meanwhile)
+      return results;
     }
     if (kind < 60) return store.unmapGrains(volume, rand(300), 1 + rand(40));
     if (kind < 68) {
@@ -128,14 +154,16 @@ async function rebuild(p: ReturnType<typeof paths>, from: MetaStore, log: MapLog
   return { b, replay };
 }
 
-describe("map log: rebuilding the maps", () => {
+describe.each(writeModes)("map log: rebuilding the maps, $where", ({ mapThread }) => {
   // MAPLOG_SEEDS=40 runs more histories.
   const seeds = Array.from({ length: Number(process.env.MAPLOG_SEEDS ?? 3) }, (_, i) => i + 1);
+  const threadOption = mapThread === undefined ? {} : { mapThread };
   for (const seed of seeds) {
     it(`a random history replays to identical maps and snapshots (seed ${seed})`, async () => {
       const p = paths();
       const log: MapLogOpts = { dir: p.log, segmentBytes: 4096 };
-      const a = await MetaStore.open({ path: p.meta, noSync: true, mapLog: log });
+      const a = await MetaStore.open({ path: p.meta, noSync: true, mapLog: log, ...threadOption });
+      expect(a.mapWriteThread).toBe(mapThread !== undefined);
       await randomHistory(a, seed, 150);
       await a.flush();
       const expected = dumpMaps(a);
@@ -177,7 +205,12 @@ describe("map log: rebuilding the maps", () => {
       };
       const infos: object[] = [];
       const logger = { info: (o: object) => infos.push(o), warn() {}, error() {} };
-      const a = await MetaStore.open({ path: p.meta, noSync: true, mapLog: { ...log, logger } });
+      const a = await MetaStore.open({
+        path: p.meta,
+        noSync: true,
+        mapLog: { ...log, logger },
+        ...threadOption,
+      });
       await randomHistory(a, 100 + seed, 200);
       await a.checkpointIdle();
       // More after the last checkpoint, some of it while one is being written.
@@ -209,7 +242,9 @@ describe("map log: rebuilding the maps", () => {
         await a.close();
       }
     });
+});
 
+describe("map log: reopening, damage, re-basing", () => {
   it("reopening continues the log; a lost environment is refused until rebuilt", async () => {
     const p = paths();
     const log: MapLogOpts = { dir: p.log };

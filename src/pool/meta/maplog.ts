@@ -123,6 +123,9 @@ export class MapLog {
   private readonly segmentBytes: number;
   /** Bytes appended since the last checkpoint began. */
   bytesSinceCheckpoint = 0;
+  /** The current segment while another thread appends to it (`lend`). */
+  private lent: { readonly fd: number; readonly bytes: number } | undefined;
+  private rotateWanted = false;
 
   private constructor(
     readonly dir: string,
@@ -252,6 +255,7 @@ export class MapLog {
    */
   append(seq: number, rec: MapRecord): number {
     if (this.broken) throw this.broken;
+    if (this.lent !== undefined) throw new Error("the map log is lent to another thread");
     const frame = encodeFrame(seq, rec);
     if (
       this.fd === undefined ||
@@ -284,8 +288,66 @@ export class MapLog {
     return frame.length;
   }
 
+  /**
+   * Lends the segment the records from `seq` go to (opening one as `append` would) to another
+   * thread, which appends them itself with `writeSync` on `fd` (map-thread.ts). Until
+   * `settleLend`, nothing here may append; a rotation asked for meanwhile waits for the settle.
+   */
+  lend(seq: number): { fd: number; bytes: number } {
+    if (this.broken) throw this.broken;
+    if (this.lent !== undefined) throw new Error("the map log is lent already");
+    if (
+      this.fd === undefined ||
+      this.current === undefined ||
+      this.current.lastSeq + 1 !== seq ||
+      this.current.bytes >= this.segmentBytes
+    ) {
+      this.openSegment(seq);
+    }
+    this.lent = { fd: this.fd!, bytes: this.current!.bytes };
+    return this.lent;
+  }
+
+  /**
+   * The lent segment comes back. `appended`: the other thread's records up to `lastSeq`, in
+   * `bytes` after the lend point, all committed. Undefined: none that count (its transaction
+   * did not commit): the segment is cut back to the lend point and the next append starts a new
+   * one (the file position may be anywhere after a failed write).
+   */
+  settleLend(appended: { lastSeq: number; bytes: number } | undefined): void {
+    const lent = this.lent;
+    if (lent === undefined) return;
+    this.lent = undefined;
+    const seg = this.current!;
+    if (appended !== undefined && appended.bytes > 0) {
+      seg.bytes += appended.bytes;
+      seg.lastSeq = appended.lastSeq;
+      this.appendedSeq = appended.lastSeq;
+      this.bytesSinceCheckpoint += appended.bytes;
+    } else if (appended === undefined) {
+      try {
+        ftruncateSync(lent.fd, lent.bytes);
+      } catch (err) {
+        this.broken = new MetaError(
+          MetaErrorCode.MapLogCorrupt,
+          `map log ${seg.path} could not be cut back after a failed commit: ${(err as Error).message}`,
+        );
+      }
+      this.rotateWanted = true;
+    }
+    if (this.rotateWanted) {
+      this.rotateWanted = false;
+      this.rotate();
+    }
+  }
+
   /** Next append starts a new segment (a checkpoint makes the older ones deletable). */
   rotate(): void {
+    if (this.lent !== undefined) {
+      // Another thread writes to the current segment's fd: it must stay open until then.
+      this.rotateWanted = true;
+      return;
+    }
     this.mayContinue = false;
     if (this.fd !== undefined) this.toClose.push(this.fd);
     this.fd = undefined;

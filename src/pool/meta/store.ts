@@ -28,7 +28,7 @@
  * once. Buffers returned are fresh copies owned by the caller.
  */
 
-import { existsSync } from "node:fs";
+import { existsSync, fstatSync } from "node:fs";
 import { join } from "node:path";
 import { applyBatch, JournalApplyThread } from "./apply-thread.js";
 import {
@@ -98,6 +98,13 @@ import {
   readDomain,
 } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
+import {
+  type MapBatchResult,
+  MapWriteThread,
+  PACKED_NUMBERS,
+  type PackedWrites,
+  packUpdate,
+} from "./map-thread.js";
 import { MapLog, type MapLogLogger } from "./maplog.js";
 import type { MapRecord } from "./maplog-codec.js";
 import { createVolumeInTxn, type PreparedUpdate, writeMapInTxn } from "./mapwrite.js";
@@ -194,6 +201,14 @@ export interface MetaStoreOptions {
   readonly applyThread?: boolean | string;
   /** Told when the apply thread dies while the store is open (batches go on, on the event loop). */
   readonly onApplyThreadDeath?: (error: Error) => void;
+  /**
+   * Run `writeGrainsMany`'s transactions on a thread of their own (map-thread.ts): true, or the
+   * compiled worker script (tests). Default false: on the event loop, as are they without the
+   * compiled script or once the thread died.
+   */
+  readonly mapThread?: boolean | string;
+  /** Told when the map thread dies while the store is open (batches go on, on the event loop). */
+  readonly onMapThreadDeath?: (error: Error) => void;
 }
 
 export interface MapLogConfig {
@@ -218,6 +233,47 @@ export interface MapLogConfig {
 const UNMAP_BATCH = 8192;
 const CHECKPOINT_MIN_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_RECORDS = 65536;
+
+/**
+ * One `writeGrains` update, checked and in the form `writeMapInTxn` takes. A module function,
+ * not a closure made per call: V8 optimizes each new closure of a hot function again (32
+ * TurboFan compiles of it in a 2 GiB bench run, when it was one).
+ */
+function prepareUpdate(volume: number, u: GrainUpdate): PreparedUpdate {
+  checkGrain(u.grain);
+  return {
+    grain: u.grain,
+    key: mapKey(volume, u.grain),
+    fingerprint: u.fingerprint === null ? undefined : ownFingerprint(u.fingerprint),
+    chunk: u.chunk && u.fingerprint !== null ? checkLocation(u.chunk) : undefined,
+    ...(u.indexed !== undefined && u.indexToken !== undefined && u.fingerprint !== null
+      ? { known: u.indexed, token: u.indexToken }
+      : {}),
+  };
+}
+
+/** `writeGrains`' updates checked and prepared: sorted by grain, the last update of a grain wins. */
+function prepareUpdates(volume: number, updates: readonly GrainUpdate[]): PreparedUpdate[] {
+  if (ascending(updates)) {
+    // What the pool's writes give: no map, no sort.
+    const prepared = new Array<PreparedUpdate>(updates.length);
+    for (let i = 0; i < updates.length; i++) prepared[i] = prepareUpdate(volume, updates[i]!);
+    return prepared;
+  }
+  const byGrain = new Map<number, PreparedUpdate>();
+  for (const u of updates) byGrain.set(u.grain, prepareUpdate(volume, u));
+  return [...byGrain.values()].sort((a, b) => a.grain - b.grain);
+}
+
+/** A settled write with its ChunkMissing fingerprints as its caller gave them (missingAsGiven). */
+function settledAsGiven(
+  r: PromiseSettledResult<WriteResult>,
+  updates: readonly GrainUpdate[],
+): PromiseSettledResult<WriteResult> {
+  return r.status === "fulfilled"
+    ? r
+    : { status: "rejected", reason: missingAsGiven(r.reason, updates) };
+}
 
 /** resolveGrains of at most this many head grains reads them by direct gets (see there). */
 const DIRECT_GETS_UP_TO = 4;
@@ -255,6 +311,17 @@ export class MetaStore {
   /** Whether refcount journal batches run on their own thread now (options.applyThread). */
   get journalApplyThread(): boolean {
     return this.applyThread?.alive === true;
+  }
+  /** Where `writeGrainsMany` runs its transactions when not on the event loop (options.mapThread). */
+  private mapThread: MapWriteThread | undefined;
+  /** Map transactions queued on the event loop and not settled yet (`mapTxn`). */
+  private readonly mapTxnsInFlight = new Set<Promise<unknown>>();
+  /** The map thread's batch in flight (settles, never rejects): map transactions wait for it. */
+  private mapBatch: Promise<void> | undefined;
+
+  /** Whether `writeGrainsMany` runs its transactions on their own thread now (options.mapThread). */
+  get mapWriteThread(): boolean {
+    return this.mapThread?.alive === true;
   }
 
   private constructor(dbs: MetaDbs, grainSize: number, journal: JournalState) {
@@ -360,6 +427,13 @@ export class MetaStore {
           options.onApplyThreadDeath,
         );
       }
+      if (options.mapThread) {
+        store.mapThread = MapWriteThread.start(
+          options,
+          typeof options.mapThread === "string" ? options.mapThread : undefined,
+          options.onMapThreadDeath,
+        );
+      }
       return store;
     } catch (err) {
       await mapLog?.close().catch(() => undefined);
@@ -461,7 +535,8 @@ export class MetaStore {
     this.stopCheckpoint = true;
     await this.checkpointing?.catch(() => undefined);
     this.closed = true;
-    // Its batch in flight first: the thread's transaction must end before the environment does.
+    // Their batches in flight first: the threads' transactions must end before the environment.
+    await this.mapThread?.close();
     await this.applyThread?.close();
     await this.dbs.root.close();
     await this.mapLog?.close();
@@ -483,6 +558,17 @@ export class MetaStore {
    * cannot leave the environment with a committed transaction the log lacks.
    */
   mapTxn<T>(body: () => T, record: (result: T) => MapRecord | undefined): Promise<T> {
+    // After the map thread's batch in flight (writeGrainsMany): sequence numbers follow commits.
+    const batch = this.mapBatch;
+    if (batch !== undefined) return batch.then(() => this.mapTxn(body, record));
+    const txn = this.mapTxnNow(body, record);
+    this.mapTxnsInFlight.add(txn);
+    const settled = () => this.mapTxnsInFlight.delete(txn);
+    txn.then(settled, settled);
+    return txn;
+  }
+
+  private mapTxnNow<T>(body: () => T, record: (result: T) => MapRecord | undefined): Promise<T> {
     const log = this.mapLog;
     if (!log || !this.logMaps) return this.dbs.root.childTransaction(body);
     let appended = false;
@@ -808,6 +894,8 @@ export class MetaStore {
 
   /** Runs a call that may remove or move index entries (see indexToken). */
   private async changingIndex<T>(fn: () => Promise<T>): Promise<T> {
+    // A map batch in flight may trust entries looked up before (its epoch): it commits first.
+    while (this.mapBatch !== undefined) await this.mapBatch;
     this.indexEpoch++;
     this.indexChanging++;
     try {
@@ -866,45 +954,194 @@ export class MetaStore {
   async writeGrains(volume: number, updates: readonly GrainUpdate[]): Promise<WriteResult> {
     this.checkOpen();
     checkU32("volume", volume);
-    const prepare = (u: GrainUpdate): PreparedUpdate => {
-      checkGrain(u.grain);
-      return {
-        grain: u.grain,
-        key: mapKey(volume, u.grain),
-        fingerprint: u.fingerprint === null ? undefined : ownFingerprint(u.fingerprint),
-        chunk: u.chunk && u.fingerprint !== null ? checkLocation(u.chunk) : undefined,
-        ...(u.indexed !== undefined && u.indexToken !== undefined && u.fingerprint !== null
-          ? { known: u.indexed, token: u.indexToken }
-          : {}),
-      };
-    };
-    let prepared: PreparedUpdate[];
-    if (ascending(updates)) {
-      prepared = updates.map(prepare); // what the pool's writes give: no map, no sort
-    } else {
-      const byGrain = new Map<number, PreparedUpdate>(); // the last update of a grain wins
-      for (const u of updates) byGrain.set(u.grain, prepare(u));
-      prepared = [...byGrain.values()].sort((a, b) => a.grain - b.grain);
-    }
+    const prepared = prepareUpdates(volume, updates);
     if (prepared.length === 0) return { changed: 0, inserted: 0, duplicates: 0 };
-    let result: Awaited<ReturnType<typeof writeMapInTxn>>;
     try {
-      result = await this.mapTxn(
-        () =>
-          writeMapInTxn(this.dbs, this.journalState, volume, prepared, {
-            indexEpoch: this.indexEpoch,
-          }),
-        () => ({
-          op: "write",
-          volume,
-          grains: prepared, // grain and fingerprint are what the log takes (encoded at once)
-        }),
-      );
+      return await this.writeGrainsNow(volume, prepared);
     } catch (err) {
       throw missingAsGiven(err, updates);
     }
+  }
+
+  /** `writeGrains` of prepared updates, on the event loop. */
+  private async writeGrainsNow(volume: number, prepared: PreparedUpdate[]): Promise<WriteResult> {
+    const result = await this.mapTxn(
+      () =>
+        writeMapInTxn(this.dbs, this.journalState, volume, prepared, {
+          indexEpoch: this.indexEpoch,
+        }),
+      () => ({
+        op: "write",
+        volume,
+        grains: prepared, // grain and fingerprint are what the log takes (encoded at once)
+      }),
+    );
     if (result.journaled) this.notifyJournal();
     return { changed: result.changed, inserted: result.inserted, duplicates: result.duplicates };
+  }
+
+  /**
+   * `writeGrains` for several writes, settled in order like `Promise.allSettled`: what a group
+   * commit of the pool's staged writes does (write-back.ts). With the map thread (options
+   * `mapThread`), all of them run in one transaction on it (map-thread.ts), each write still all
+   * or nothing; else each as `writeGrains`, queued in one turn (one commit).
+   */
+  async writeGrainsMany(
+    writes: readonly { readonly volume: number; readonly updates: readonly GrainUpdate[] }[],
+  ): Promise<PromiseSettledResult<WriteResult>[]> {
+    const thread = this.mapThread;
+    if (thread === undefined || !thread.alive || writes.length === 0) {
+      return Promise.allSettled(writes.map((w) => this.writeGrains(w.volume, w.updates)));
+    }
+    this.checkOpen();
+    // Checked and packed here: a write that fails its checks is rejected alone, never sent.
+    const outcomes: PromiseSettledResult<WriteResult>[] = new Array(writes.length);
+    const sent: number[] = [];
+    const prepared: PreparedUpdate[][] = [];
+    let total = 0;
+    for (let w = 0; w < writes.length; w++) {
+      const { volume, updates } = writes[w]!;
+      try {
+        checkU32("volume", volume);
+        const p = prepareUpdates(volume, updates);
+        if (p.length === 0) {
+          outcomes[w] = { status: "fulfilled", value: { changed: 0, inserted: 0, duplicates: 0 } };
+          continue;
+        }
+        sent.push(w);
+        prepared.push(p);
+        total += p.length;
+      } catch (error) {
+        outcomes[w] = { status: "rejected", reason: error };
+      }
+    }
+    if (sent.length === 0) return outcomes;
+    const packed: PackedWrites = {
+      volumes: sent.map((w) => writes[w]!.volume),
+      counts: prepared.map((p) => p.length),
+      numbers: new Float64Array(total * PACKED_NUMBERS),
+      fingerprints: new Uint8Array(total * FINGERPRINT_BYTES),
+    };
+    let i = 0;
+    for (const p of prepared) for (const u of p) packUpdate(packed, i++, u);
+
+    // Every map transaction queued before this batch commits first; those queued from now on
+    // wait for it (mapTxn), so that the log's and the journal's sequence numbers follow commits.
+    while (this.mapBatch !== undefined || this.mapTxnsInFlight.size > 0) {
+      if (this.mapBatch !== undefined) await this.mapBatch;
+      else await Promise.allSettled([...this.mapTxnsInFlight]);
+    }
+    this.checkOpen();
+    let release!: () => void;
+    this.mapBatch = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let results: PromiseSettledResult<WriteResult>[] | undefined;
+    try {
+      results = await this.runMapBatch(thread, packed);
+    } finally {
+      this.mapBatch = undefined;
+      release();
+    }
+    // Undefined: the thread died. What it committed was taken over; the writes run here, again
+    // if they had committed (rewriting a grain with the fingerprint it has changes nothing).
+    const settled =
+      results ??
+      (await Promise.allSettled(
+        sent.map((w, k) => this.writeGrainsNow(writes[w]!.volume, prepared[k]!)),
+      ));
+    sent.forEach((w, k) => {
+      outcomes[w] = settledAsGiven(settled[k]!, writes[w]!.updates);
+    });
+    return outcomes;
+  }
+
+  /**
+   * One batch on the map thread, with the log lent and the journal's seq handed over; undefined
+   * when the thread died (its effect, if it committed, is then taken over from the environment).
+   */
+  private async runMapBatch(
+    thread: MapWriteThread,
+    packed: PackedWrites,
+  ): Promise<PromiseSettledResult<WriteResult>[] | undefined> {
+    const log = this.mapLog !== undefined && this.logMaps ? this.mapLog : undefined;
+    const firstSeq = this.nextMapSeq;
+    const lent = log?.lend(firstSeq);
+    let result: MapBatchResult;
+    try {
+      result = await thread.write({
+        writes: packed,
+        indexEpoch: this.indexChanging === 0 ? this.indexEpoch : undefined,
+        journal: {
+          nextSeq: this.journalState.nextSeq,
+          suppressed: this.journalState.suppressed === true,
+        },
+        log: lent !== undefined ? { fd: lent.fd, seq: firstSeq } : undefined,
+      });
+    } catch (error) {
+      this.resetReadTxn();
+      if (error instanceof MetaError || thread.alive) {
+        // Nothing was committed: the log is cut back to where it was lent.
+        log?.settleLend(undefined);
+        const failed = { status: "rejected", reason: error } as const;
+        return packed.volumes.map(() => failed);
+      }
+      this.takeOverAfterDeath(log, lent, firstSeq);
+      return undefined;
+    }
+    // Reads from here on must see the batch (lmdb-js renews this thread's snapshot only after
+    // its own commits, or on a timer).
+    this.resetReadTxn();
+    this.journalState.nextSeq = result.journalNextSeq;
+    this.journalState.pending += result.journalAppended;
+    if (log !== undefined && result.log !== undefined) {
+      log.settleLend(result.log);
+      if (result.log.bytes > 0) {
+        this.nextMapSeq = result.log.lastSeq + 1;
+        this.afterMapAppend();
+      }
+    }
+    if (result.journalAppended > 0) this.notifyJournal();
+    return result.outcomes.map((o) =>
+      "ok" in o
+        ? { status: "fulfilled", value: o.ok }
+        : {
+            status: "rejected",
+            reason: new MetaError(o.error.code, o.error.message, o.error.fingerprints),
+          },
+    );
+  }
+
+  /**
+   * The map thread died with a batch in flight, which may or may not have committed: the
+   * environment says (its applied map log seq, its journal), and the log keeps the batch's
+   * records only if it did.
+   */
+  private takeOverAfterDeath(
+    log: MapLog | undefined,
+    lent: { fd: number; bytes: number } | undefined,
+    firstSeq: number,
+  ): void {
+    this.resetReadTxn();
+    if (log !== undefined && lent !== undefined) {
+      const applied = readAppliedSeq(this.dbs);
+      if (applied >= firstSeq) {
+        log.settleLend({ lastSeq: applied, bytes: fstatSync(lent.fd).size - lent.bytes });
+        this.nextMapSeq = applied + 1;
+        this.afterMapAppend();
+      } else {
+        log.settleLend(undefined);
+      }
+    }
+    for (const key of this.dbs.journal.getKeys({ reverse: true, limit: 1 })) {
+      this.journalState.nextSeq = Math.max(this.journalState.nextSeq, readU64(key, 0) + 1);
+    }
+    this.journalState.pending = this.dbs.journal.getCount();
+    if (this.journalState.pending > 0) this.notifyJournal();
+  }
+
+  private resetReadTxn(): void {
+    (this.dbs.root as unknown as { resetReadTxn(): void }).resetReadTxn();
   }
 
   /**
