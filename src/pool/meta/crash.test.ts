@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -73,15 +73,24 @@ const VITE_NODE = fileURLToPath(
   new URL("../../../node_modules/vite-node/vite-node.mjs", import.meta.url),
 );
 
-/** Runs the crash worker until it has synced `minSynced` markers plus `extraMs`, then SIGKILLs it. */
+// The compiled map thread (npm run build, which `npm test` runs first): every other kill point
+// has the worker's writes go through it.
+const MAP_SCRIPT = fileURLToPath(new URL("../../../dist/pool/meta/map-thread.js", import.meta.url));
+
+/**
+ * Runs the crash worker until it has synced `minSynced` markers plus `extraMs`, then SIGKILLs it.
+ * `mapThread`: the worker's writes go to the map thread in batches.
+ */
 function runAndKill(
   dir: string,
   seed: number,
   minSynced: number,
   extraMs: number,
+  mapThread = false,
 ): Promise<number> {
+  const args = [VITE_NODE, CHILD, dir, String(seed), ...(mapThread ? [MAP_SCRIPT] : [])];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [VITE_NODE, CHILD, dir, String(seed)], {
+    const child = spawn(process.execPath, args, {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -122,7 +131,13 @@ describe("crash consistency under SIGKILL", () => {
       // Open-time repairs of the log (cut records of commits that never happened), for the record.
       const cuts: object[] = [];
       for (const [i, delay] of delays.entries()) {
-        const synced = await runAndKill(dir, 1000 + i, 2, delay);
+        const synced = await runAndKill(
+          dir,
+          1000 + i,
+          2,
+          delay,
+          i % 2 === 1 && existsSync(MAP_SCRIPT),
+        );
         const store = await MetaStore.open({
           path: dir,
           mapLog: {

@@ -7,19 +7,26 @@
  * printed marker survived the kill. At start it finishes the snapshot deletions a previous kill
  * interrupted.
  *
- * Usage: crash-child.ts <dir> <seed>
+ * Usage: crash-child.ts <dir> <seed> [map thread script]: with the compiled map-thread.js, each
+ * round's writes go to it as one batch (MetaStore.writeGrainsMany), as the pool's group commits do.
  */
 import { join } from "node:path";
 import { RefcountApplier } from "../applier.js";
 import { MetaStore } from "../store.js";
+import type { GrainUpdate } from "../types.js";
 import { fp, loc, xorshift32 } from "./helpers.js";
 
-const [dir, seedArg] = process.argv.slice(2);
+const [dir, seedArg, mapThread] = process.argv.slice(2);
 if (!dir) throw new Error("usage: crash-child.ts <dir> <seed>");
 const rand = xorshift32(Number(seedArg ?? 1)); // reproducible per seed
 
 // With the map log (README "Map log"): the parent also rebuilds the maps from it after each kill.
-const store = await MetaStore.open({ path: dir, mapLog: { dir: join(dir, "maplog") } });
+const store = await MetaStore.open({
+  path: dir,
+  mapLog: { dir: join(dir, "maplog") },
+  ...(mapThread ? { mapThread } : {}),
+});
+if (mapThread && !store.mapWriteThread) throw new Error(`no map thread from ${mapThread}`);
 await store.createVolume(1, 1);
 await store.createVolume(2, 1);
 const applier = new RefcountApplier(store, { intervalMs: 2, highWater: 16 });
@@ -31,6 +38,7 @@ process.stdout.write("ready\n");
 const label = (c: number) => `data-${c}`;
 for (let round = 0; ; round++) {
   const ops: Promise<unknown>[] = [];
+  const batch: { volume: number; updates: GrainUpdate[] }[] = [];
   for (let i = 0; i < 8; i++) {
     const volume = 1 + rand(2);
     const kind = rand(10);
@@ -46,7 +54,8 @@ for (let round = 0; ; round++) {
               chunk: loc(1 + (c % 4), c * 4096 + rand(4) * 100),
             };
       });
-      ops.push(store.writeGrains(volume, updates));
+      if (mapThread) batch.push({ volume, updates });
+      else ops.push(store.writeGrains(volume, updates));
     } else if (kind < 8) {
       ops.push(store.unmapGrains(volume, rand(256), 1 + rand(16)));
     } else if (kind < 9) {
@@ -55,6 +64,7 @@ for (let round = 0; ; round++) {
       ops.push(snapshotOp(volume));
     }
   }
+  if (batch.length > 0) ops.push(store.writeGrainsMany(batch));
   // Writers racing a GC claim may get ChunkMissing: that is the protocol, not a failure.
   await Promise.allSettled(ops);
   if (round % 10 === 9) {
