@@ -11,10 +11,10 @@
  *
  * A *commit* (`commit`) moves everything staged so far to the metadata store, in the order the
  * writes were staged: (1) fdatasync every open container a staged update names (ContainerWriter
- * shares one fdatasync between all its waiters); (2) one `writeGrains` per staged write, all
- * queued in one turn so that lmdb-js puts them in one LMDB commit (meta/README.md, "Write
- * protocol"); each write's grains are in one child transaction, so a write is still all or
- * nothing (`writeAtomic`); (3) staged grains not superseded by a newer staged write leave the
+ * shares one fdatasync between all its waiters); (2) the staged writes' map updates in one LMDB
+ * commit (`MetaStore.writeGrainsMany`: on the store's map thread when it has one, else one
+ * `writeGrains` per write, queued in one turn; meta/README.md, "Write protocol"); each write
+ * still all or nothing (`writeAtomic`); (3) staged grains not superseded by a newer staged write leave the
  * overlay, and the write's chunk batches are released (container holds, in-flight dedup entries).
  * Writes go on staging into a fresh list while a commit runs; commits run one at a time.
  *
