@@ -153,8 +153,7 @@ describe.skipIf(!existsSync(APPLY_SCRIPT))("refcount journal: the apply thread",
   });
 
   const thread = () =>
-    (t.store as unknown as { applyThread: { alive: boolean; worker: { terminate(): unknown } } })
-      .applyThread;
+    (t.store as unknown as { applyThread: { alive: boolean; kill(): Promise<void> } }).applyThread;
 
   it("applies on the event loop once the thread is gone, losing nothing", async () => {
     const { store } = t;
@@ -162,7 +161,7 @@ describe.skipIf(!existsSync(APPLY_SCRIPT))("refcount journal: the apply thread",
     await store.writeGrains(1, [{ grain: 1, fingerprint: fp("x") }]);
     expect((await store.applyJournal()).records).toBe(1);
     expect(store.lookupChunk(1, fp("x"))?.refcount).toBe(2);
-    await thread().worker.terminate();
+    await thread().kill();
     expect(thread().alive).toBe(false);
     expect(t.store.journalApplyThread).toBe(false);
     expect(deaths).toHaveLength(1); // the pool logs it

@@ -25,18 +25,19 @@
  * everything before writing; any other failure aborts the whole batch.
  *
  * The worker script is this module compiled (`map-thread.js`); without it (the TypeScript sources
- * under the test runner) or once the thread died, batches run on the event loop as before.
+ * under the test runner) or once the thread died, batches run on the event loop as before. The
+ * thread's plumbing is worker-thread.ts.
  */
-import { existsSync, writeSync } from "node:fs";
+import { writeSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { encodeSeq, MAPLOG_SEQ_KEY } from "./checkpoint.js";
-import { type ChunkEntry, FINGERPRINT_BYTES, mapKey } from "./codec.js";
-import { type JournalState, type MetaDbs, type OpenEnvOptions, openDbs } from "./dbs.js";
-import { MetaError, MetaErrorCode } from "./errors.js";
+import { type ChunkEntry, type ChunkLocation, FINGERPRINT_BYTES, mapKey } from "./codec.js";
+import type { JournalState, MetaDbs, OpenEnvOptions } from "./dbs.js";
+import { MetaError, type MetaErrorCode } from "./errors.js";
 import { encodeFrame } from "./maplog-codec.js";
 import { type PreparedUpdate, writeMapInTxn } from "./mapwrite.js";
 import type { WriteResult } from "./types.js";
+import { MetaWorkerThread, serveRequests } from "./worker-thread.js";
 
 const ROLE = "sanmux-map-writer";
 
@@ -92,15 +93,7 @@ export function unpackUpdate(from: PackedWrites, i: number, volume: number): Pre
   const flags = n[at + 1]!;
   const fp = i * FINGERPRINT_BYTES;
   const known: ChunkEntry | undefined =
-    flags & HAS_KNOWN
-      ? {
-          containerId: n[at + 6]!,
-          offset: n[at + 7]!,
-          storedLength: n[at + 8]!,
-          logicalLength: n[at + 9]!,
-          refcount: n[at + 10]!,
-        }
-      : undefined;
+    flags & HAS_KNOWN ? { ...locationAt(n, at + 6), refcount: n[at + 10]! } : undefined;
   return {
     grain,
     key: mapKey(volume, grain),
@@ -112,16 +105,18 @@ export function unpackUpdate(from: PackedWrites, i: number, volume: number): Pre
             FINGERPRINT_BYTES,
           )
         : undefined,
-    chunk:
-      flags & HAS_CHUNK
-        ? {
-            containerId: n[at + 2]!,
-            offset: n[at + 3]!,
-            storedLength: n[at + 4]!,
-            logicalLength: n[at + 5]!,
-          }
-        : undefined,
+    chunk: flags & HAS_CHUNK ? locationAt(n, at + 2) : undefined,
     ...(known !== undefined ? { known, token: n[at + 11]! } : {}),
+  };
+}
+
+/** The four numbers of a chunk location from `at`, as packUpdate wrote them. */
+function locationAt(n: Float64Array, at: number): ChunkLocation {
+  return {
+    containerId: n[at]!,
+    offset: n[at + 1]!,
+    storedLength: n[at + 2]!,
+    logicalLength: n[at + 3]!,
   };
 }
 
@@ -216,66 +211,14 @@ export function writeBatchInTxn(dbs: MetaDbs, batch: MapBatch): MapBatchResult {
   };
 }
 
-type Request = { readonly op: "write"; readonly id: number; readonly batch: MapBatch };
-
-interface Reply {
-  readonly id: number;
-  readonly result?: MapBatchResult;
-  readonly error?: { readonly message: string; readonly code?: string };
-}
-
 /** The main thread's side: one worker, one batch at a time (MetaStore serialises them). */
 export class MapWriteThread {
-  private readonly pending = new Map<
-    number,
-    { resolve(r: MapBatchResult): void; reject(e: Error): void }
-  >();
-  private nextId = 1;
-  private readonly inflight = new Set<Promise<unknown>>();
-  private dead: Error | undefined;
-  private readonly exited: Promise<void>;
-  private closing = false;
-
-  private constructor(
-    private readonly worker: Worker,
-    /** Told once when the thread dies unasked (batches then run on the event loop). */
-    private readonly onDeath?: (error: Error) => void,
-  ) {
-    worker.unref(); // referenced only while a batch is in flight
-    worker.on("message", (m: Reply) => {
-      const p = this.pending.get(m.id);
-      if (p === undefined) return;
-      this.pending.delete(m.id);
-      if (this.pending.size === 0) worker.unref();
-      if (m.error !== undefined) {
-        p.reject(
-          new MetaError(
-            (m.error.code ?? MetaErrorCode.CommitFailed) as MetaErrorCode,
-            m.error.message,
-          ),
-        );
-      } else {
-        p.resolve(m.result!);
-      }
-    });
-    const fail = (error: Error) => {
-      if (this.dead === undefined && !this.closing) this.onDeath?.(error);
-      this.dead ??= error;
-      for (const p of this.pending.values()) p.reject(error);
-      this.pending.clear();
-    };
-    worker.on("error", fail);
-    this.exited = new Promise((resolve) => {
-      worker.on("exit", (code) => {
-        fail(new Error(`map write thread exited with code ${code}`));
-        resolve();
-      });
-    });
-  }
+  private constructor(private readonly thread: MetaWorkerThread<MapBatch, MapBatchResult>) {}
 
   /**
    * Starts the thread for the environment `env` (the options the main thread opened it with),
    * or returns undefined when the compiled worker script is not there. `script`: for tests.
+   * `onDeath`: told once when the thread dies unasked (batches then run on the event loop).
    */
   static start(
     env: OpenEnvOptions,
@@ -283,83 +226,42 @@ export class MapWriteThread {
     onDeath?: (error: Error) => void,
   ): MapWriteThread | undefined {
     const file = script ?? fileURLToPath(new URL("./map-thread.js", import.meta.url));
-    if (!existsSync(file)) return undefined;
-    const data = { role: ROLE, env: { path: env.path, noSync: env.noSync, mapSize: env.mapSize } };
-    return new MapWriteThread(new Worker(file, { workerData: data }), onDeath);
+    const thread = MetaWorkerThread.start<MapBatch, MapBatchResult>(
+      file,
+      ROLE,
+      "map write thread",
+      env,
+      onDeath,
+    );
+    return thread && new MapWriteThread(thread);
   }
 
   /** Whether batches can go to the thread (false once it died: the caller writes inline). */
   get alive(): boolean {
-    return this.dead === undefined;
+    return this.thread.alive;
   }
 
   /**
-   * Runs the batch in one transaction on the thread; resolves once committed. Rejects with a
-   * MetaError when the transaction failed (nothing committed), or with the thread's death (then
-   * whether it committed is unknown: MetaStore reads it back).
+   * Runs the batch in one transaction on the thread (its packed arrays are transferred);
+   * resolves once committed. Rejects with a MetaError when the transaction failed (nothing
+   * committed), or with the thread's death (then whether it committed is unknown: MetaStore
+   * reads it back).
    */
   write(batch: MapBatch): Promise<MapBatchResult> {
-    if (this.dead !== undefined) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    const done = new Promise<MapBatchResult>((resolve, reject) => {
-      if (this.pending.size === 0) this.worker.ref();
-      this.pending.set(id, { resolve, reject });
-      const { numbers, fingerprints } = batch.writes;
-      this.worker.postMessage({ op: "write", id, batch } satisfies Request, [
-        numbers.buffer,
-        fingerprints.buffer,
-      ]);
-    });
-    this.inflight.add(done);
-    const settled = () => this.inflight.delete(done);
-    done.then(settled, settled);
-    return done;
+    const { numbers, fingerprints } = batch.writes;
+    return this.thread.request(batch, [numbers.buffer, fingerprints.buffer]);
   }
 
-  /** Ends the thread now, as if it died (tests of what follows a death). */
-  async kill(): Promise<void> {
-    await this.worker.terminate();
-    await this.exited;
+  /** Ends the thread now, as if it died (tests). */
+  kill(): Promise<void> {
+    return this.thread.kill();
   }
 
-  /**
-   * Waits for a batch in flight, then stops the thread. Its environment handle closes with the
-   * thread; the main thread closes the environment afterwards.
-   */
-  async close(): Promise<void> {
-    this.closing = true;
-    await Promise.allSettled([...this.inflight]);
-    // Referenced while it closes: an unreferenced worker would let the process exit first.
-    this.worker.ref();
-    if (this.dead === undefined) this.worker.postMessage({ op: "close" });
-    await Promise.race([this.exited, new Promise((r) => setTimeout(r, 5000).unref())]);
-    if (this.dead === undefined) await this.worker.terminate();
+  /** Waits for a batch in flight, then stops the thread (worker-thread.ts). */
+  close(): Promise<void> {
+    return this.thread.close();
   }
 }
 
 // The worker side: run batches until told to close.
-const data = workerData as { role?: string; env?: OpenEnvOptions } | null;
-if (!isMainThread && parentPort !== null && data?.role === ROLE && data.env) {
-  const port = parentPort;
-  const dbs = openDbs(data.env);
-  port.on("message", (m: Request | { op: "close" }) => {
-    if (m.op === "close") {
-      // Closing this thread's handle leaves the environment open for the main thread.
-      Promise.resolve(dbs.root.close()).finally(() => port.close());
-      return;
-    }
-    try {
-      const result = dbs.root.transactionSync(() => writeBatchInTxn(dbs, m.batch));
-      port.postMessage({ id: m.id, result } satisfies Reply);
-    } catch (error) {
-      // Nothing was committed (the main thread cuts the log back). A MetaError keeps its code;
-      // anything else (LMDB's, a failed log append) is a failed commit, as on the main thread.
-      const message =
-        error instanceof MetaError
-          ? error.message
-          : `metadata commit failed (map batch): ${(error as Error).message}`;
-      const code = error instanceof MetaError ? error.code : MetaErrorCode.CommitFailed;
-      port.postMessage({ id: m.id, error: { message, code } } satisfies Reply);
-    }
-  });
-}
+serveRequests<MapBatch, MapBatchResult>(ROLE, "map batch", writeBatchInTxn);

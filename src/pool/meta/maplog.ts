@@ -257,14 +257,7 @@ export class MapLog {
     if (this.broken) throw this.broken;
     if (this.lent !== undefined) throw new Error("the map log is lent to another thread");
     const frame = encodeFrame(seq, rec);
-    if (
-      this.fd === undefined ||
-      this.current === undefined ||
-      this.current.lastSeq + 1 !== seq ||
-      this.current.bytes >= this.segmentBytes
-    ) {
-      this.openSegment(seq);
-    }
+    this.segmentFor(seq);
     const fd = this.fd!;
     const seg = this.current!;
     try {
@@ -296,14 +289,7 @@ export class MapLog {
   lend(seq: number): { fd: number; bytes: number } {
     if (this.broken) throw this.broken;
     if (this.lent !== undefined) throw new Error("the map log is lent already");
-    if (
-      this.fd === undefined ||
-      this.current === undefined ||
-      this.current.lastSeq + 1 !== seq ||
-      this.current.bytes >= this.segmentBytes
-    ) {
-      this.openSegment(seq);
-    }
+    this.segmentFor(seq);
     this.lent = { fd: this.fd!, bytes: this.current!.bytes };
     return this.lent;
   }
@@ -352,6 +338,18 @@ export class MapLog {
     if (this.fd !== undefined) this.toClose.push(this.fd);
     this.fd = undefined;
     this.current = undefined;
+  }
+
+  /** A new segment from `seq` unless the current one takes it (`seq` follows it, and it has room). */
+  private segmentFor(seq: number): void {
+    if (
+      this.fd === undefined ||
+      this.current === undefined ||
+      this.current.lastSeq + 1 !== seq ||
+      this.current.bytes >= this.segmentBytes
+    ) {
+      this.openSegment(seq);
+    }
   }
 
   private openSegment(firstSeq: number): void {
