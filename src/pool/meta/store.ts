@@ -1031,14 +1031,19 @@ export class MetaStore {
       if (this.mapBatch !== undefined) await this.mapBatch;
       else await Promise.allSettled([...this.mapTxnsInFlight]);
     }
-    this.checkOpen();
     let release!: () => void;
     this.mapBatch = new Promise<void>((resolve) => {
       release = resolve;
     });
     let results: PromiseSettledResult<WriteResult>[] | undefined;
     try {
+      this.checkOpen(); // closed while this batch waited
       results = await this.runMapBatch(thread, packed);
+    } catch (error) {
+      // Nothing was sent, or nothing committed (a closed store, a broken map log): every write
+      // is rejected with it, as each `writeGrains` would have been.
+      const failed = { status: "rejected", reason: error } as const;
+      results = packed.volumes.map(() => failed);
     } finally {
       this.mapBatch = undefined;
       release();
