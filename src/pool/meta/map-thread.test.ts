@@ -1,10 +1,10 @@
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { mapKey } from "./codec.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
-import { PACKED_NUMBERS, type PackedWrites, packUpdate, unpackUpdate } from "./map-thread.js";
+import { PACKED_NUMBERS, type PackedWrites, packUpdate, unpackUpdate } from "./map-batch.js";
 import type { PreparedUpdate } from "./mapwrite.js";
 import { MetaStore } from "./store.js";
 import { fp, loc, sfp, tempDir } from "./testing/helpers.js";
@@ -162,10 +162,12 @@ describe.runIf(existsSync(MAP_SCRIPT))("map thread: group commits off the event 
     expect(readdirSync(join(root, "maplog")).some((f) => f.startsWith("cut-"))).toBe(false);
   });
 
-  it("takes over when the thread dies with a batch in flight: nothing lost, nothing twice", async () => {
+  it("runs batches on the event loop once the thread is gone, losing nothing", async () => {
     const deaths: Error[] = [];
     const { options, store } = await open(deaths);
     await store.createVolume(1, 1);
+    // Killed while idle (never inside a transaction: see dyingWorker below).
+    await (store as unknown as Internals).mapThread.kill();
     const writes = Array.from({ length: 8 }, (_, w) => ({
       volume: 1,
       updates: Array.from({ length: 64 }, (_, i) => ({
@@ -174,10 +176,7 @@ describe.runIf(existsSync(MAP_SCRIPT))("map thread: group commits off the event 
         chunk: loc(1, w * 64 + i),
       })),
     }));
-    const batch = store.writeGrainsMany(writes);
-    // Killed at once: the batch may or may not have committed; either way it lands once.
-    await (store as unknown as Internals).mapThread.kill();
-    const results = await batch;
+    const results = await store.writeGrainsMany(writes);
     expect(results.every((r) => r.status === "fulfilled")).toBe(true);
     expect(deaths).toHaveLength(1);
     expect(store.mapWriteThread).toBe(false);
@@ -202,6 +201,112 @@ describe.runIf(existsSync(MAP_SCRIPT))("map thread: group commits off the event 
       await again.close();
     }
   });
+
+  type DeathPoint = "before its transaction" | "after its commit";
+  /**
+   * A stand-in for the map thread's worker that dies on its first batch without answering:
+   * before it begins the transaction, or once it has committed. (Not inside: LMDB's writer lock
+   * would stay held by a thread that is gone, and every later write of the process wait for it.
+   * The real thread answers every error, and is only stopped once nothing is in flight.)
+   */
+  function dyingWorker(dir: string, when: DeathPoint): string {
+    const dist = new URL("../../../dist/pool/meta/", import.meta.url);
+    const file = join(dir, `dying-${when.replaceAll(" ", "-")}.mjs`);
+    writeFileSync(
+      file,
+      `import { parentPort, workerData } from "node:worker_threads";
+import { openDbs } from ${JSON.stringify(new URL("dbs.js", dist).href)};
+import { writeBatchInTxn } from ${JSON.stringify(new URL("map-batch.js", dist).href)};
+const dbs = openDbs(workerData.env);
+parentPort.on("message", (m) => {
+  if (m.close) return process.exit(0);
+  ${when === "after its commit" ? "dbs.root.transactionSync(() => writeBatchInTxn(dbs, m.request));" : ""}
+  process.exit(1);
+});
+`,
+    );
+    return file;
+  }
+
+  for (const when of ["before its transaction", "after its commit"] as const)
+    it(`takes over a batch whose thread died ${when}: the writes land once, the log agrees`, async () => {
+      const root = tempDir("sanmux-map-thread-");
+      dirs.push(root);
+      const deaths: Error[] = [];
+      const warnings: object[] = [];
+      const options = {
+        path: join(root, "meta"),
+        noSync: true,
+        mapLog: {
+          dir: join(root, "maplog"),
+          logger: { info() {}, warn: (o: object) => warnings.push(o), error() {} },
+        },
+        mapThread: dyingWorker(root, when),
+        onMapThreadDeath: (e: Error) => deaths.push(e),
+      };
+      const store = await MetaStore.open(options);
+      await store.createVolume(1, 1);
+      await store.writeGrains(1, [{ grain: 100, fingerprint: fp(1), chunk: loc(1, 100) }]);
+      // A checkpoint first: the batch's records then open a segment of their own, which a batch
+      // that did not commit leaves behind empty (and the writes after it create again).
+      await store.checkpointNow();
+      const before = store.mapLogStatus()!;
+      const results = await store.writeGrainsMany([
+        {
+          volume: 1,
+          updates: [0, 1, 2].map((g) => ({ grain: g, fingerprint: fp(10 + g), chunk: loc(2, g) })),
+        },
+        { volume: 1, updates: [{ grain: 3, fingerprint: fp(1) }] },
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled"]);
+      expect(deaths).toHaveLength(1);
+      expect(store.mapWriteThread).toBe(false);
+      // The two writes again on the event loop, after the thread's two records if it committed
+      // (rewriting what a grain holds changes nothing, but is logged).
+      const records = when === "after its commit" ? 4 : 2;
+      expect(store.mapLogStatus()).toMatchObject({
+        nextSeq: before.nextSeq + records,
+        appliedSeq: before.appliedSeq + records,
+      });
+      const segments = readdirSync(join(root, "maplog")).filter((f) => f.endsWith(".log"));
+      expect(store.mapLogStatus()?.segments).toBe(segments.length);
+      await store.applyJournal();
+      expect(store.lookupChunk(1, fp(1))?.refcount).toBe(2);
+      expect(store.lookupChunk(1, fp(12))?.refcount).toBe(1);
+      expect(store.audit().clean).toBe(true);
+      await store.flush();
+      const expected = dumpMaps(store);
+      await store.close();
+      // Reopened: nothing to cut (the failed batch's records were cut already), and a rebuild
+      // from the log gives the same maps.
+      const again = await MetaStore.open({ ...options, mapThread: undefined });
+      try {
+        expect(warnings).toEqual([]);
+        expect(dumpMaps(again)).toEqual(expected);
+      } finally {
+        await again.close();
+      }
+      const rebuilt = await MetaStore.open({
+        path: join(root, "rebuilt"),
+        noSync: true,
+        mapLog: { dir: join(root, "maplog"), rebuild: true },
+      });
+      try {
+        for (const [c, g] of [
+          [1, 100],
+          [10, 0],
+          [11, 1],
+          [12, 2],
+        ] as const)
+          await rebuilt.insertChunk(1, fp(c), c === 1 ? loc(1, g) : loc(2, g));
+        const replay = await rebuilt.replayMapLog();
+        expect(replay.failed).toBe(0);
+        await rebuilt.repair();
+        expect(dumpMaps(rebuilt)).toEqual(expected);
+      } finally {
+        await rebuilt.close();
+      }
+    });
 
   it("works without a map log (the journal's sequence numbers still follow)", async () => {
     const { store } = await open([], false);

@@ -9,7 +9,15 @@
  * `sync()` is a group commit (one fdatasync for every append before it), scheduled after every
  * append and awaited by MetaStore.flush(). Frames: maplog-codec.ts.
  */
-import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fdatasync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { MetaError, MetaErrorCode } from "./errors.js";
@@ -319,7 +327,18 @@ export class MapLog {
           `map log ${seg.path} could not be cut back after a failed commit: ${(err as Error).message}`,
         );
       }
-      this.rotateWanted = true;
+      if (lent.bytes === 0 && this.segments.at(-1) === seg) {
+        // Opened for this batch: gone again, so that the next append creates it afresh (a new
+        // segment would have its name).
+        closeSync(lent.fd);
+        this.segments.pop();
+        rmSync(seg.path, { force: true });
+        this.fd = undefined;
+        this.current = undefined;
+        this.dirDirty = true;
+      } else {
+        this.rotateWanted = true;
+      }
     }
     if (this.rotateWanted) {
       this.rotateWanted = false;

@@ -98,13 +98,8 @@ import {
   readDomain,
 } from "./dbs.js";
 import { MetaError, MetaErrorCode } from "./errors.js";
-import {
-  type MapBatchResult,
-  MapWriteThread,
-  PACKED_NUMBERS,
-  type PackedWrites,
-  packUpdate,
-} from "./map-thread.js";
+import { type MapBatchResult, PACKED_NUMBERS, type PackedWrites, packUpdate } from "./map-batch.js";
+import { MapWriteThread } from "./map-thread.js";
 import { MapLog, type MapLogLogger } from "./maplog.js";
 import type { MapRecord } from "./maplog-codec.js";
 import { createVolumeInTxn, type PreparedUpdate, writeMapInTxn } from "./mapwrite.js";
