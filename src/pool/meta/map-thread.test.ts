@@ -151,7 +151,10 @@ describe.runIf(existsSync(MAP_SCRIPT))("map thread: group commits off the event 
     // Reopened: nothing to cut, and the log replays to the same maps.
     const warnings: object[] = [];
     const logger = { info() {}, warn: (o: object) => warnings.push(o), error() {} };
-    const again = await MetaStore.open({ ...options, mapLog: { ...options.mapLog, logger } });
+    const again = await MetaStore.open({
+      ...options,
+      mapLog: { dir: join(root, "maplog"), logger },
+    });
     try {
       expect(warnings).toEqual([]);
       expect(again.mapLogStatus()).toMatchObject({ appliedSeq: 3 });
