@@ -327,7 +327,9 @@ describe("write-back: staged writes", () => {
   });
 
   it("commits by itself after the delay, and when the staged bytes pass the bound", async () => {
-    const { pool } = await setup({ writeBack: { commitDelayMs: 20, maxStagedBytes: 64 * G } });
+    const { pool } = await setup({
+      writeBack: { commitDelayMs: 20, maxStagedBytes: 64 * G, maxHeldBytes: 128 * G },
+    });
     const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
     await v.write(0, pattern("timer", 4 * G));
     for (let i = 0; i < 100 && mappedInMap(pool, "v") < 4; i++) {
@@ -335,7 +337,7 @@ describe("write-back: staged writes", () => {
     }
     expect(mappedInMap(pool, "v")).toBe(4);
     // 256 grains = 4 × the bound: commits start at the bound, and the writes wait for one
-    // rather than stage more than twice the bound.
+    // rather than hold more than twice the bound (maxHeldBytes here).
     const writeBack = (pool as unknown as { writeBack: { bytesStaged: number } }).writeBack;
     for (let i = 0; i < 8; i++) {
       await v.write(64 + i * 32, pattern(`big${i}`, 32 * G));
@@ -514,37 +516,47 @@ describe("write-back: deferred sealing (commit pipeline)", () => {
     expect((await v.read(0, 4)).equals(pattern("direct", 4 * G))).toBe(true);
   });
 
-  it("writes wait while the stage and the commit under way hold twice the bound together", async () => {
-    const { pool } = await setup({
-      writeBack: {
-        commitDelayMs: 60_000,
-        maxStagedBytes: 16 * G,
-        maxUnpreparedBytes: 1024 * G, // only the stage's bound here
-        deferredSeal: true,
-      },
+  // The held bound given (twice the commit bound), and the default (four times).
+  for (const { held, given } of [
+    { held: 32, given: true },
+    { held: 64, given: false },
+  ])
+    it(`writes wait while the stage and the commit under way hold ${held} grains together (${given ? "maxHeldBytes" : "the default"})`, async () => {
+      const { pool } = await setup({
+        writeBack: {
+          commitDelayMs: 60_000,
+          maxStagedBytes: 16 * G,
+          ...(given ? { maxHeldBytes: held * G } : {}),
+          maxUnpreparedBytes: 1024 * G, // only the stage's bound here
+          deferredSeal: true,
+        },
+      });
+      const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
+      const gate = gateFingerprints(pool);
+      // 16 grains: the commit bound; a commit takes them and waits for their preparation (held
+      // back). Writes of 15 grains stay under it: no second commit is asked for.
+      await v.write(0, pattern("a", 16 * G));
+      const rest = held - 16 - 1;
+      for (let at = 16; at < 16 + rest; at += 15) {
+        await v.write(at, pattern(`b${at}`, Math.min(15, 16 + rest - at) * G)); // resolves
+      }
+      let resolved = false;
+      const last = v.write(held - 1, pattern("c", G)).then(() => {
+        resolved = true;
+      });
+      await new Promise((r) => setTimeout(r, 30));
+      // What is staged alone is under the held bound, but with the commit's it is not.
+      expect(resolved).toBe(false);
+      const before = await v.read(0, held - 1); // readable meanwhile
+      gate.open();
+      await last; // the commit landed "a": room again
+      await v.flush();
+      expect(mappedInMap(pool, "v")).toBe(held);
+      const reopened = await t!.reopen();
+      const expected = Buffer.concat([before, pattern("c", G)]);
+      expect(expected.subarray(0, 16 * G).equals(pattern("a", 16 * G))).toBe(true);
+      expect((await reopened.volume("v")!.read(0, held)).equals(expected)).toBe(true);
     });
-    const v = await pool.ensureVolume({ name: "v", size: 16 * MiB, blockSize: 4096 });
-    const gate = gateFingerprints(pool);
-    // 16 grains: the bound; a commit takes them and waits for their preparation (held back).
-    await v.write(0, pattern("a", 16 * G));
-    await v.write(16, pattern("b", 15 * G)); // 31 grains held: resolves
-    let resolved = false;
-    const third = v.write(31, pattern("c", G)).then(() => {
-      resolved = true;
-    });
-    await new Promise((r) => setTimeout(r, 30));
-    // Staged alone (16 grains) is under twice the bound, but with the commit's it is not.
-    expect(resolved).toBe(false);
-    const ab = Buffer.concat([pattern("a", 16 * G), pattern("b", 15 * G)]);
-    expect((await v.read(0, 31)).equals(ab)).toBe(true); // readable meanwhile
-    gate.open();
-    await third; // the commit landed "a": room again
-    await v.flush();
-    expect(mappedInMap(pool, "v")).toBe(32);
-    const reopened = await t!.reopen();
-    const expected = Buffer.concat([pattern("a", 16 * G), pattern("b", 15 * G), pattern("c", G)]);
-    expect((await reopened.volume("v")!.read(0, 32)).equals(expected)).toBe(true);
-  });
 
   it("the switch off (deferredSeal: false) fingerprints and seals before acknowledging", async () => {
     const { pool } = await setup({ writeBack: { commitDelayMs: 60_000, deferredSeal: false } });

@@ -49,8 +49,9 @@
  * (WriteFault) rather than pretend durability.
  *
  * Backpressure (memory): a write resolves only while the writes staged and those taken by the
- * commit under way hold less than twice `maxStagedBytes` together (`heldBytes`: their plaintext
- * is in memory until they land); a waiting write resumes when a commit lands.
+ * commit under way hold less than `maxHeldBytes` together (`heldBytes`: their plaintext is in
+ * memory until they land; by default four times `maxStagedBytes` with deferred sealing, twice
+ * without); a waiting write resumes when a commit lands.
  *
  * Commit pipeline (`deferredSeal`, on by default: see src/pool/README.md "Deferred sealing").
  * PoolVolume stages a WCE=1 non-FUA write with
@@ -89,10 +90,17 @@ export interface WriteBackOptions {
   /** A commit starts this long after the first write staged since the last one. Default 200. */
   readonly commitDelayMs?: number | undefined;
   /**
-   * A commit starts once this many bytes are staged; writes wait while twice as many are staged
-   * or being committed. Default 16 MiB with `deferredSeal`, else 64 MiB.
+   * A commit starts once this many bytes are staged. Default 16 MiB with `deferredSeal`, else
+   * 64 MiB.
    */
   readonly maxStagedBytes?: number | undefined;
+  /**
+   * Writes wait while this many bytes are staged or being committed (backpressure). Default four
+   * times `maxStagedBytes` with `deferredSeal` (64 MiB), else twice (128 MiB). A commit takes
+   * 60–90 ms, about as long as the next 16 MiB take to arrive: with twice the bound, writes
+   * stood waiting for commits 15 % of the time (docs/performance.md, "ninth session").
+   */
+  readonly maxHeldBytes?: number | undefined;
   /** A background commit that failed is tried again after this long. Default 1000. */
   readonly retryDelayMs?: number | undefined;
   /**
@@ -197,6 +205,7 @@ export class WriteBack {
   readonly enabled: boolean;
   private readonly commitDelayMs: number;
   private readonly maxStagedBytes: number;
+  private readonly maxHeldBytes: number;
   private readonly retryDelayMs: number;
   /** Per volume, per grain: the newest staged version (what reads see). */
   private readonly grains = new Map<number, Map<number, StagedGrain>>();
@@ -205,7 +214,7 @@ export class WriteBack {
   private stagedBytes = 0;
   /**
    * Bytes of the writes staged or being committed, not landed yet: the plaintext the stage
-   * holds. Writes wait while it is at twice `maxStagedBytes` (backpressure).
+   * holds. Writes wait while it is at `maxHeldBytes` (backpressure).
    */
   private heldBytes = 0;
   /** Writes waiting for `heldBytes` to fall (woken, or failed, by the end of each commit). */
@@ -248,6 +257,7 @@ export class WriteBack {
     // Deferred: smaller commits (memory: what the stage holds, and LMDB's copy-on-write pages
     // of a large commit; src/pool/README.md "Deferred sealing", Memory).
     this.maxStagedBytes = options.maxStagedBytes ?? (this.deferredSeal ? 16 * MiB : 64 * MiB);
+    this.maxHeldBytes = options.maxHeldBytes ?? (this.deferredSeal ? 4 : 2) * this.maxStagedBytes;
     this.maxPreparing = Math.max(1, options.maxPreparing ?? 8);
     this.maxUnpreparedBytes = options.maxUnpreparedBytes ?? 16 * MiB;
   }
@@ -361,9 +371,9 @@ export class WriteBack {
     if (this.stagedBytes >= this.maxStagedBytes) this.commitInBackground();
     else this.timer ??= setTimeout(() => this.commitInBackground(), this.commitDelayMs).unref();
     // Backpressure: what is staged and what the commit under way holds count together (the
-    // plaintext of both is in memory), so the stage never holds more than twice the bound. A
+    // plaintext of both is in memory), so the stage never holds more than `maxHeldBytes`. A
     // waiting write resumes as soon as a commit lands enough, not after the next commit too.
-    while (this.heldBytes >= 2 * this.maxStagedBytes && !this.closed) {
+    while (this.heldBytes >= this.maxHeldBytes && !this.closed) {
       if (this.staged.length > 0 && this.queued === undefined) this.commitInBackground();
       await new Promise<void>((resolve, reject) => this.heldWaiters.push({ resolve, reject }));
     }
