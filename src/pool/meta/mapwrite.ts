@@ -118,6 +118,21 @@ export interface WriteMapOptions {
 }
 
 /**
+ * A chunk `loc` names, at refcount 0: an object literal rather than a spread, which V8 builds
+ * through a generic clone (a tenth of the map thread's time went to the two spreads of a unique
+ * write's insert).
+ */
+function unreferenced(loc: ChunkLocation): ChunkEntry {
+  return {
+    containerId: loc.containerId,
+    offset: loc.offset,
+    storedLength: loc.storedLength,
+    logicalLength: loc.logicalLength,
+    refcount: 0,
+  };
+}
+
+/**
  * Read and check everything first (it may throw), then write (it must not throw), so that a
  * rejection changes nothing. `prepared` is sorted by grain, one update per grain.
  */
@@ -193,7 +208,7 @@ export function writeMapInTxn(
           ? p.known
           : lookup(p.fingerprint, newKey);
       if (!newEntry && p.chunk) {
-        newEntry = { ...p.chunk, refcount: 0 };
+        newEntry = unreferenced(p.chunk);
         entries.set(newKey, newEntry);
         inserts.set(newKey, { fingerprint: p.fingerprint, loc: p.chunk });
       } else if (!newEntry && !options.tolerateMissing) {
@@ -287,18 +302,9 @@ export function writeMapInTxn(
     const key = fpKey(domainId, fingerprint);
     const initial = refs.take(k);
     if (initial > 0) {
-      setChunkState(
-        dbs,
-        deltas,
-        domainId,
-        fingerprint,
-        { ...loc, refcount: 0 },
-        initial,
-        false,
-        key,
-      );
+      setChunkState(dbs, deltas, domainId, fingerprint, unreferenced(loc), initial, false, key);
     } else {
-      dbs.fp.putSync(key, encodeChunk({ ...loc, refcount: 0 }));
+      dbs.fp.putSync(key, encodeChunk(unreferenced(loc)));
     }
     countStored(deltas, loc);
   }
