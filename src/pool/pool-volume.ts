@@ -462,9 +462,16 @@ export class PoolVolume implements Volume {
     try {
       if (misses.length > 0) {
         const locations = await batch.appendAll(misses, placed);
-        misses.forEach((m, k) => {
-          updates[m.index] = { ...updates[m.index]!, chunk: locations[k]! };
-        });
+        for (let k = 0; k < misses.length; k++) {
+          // A miss's update is { grain, fingerprint } (no index entry): built anew with its
+          // chunk, not spread (a generic clone per grain in V8).
+          const m = misses[k]!;
+          updates[m.index] = {
+            grain: first + m.index,
+            fingerprint: m.fingerprint,
+            chunk: locations[k]!,
+          };
+        }
       }
     } catch (error) {
       batch.release();

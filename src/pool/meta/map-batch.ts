@@ -64,8 +64,17 @@ export function unpackUpdate(from: PackedWrites, i: number, volume: number): Pre
   const grain = n[at]!;
   const flags = n[at + 1]!;
   const fp = i * FINGERPRINT_BYTES;
+  // Every update gets the same properties (undefined when absent): one object shape.
   const known: ChunkEntry | undefined =
-    flags & HAS_KNOWN ? { ...locationAt(n, at + 6), refcount: n[at + 10]! } : undefined;
+    flags & HAS_KNOWN
+      ? {
+          containerId: n[at + 6]!,
+          offset: n[at + 7]!,
+          storedLength: n[at + 8]!,
+          logicalLength: n[at + 9]!,
+          refcount: n[at + 10]!,
+        }
+      : undefined;
   return {
     grain,
     key: mapKey(volume, grain),
@@ -78,7 +87,8 @@ export function unpackUpdate(from: PackedWrites, i: number, volume: number): Pre
           )
         : undefined,
     chunk: flags & HAS_CHUNK ? locationAt(n, at + 2) : undefined,
-    ...(known !== undefined ? { known, token: n[at + 11]! } : {}),
+    known,
+    token: known !== undefined ? n[at + 11]! : undefined,
   };
 }
 

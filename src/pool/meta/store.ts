@@ -236,14 +236,15 @@ const DEFAULT_MAX_RECORDS = 65536;
  */
 function prepareUpdate(volume: number, u: GrainUpdate): PreparedUpdate {
   checkGrain(u.grain);
+  const known = u.indexed !== undefined && u.indexToken !== undefined && u.fingerprint !== null;
+  // Every property always there (undefined when absent): one object shape for every update.
   return {
     grain: u.grain,
     key: mapKey(volume, u.grain),
     fingerprint: u.fingerprint === null ? undefined : ownFingerprint(u.fingerprint),
     chunk: u.chunk && u.fingerprint !== null ? checkLocation(u.chunk) : undefined,
-    ...(u.indexed !== undefined && u.indexToken !== undefined && u.fingerprint !== null
-      ? { known: u.indexed, token: u.indexToken }
-      : {}),
+    known: known ? u.indexed : undefined,
+    token: known ? u.indexToken : undefined,
   };
 }
 
