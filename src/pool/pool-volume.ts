@@ -52,7 +52,14 @@ import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
 import type { ChunkStore } from "./chunk-store.js";
 import { asStorageError } from "./chunk-store.js";
-import { type GrainUpdate, MetaError, MetaErrorCode, type MetaStore } from "./meta/index.js";
+import {
+  type ChunkEntry,
+  type ChunkLocation,
+  type GrainUpdate,
+  MetaError,
+  MetaErrorCode,
+  type MetaStore,
+} from "./meta/index.js";
 import type { Registry, VolumeRecord } from "./registry.js";
 import { readGrains } from "./volume-read.js";
 import type { PreparedWrite, WriteBack } from "./write-back.js";
@@ -434,7 +441,7 @@ export class PoolVolume implements Volume {
       const indexToken = store.indexToken();
       for (let i = 0; i < grains.length; i++) {
         if (zero[i] === 1) {
-          updates[i] = { grain: first + i, fingerprint: null };
+          updates[i] = grainUpdate(first + i, null, undefined, undefined, undefined);
           continue;
         }
         const fingerprint = Buffer.from(fps.buffer, fps.byteOffset + i * 32, 32);
@@ -446,12 +453,13 @@ export class PoolVolume implements Volume {
           heals.push({ index: i, fingerprint, from });
         }
         // `indexed`: for writeGrains (with the token) and for the location hints once it lands.
-        updates[i] =
-          hit === undefined
-            ? { grain: first + i, fingerprint }
-            : indexToken === undefined
-              ? { grain: first + i, fingerprint, indexed: hit }
-              : { grain: first + i, fingerprint, indexed: hit, indexToken };
+        updates[i] = grainUpdate(
+          first + i,
+          fingerprint,
+          undefined,
+          hit,
+          hit === undefined ? undefined : indexToken,
+        );
         if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
       }
     } catch (error) {
@@ -463,14 +471,16 @@ export class PoolVolume implements Volume {
       if (misses.length > 0) {
         const locations = await batch.appendAll(misses, placed);
         for (let k = 0; k < misses.length; k++) {
-          // A miss's update is { grain, fingerprint } (no index entry): built anew with its
-          // chunk, not spread (a generic clone per grain in V8).
+          // A miss's update (no index entry) built anew with its chunk, not spread (a generic
+          // clone per grain in V8).
           const m = misses[k]!;
-          updates[m.index] = {
-            grain: first + m.index,
-            fingerprint: m.fingerprint,
-            chunk: locations[k]!,
-          };
+          updates[m.index] = grainUpdate(
+            first + m.index,
+            m.fingerprint,
+            locations[k]!,
+            undefined,
+            undefined,
+          );
         }
       }
     } catch (error) {
@@ -812,6 +822,22 @@ export class PoolVolume implements Volume {
 }
 
 const ZERO_GRAIN = Buffer.alloc(GRAIN);
+
+/**
+ * A map update with every property present (undefined when absent): the write path's updates
+ * then share one object shape, and the property reads along the path (staging, the map
+ * transaction, the location hints) stay monomorphic. Mixed shapes (a hole, a miss, a hit with
+ * and without token, a miss with its chunk) made them megamorphic.
+ */
+function grainUpdate(
+  grain: number,
+  fingerprint: Buffer | null,
+  chunk: ChunkLocation | undefined,
+  indexed: ChunkEntry | undefined,
+  indexToken: number | undefined,
+): GrainUpdate {
+  return { grain, fingerprint, chunk, indexed, indexToken };
+}
 
 /**
  * The stage keeps the plaintext (reads of staged grains, preparation, ChunkMissing at commit):
