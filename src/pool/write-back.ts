@@ -14,8 +14,9 @@
  * shares one fdatasync between all its waiters); (2) the staged writes' map updates in one LMDB
  * commit (`MetaStore.writeGrainsMany`: on the store's map thread when it has one, else one
  * `writeGrains` per write, queued in one turn; meta/README.md, "Write protocol"); each write
- * still all or nothing (`writeAtomic`); (3) staged grains not superseded by a newer staged write leave the
- * overlay, and the write's chunk batches are released (container holds, in-flight dedup entries).
+ * still all or nothing (`writeAtomic`); (3) staged grains not superseded by a newer staged write
+ * leave the overlay, and the write's chunk batches are released (container holds, in-flight
+ * dedup entries).
  * Writes go on staging into a fresh list while a commit runs; commits run one at a time.
  *
  * The invariant that makes a crash safe is unchanged: the map never names container bytes that

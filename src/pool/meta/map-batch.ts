@@ -11,7 +11,7 @@ import type { JournalState, MetaDbs } from "./dbs.js";
 import { MetaError, type MetaErrorCode } from "./errors.js";
 import { encodeFrame } from "./maplog-codec.js";
 import { type PreparedUpdate, writeMapInTxn } from "./mapwrite.js";
-import type { WriteResult } from "./types.js";
+import type { GrainUpdate, WriteResult } from "./types.js";
 
 /** Numbers per packed update (`packUpdate`). */
 export const PACKED_NUMBERS = 12;
@@ -28,31 +28,37 @@ export interface PackedWrites {
   readonly fingerprints: Uint8Array<ArrayBuffer>;
 }
 
-/** Packs `prepared` (checked already) as update number `i` of `into`. */
-export function packUpdate(into: PackedWrites, i: number, p: PreparedUpdate): void {
+/**
+ * Packs `u` (checked already: MetaStore's `checkUpdate`) as update number `i` of `into`: what
+ * `unpackUpdate` turns into the update `writeMapInTxn` takes. As MetaStore prepares one, a hole
+ * carries no chunk nor index entry, and the entry only with its token; a fingerprint is packed
+ * as its first 16 bytes.
+ */
+export function packUpdate(into: PackedWrites, i: number, u: GrainUpdate): void {
   const n = into.numbers;
   const at = i * PACKED_NUMBERS;
-  n[at] = p.grain;
+  n[at] = u.grain;
   let flags = 0;
-  if (p.fingerprint !== undefined) {
+  const fp = u.fingerprint;
+  if (fp !== null) {
     flags |= HAS_FINGERPRINT;
-    into.fingerprints.set(p.fingerprint.subarray(0, FINGERPRINT_BYTES), i * FINGERPRINT_BYTES);
-  }
-  if (p.chunk !== undefined) {
-    flags |= HAS_CHUNK;
-    n[at + 2] = p.chunk.containerId;
-    n[at + 3] = p.chunk.offset;
-    n[at + 4] = p.chunk.storedLength;
-    n[at + 5] = p.chunk.logicalLength;
-  }
-  if (p.known !== undefined && p.token !== undefined) {
-    flags |= HAS_KNOWN;
-    n[at + 6] = p.known.containerId;
-    n[at + 7] = p.known.offset;
-    n[at + 8] = p.known.storedLength;
-    n[at + 9] = p.known.logicalLength;
-    n[at + 10] = p.known.refcount;
-    n[at + 11] = p.token;
+    into.fingerprints.set(fp.subarray(0, FINGERPRINT_BYTES), i * FINGERPRINT_BYTES);
+    if (u.chunk) {
+      flags |= HAS_CHUNK;
+      n[at + 2] = u.chunk.containerId;
+      n[at + 3] = u.chunk.offset;
+      n[at + 4] = u.chunk.storedLength;
+      n[at + 5] = u.chunk.logicalLength;
+    }
+    if (u.indexed !== undefined && u.indexToken !== undefined) {
+      flags |= HAS_KNOWN;
+      n[at + 6] = u.indexed.containerId;
+      n[at + 7] = u.indexed.offset;
+      n[at + 8] = u.indexed.storedLength;
+      n[at + 9] = u.indexed.logicalLength;
+      n[at + 10] = u.indexed.refcount;
+      n[at + 11] = u.indexToken;
+    }
   }
   n[at + 1] = flags;
 }

@@ -9,13 +9,22 @@ import type { PreparedUpdate } from "./mapwrite.js";
 import { MetaStore } from "./store.js";
 import { fp, loc, sfp, tempDir } from "./testing/helpers.js";
 import { dumpMaps } from "./testing/maps.js";
+import type { GrainUpdate } from "./types.js";
 
 // The compiled worker (npm run build, which `npm test` runs first).
 const MAP_SCRIPT = fileURLToPath(new URL("../../../dist/pool/meta/map-thread.js", import.meta.url));
 
 describe("map thread: packing updates", () => {
   it("unpacks what it packed, for every combination of fingerprint, chunk and known entry", () => {
-    const updates: PreparedUpdate[] = [
+    const known = { ...loc(9, 8192, 100), refcount: 12 };
+    // The caller's updates, and what MetaStore would prepare from each (prepareUpdate).
+    const updates: GrainUpdate[] = [
+      { grain: 0, fingerprint: null, chunk: loc(1, 0) }, // a hole: no chunk kept
+      { grain: 5, fingerprint: fp(1), chunk: loc(3, 2 ** 40 + 4096) }, // 32 bytes given
+      { grain: 2 ** 33, fingerprint: sfp(2), indexed: known, indexToken: 41 },
+      { grain: 6, fingerprint: sfp(3), indexed: known }, // no token: not trusted
+    ];
+    const expected: PreparedUpdate[] = [
       { grain: 0, key: mapKey(7, 0), fingerprint: undefined, chunk: undefined },
       { grain: 5, key: mapKey(7, 5), fingerprint: sfp(1), chunk: loc(3, 2 ** 40 + 4096) },
       {
@@ -23,7 +32,7 @@ describe("map thread: packing updates", () => {
         key: mapKey(7, 2 ** 33),
         fingerprint: sfp(2),
         chunk: undefined,
-        known: { ...loc(9, 8192, 100), refcount: 12 },
+        known,
         token: 41,
       },
       { grain: 6, key: mapKey(7, 6), fingerprint: sfp(3), chunk: undefined },
@@ -38,7 +47,7 @@ describe("map thread: packing updates", () => {
       packUpdate(packed, i, u);
     });
     const back = updates.map((_, i) => unpackUpdate(packed, i, 7));
-    expect(back).toEqual(updates);
+    expect(back).toEqual(expected);
     // Fingerprints are views of the packed bytes, 16 each.
     expect(back[1]!.fingerprint!.length).toBe(16);
   });

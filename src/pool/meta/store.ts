@@ -235,30 +235,41 @@ const DEFAULT_MAX_RECORDS = 65536;
  * TurboFan compiles of it in a 2 GiB bench run, when it was one).
  */
 function prepareUpdate(volume: number, u: GrainUpdate): PreparedUpdate {
-  checkGrain(u.grain);
+  checkUpdate(u);
   const known = u.indexed !== undefined && u.indexToken !== undefined && u.fingerprint !== null;
   // Every property always there (undefined when absent): one object shape for every update.
   return {
     grain: u.grain,
     key: mapKey(volume, u.grain),
     fingerprint: u.fingerprint === null ? undefined : ownFingerprint(u.fingerprint),
-    chunk: u.chunk && u.fingerprint !== null ? checkLocation(u.chunk) : undefined,
+    chunk: u.chunk && u.fingerprint !== null ? locationOf(u.chunk) : undefined,
     known: known ? u.indexed : undefined,
     token: known ? u.indexToken : undefined,
   };
 }
 
-/** `writeGrains`' updates checked and prepared: sorted by grain, the last update of a grain wins. */
-function prepareUpdates(volume: number, updates: readonly GrainUpdate[]): PreparedUpdate[] {
-  if (ascending(updates)) {
-    // What the pool's writes give: no map, no sort.
-    const prepared = new Array<PreparedUpdate>(updates.length);
-    for (let i = 0; i < updates.length; i++) prepared[i] = prepareUpdate(volume, updates[i]!);
-    return prepared;
-  }
-  const byGrain = new Map<number, PreparedUpdate>();
-  for (const u of updates) byGrain.set(u.grain, prepareUpdate(volume, u));
+/** What `writeGrains` refuses in an update (throws InvalidArgument). */
+function checkUpdate(u: GrainUpdate): void {
+  checkGrain(u.grain);
+  if (u.fingerprint === null) return;
+  checkFingerprint(u.fingerprint);
+  if (u.chunk) checkLocation(u.chunk);
+}
+
+/** `updates` by grain, the last update of a grain winning: the same array when ascending. */
+function inGrainOrder(updates: readonly GrainUpdate[]): readonly GrainUpdate[] {
+  if (ascending(updates)) return updates; // what the pool's writes give: no map, no sort
+  const byGrain = new Map<number, GrainUpdate>();
+  for (const u of updates) byGrain.set(u.grain, u);
   return [...byGrain.values()].sort((a, b) => a.grain - b.grain);
+}
+
+/** `writeGrains`' updates checked and prepared, in grain order (`inGrainOrder`). */
+function prepareUpdates(volume: number, updates: readonly GrainUpdate[]): PreparedUpdate[] {
+  const ordered = inGrainOrder(updates);
+  const prepared = new Array<PreparedUpdate>(ordered.length);
+  for (let i = 0; i < ordered.length; i++) prepared[i] = prepareUpdate(volume, ordered[i]!);
+  return prepared;
 }
 
 /** A settled write with its ChunkMissing fingerprints as its caller gave them (missingAsGiven). */
@@ -990,23 +1001,25 @@ export class MetaStore {
       return Promise.allSettled(writes.map((w) => this.writeGrains(w.volume, w.updates)));
     }
     this.checkOpen();
-    // Checked and packed here: a write that fails its checks is rejected alone, never sent.
+    // Checked and packed here, straight from the caller's updates (the thread builds what
+    // `writeMapInTxn` takes): a write that fails its checks is rejected alone, never sent.
     const outcomes: PromiseSettledResult<WriteResult>[] = new Array(writes.length);
     const sent: number[] = [];
-    const prepared: PreparedUpdate[][] = [];
+    const ordered: (readonly GrainUpdate[])[] = [];
     let total = 0;
     for (let w = 0; w < writes.length; w++) {
       const { volume, updates } = writes[w]!;
       try {
         checkU32("volume", volume);
-        const p = prepareUpdates(volume, updates);
-        if (p.length === 0) {
+        const o = inGrainOrder(updates);
+        for (const u of o) checkUpdate(u);
+        if (o.length === 0) {
           outcomes[w] = { status: "fulfilled", value: { changed: 0, inserted: 0, duplicates: 0 } };
           continue;
         }
         sent.push(w);
-        prepared.push(p);
-        total += p.length;
+        ordered.push(o);
+        total += o.length;
       } catch (error) {
         outcomes[w] = { status: "rejected", reason: error };
       }
@@ -1014,12 +1027,12 @@ export class MetaStore {
     if (sent.length === 0) return outcomes;
     const packed: PackedWrites = {
       volumes: sent.map((w) => writes[w]!.volume),
-      counts: prepared.map((p) => p.length),
+      counts: ordered.map((o) => o.length),
       numbers: new Float64Array(total * PACKED_NUMBERS),
       fingerprints: new Uint8Array(total * FINGERPRINT_BYTES),
     };
     let i = 0;
-    for (const p of prepared) for (const u of p) packUpdate(packed, i++, u);
+    for (const o of ordered) for (const u of o) packUpdate(packed, i++, u);
 
     // Every map transaction queued before this batch commits first; those queued from now on
     // wait for it (mapTxn), so that the log's and the journal's sequence numbers follow commits.
@@ -1049,7 +1062,10 @@ export class MetaStore {
     const settled =
       results ??
       (await Promise.allSettled(
-        sent.map((w, k) => this.writeGrainsNow(writes[w]!.volume, prepared[k]!)),
+        sent.map((w) => {
+          const { volume, updates } = writes[w]!;
+          return this.writeGrainsNow(volume, prepareUpdates(volume, updates));
+        }),
       ));
     sent.forEach((w, k) => {
       outcomes[w] = settledAsGiven(settled[k]!, writes[w]!.updates);
