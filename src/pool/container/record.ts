@@ -17,6 +17,7 @@ import {
   sealInto,
   TAG_BYTES,
 } from "../../crypto/index.js";
+import { CompressibilityProbe } from "./compressibility.js";
 import {
   Codec,
   DamageReason,
@@ -71,10 +72,12 @@ const zstd = createRequire(import.meta.url)(
  * A zstd compressor at the level FORMAT.md §3 names (the library's default is 3) that compresses
  * into one buffer it keeps. zstd-napi's `Compressor.compress` returns a new buffer per call whose
  * size is the bound (more than 4 KiB for a grain): for every incompressible grain that was a
- * malloc, a typed array, and a backing store for V8 to sweep later. Not shared between threads.
+ * malloc, a typed array, and a backing store for V8 to sweep later. A grain whose sampled bytes
+ * show that zstd cannot pay is not given to it (compressibility.ts). Not shared between threads.
  */
 export class RecordCompressor {
   private readonly cctx = new zstd.CCtx();
+  private readonly probe = new CompressibilityProbe();
   private out = Buffer.alloc(0);
 
   constructor() {
@@ -83,9 +86,10 @@ export class RecordCompressor {
 
   /**
    * Compresses `src` (one zstd frame); the result is a view of the compressor's own buffer,
-   * valid until its next call.
+   * valid until its next call. Undefined, without trying, when `src` looks incompressible.
    */
-  compress(src: Uint8Array): Buffer {
+  compress(src: Uint8Array): Buffer | undefined {
+    if (!this.probe.worthTrying(src)) return undefined;
     const bound = zstd.compressBound(src.length);
     if (this.out.length < bound) this.out = Buffer.allocUnsafeSlow(bound);
     return this.out.subarray(0, this.cctx.compress2(this.out, src));
@@ -145,7 +149,7 @@ function sealRecordInto(
   let codec: Codec = Codec.None;
   let body: Uint8Array = grain;
   const compressed = compressor.compress(grain);
-  if (zstdPays(logicalLength, compressed.length)) {
+  if (compressed !== undefined && zstdPays(logicalLength, compressed.length)) {
     codec = Codec.Zstd;
     body = compressed;
   }
