@@ -85,10 +85,14 @@ interface DomainState {
   readonly pending: Map<string, PendingChunk>;
 }
 
-/** A grain being appended (or staged and not yet in the index): where it goes. */
+/**
+ * A grain being appended (or staged and not yet in the index): where it goes, as entry `index`
+ * of the locations of the batch it was appended with (one promise per batch, not per grain).
+ */
 interface PendingChunk {
   readonly oc: OpenContainer;
-  readonly location: Promise<ChunkLocation>;
+  readonly batch: Promise<readonly ChunkLocation[]>;
+  readonly index: number;
 }
 
 /** What `recover` did at open, for the log. */
@@ -481,7 +485,8 @@ export class ChunkStore {
  */
 export class ChunkBatch {
   private readonly held = new Set<OpenContainer>();
-  private readonly registered: [string, PendingChunk][] = [];
+  /** The in-flight dedup entries this batch made (`pending`), by appendAll call. */
+  private readonly registered: { keys: string[]; batch: Promise<readonly ChunkLocation[]> }[] = [];
   private released = false;
 
   constructor(
@@ -492,6 +497,8 @@ export class ChunkBatch {
   /**
    * Append grains (already known absent from the index) and resolve their locations once written
    * (not yet durable: `sync`). Grains another write is appending are not stored twice.
+   * Per grain it makes one key string and one `pending` entry; the rest is per call (a unique
+   * write allocated a third of its main thread's garbage here with a promise per grain).
    */
   async appendAll(
     items: readonly { fingerprint: Buffer; grain: Buffer }[],
@@ -502,16 +509,13 @@ export class ChunkBatch {
      */
     placed?: () => void,
   ): Promise<ChunkLocation[]> {
-    const out: Promise<ChunkLocation>[] = new Array(items.length);
+    const n = items.length;
+    const keys = new Array<string>(n);
     let absent = 0;
-    const pendingOf = (key: string) => {
-      const p = this.d.pending.get(key);
-      // A location in a container whose write or sync failed is no copy to share (write-back.ts
-      // stores such grains again).
-      return p === undefined || p.oc.broken ? undefined : p;
-    };
-    for (const item of items) {
-      if (pendingOf(item.fingerprint.toString("latin1")) === undefined) absent++;
+    for (let i = 0; i < n; i++) {
+      const key = items[i]!.fingerprint.toString("latin1");
+      keys[i] = key;
+      if (this.pendingOf(key) === undefined) absent++;
     }
     let oc: OpenContainer | undefined;
     if (absent > 0) {
@@ -520,69 +524,95 @@ export class ChunkBatch {
       while (oc.retired);
       this.hold(oc);
     }
-    let bytes = 0;
-    // New grains of this write, once each (a repeat within the write maps to the first).
-    const fresh: { key: string; items: number[] }[] = [];
-    const byKey = new Map<string, number[]>();
-    for (let i = 0; i < items.length; i++) {
-      const key = items[i]!.fingerprint.toString("latin1");
-      const p = pendingOf(key);
+    // New grains of this write, once each (a repeat within the write maps to the first): item i
+    // takes location `slot[i]` of the new batch, or (-1) the pending one another write appends.
+    const slot = new Int32Array(n);
+    const shared: { index: number; entry: PendingChunk }[] = [];
+    const firstOf = new Map<string, number>();
+    const fps: Buffer[] = [];
+    const grains: Buffer[] = [];
+    const freshKeys: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const key = keys[i]!;
+      const p = this.pendingOf(key);
       if (p !== undefined) {
         this.hold(p.oc);
-        out[i] = p.location;
+        shared.push({ index: i, entry: p });
+        slot[i] = -1;
         continue;
       }
-      const same = byKey.get(key);
+      const same = firstOf.get(key);
       if (same !== undefined) {
-        same.push(i);
+        slot[i] = same;
         continue;
       }
-      const list = [i];
-      byKey.set(key, list);
-      fresh.push({ key, items: list });
+      slot[i] = fps.length;
+      firstOf.set(key, fps.length);
+      fps.push(items[i]!.fingerprint);
+      grains.push(items[i]!.grain);
+      freshKeys.push(key);
     }
-    if (fresh.length > 0) {
+    let bytes = 0;
+    let located: Promise<readonly ChunkLocation[]> | undefined;
+    if (fps.length > 0) {
       if (oc === undefined) throw new Error("no container for a new grain"); // cannot happen
       const target = oc;
       // One batch, appended in call order: adjacent records (one pread reads them back), sealed
       // on a worker thread while other work goes on here.
-      const fps = fresh.map((f) => items[f.items[0]!]!.fingerprint);
-      const grains = fresh.map((f) => items[f.items[0]!]!.grain);
       const domain = this.d.rec.id;
       const container = target.writer.containerId;
-      const appended = target.writer
+      const batch = target.writer
         .appendBatch(fps, grains, (base) =>
           this.store.jobs.seal(domain, container, base, fps, grains),
         )
-        .catch((error: unknown) => {
-          this.store.markBroken(target, error);
-          throw asStorageError(error, "appending to a container");
-        });
-      fresh.forEach((f, k) => {
-        const location = appended.then((rs) => {
-          const r = rs[k]!;
-          bytes += r.recordLength;
-          return {
-            containerId: target.rec.number,
-            offset: r.offset,
-            storedLength: r.storedLength,
-            logicalLength: grains[k]!.length,
-          };
-        });
-        location.catch(() => undefined); // observed through `out` (or by another write)
-        const entry: PendingChunk = { oc: target, location };
-        this.d.pending.set(f.key, entry);
-        this.registered.push([f.key, entry]);
-        for (const i of f.items) out[i] = location;
-      });
+        .then(
+          (rs) => {
+            const locations = new Array<ChunkLocation>(rs.length);
+            for (let k = 0; k < rs.length; k++) {
+              const r = rs[k]!;
+              bytes += r.recordLength;
+              locations[k] = {
+                containerId: target.rec.number,
+                offset: r.offset,
+                storedLength: r.storedLength,
+                logicalLength: grains[k]!.length,
+              };
+            }
+            return locations;
+          },
+          (error: unknown) => {
+            this.store.markBroken(target, error);
+            throw asStorageError(error, "appending to a container");
+          },
+        );
+      batch.catch(() => undefined); // observed below (or by another write)
+      for (let k = 0; k < freshKeys.length; k++) {
+        this.d.pending.set(freshKeys[k]!, { oc: target, batch, index: k });
+      }
+      this.registered.push({ keys: freshKeys, batch });
+      located = batch;
     }
     placed?.();
     if (oc !== undefined && oc.writer.size >= this.store.sealBytes) this.store.retire(oc);
-    const all = await Promise.all(out);
+    const out = new Array<ChunkLocation>(n);
+    const own = located === undefined ? undefined : await located;
+    if (own !== undefined) {
+      for (let i = 0; i < n; i++) if (slot[i]! >= 0) out[i] = own[slot[i]!]!;
+    }
+    for (const { index, entry } of shared) out[index] = (await entry.batch)[entry.index]!;
     // The batch took its offsets (appendBatch) after the check above: check again.
     if (oc !== undefined && oc.writer.size >= this.store.sealBytes) this.store.retire(oc);
     if (oc !== undefined) this.store.devices.charge(oc.rec.device, bytes);
-    return all;
+    return out;
+  }
+
+  /**
+   * The in-flight entry for a fingerprint (latin1 key). A location in a container whose write or
+   * sync failed is no copy to share (write-back.ts stores such grains again).
+   */
+  private pendingOf(key: string): PendingChunk | undefined {
+    const p = this.d.pending.get(key);
+    return p === undefined || p.oc.broken ? undefined : p;
   }
 
   /** The write protocol's step 3: every chunk this batch names is durable when this resolves. */
@@ -644,9 +674,11 @@ export class ChunkBatch {
   release(): void {
     if (this.released) return;
     this.released = true;
-    for (const [key, entry] of this.registered) {
-      // A later batch may have registered the same fingerprint (this one's copy was broken).
-      if (this.d.pending.get(key) === entry) this.d.pending.delete(key);
+    for (const { keys, batch } of this.registered) {
+      for (const key of keys) {
+        // A later batch may have registered the same fingerprint (this one's copy was broken).
+        if (this.d.pending.get(key)?.batch === batch) this.d.pending.delete(key);
+      }
     }
     for (const oc of this.held) this.store.release(oc);
     this.held.clear();

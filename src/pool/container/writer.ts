@@ -30,8 +30,7 @@ import { ContainerIntegrityError, writeFailure } from "./errors.js";
 import {
   type Codec,
   type ContainerHeader,
-  type DirectoryEntry,
-  encodeDirectory,
+  DirectoryBuilder,
   encodeFileHeader,
   encodeFooter,
   FILE_HEADER_BYTES,
@@ -177,7 +176,7 @@ export class ContainerWriter {
     readonly header: ContainerHeader,
     private readonly keys: ContainerKeys,
     end: number,
-    private readonly entries: DirectoryEntry[],
+    private readonly entries: DirectoryBuilder,
     options: ContainerWriterOptions,
   ) {
     this.writtenEnd = end;
@@ -221,7 +220,7 @@ export class ContainerWriter {
       header,
       containerKeys(keys, containerId),
       FILE_HEADER_BYTES,
-      [],
+      new DirectoryBuilder(),
       options,
     );
   }
@@ -268,12 +267,10 @@ export class ContainerWriter {
       await handle.close();
       throw writeFailure(path, error);
     }
-    const entries = scan.records.map((r) => ({
-      fingerprint: r.fingerprint,
-      offset: r.offset,
-      logicalLength: r.logicalLength,
-      storedLength: r.storedLength,
-    }));
+    const entries = new DirectoryBuilder(scan.records.length);
+    for (const r of scan.records) {
+      entries.add(r.fingerprint, r.offset, r.logicalLength, r.storedLength);
+    }
     return new ContainerWriter(
       path,
       handle,
@@ -299,7 +296,7 @@ export class ContainerWriter {
 
   /** Records in the container, counting appends not yet written. */
   get recordCount(): number {
-    return this.entries.length;
+    return this.entries.count;
   }
 
   /** End of the durable part of the file. */
@@ -324,18 +321,13 @@ export class ContainerWriter {
       const [r] = await this.appendBatch([Buffer.from(fingerprint)], [Buffer.from(grain)]);
       return r!;
     }
-    if (this.entries.length + this.chainedRecords >= MAX_RECORDS) {
+    if (this.entries.count + this.chainedRecords >= MAX_RECORDS) {
       throw new RangeError(`container ${this.path} holds ${MAX_RECORDS} records: seal it`);
     }
     const offset = this.appendEnd;
     const record = encodeRecord(this.keys, offset, fingerprint, grain, this.compressor);
     this.appendEnd += record.bytes.length;
-    this.entries.push({
-      fingerprint: Buffer.from(fingerprint),
-      offset,
-      logicalLength: grain.length,
-      storedLength: record.storedLength,
-    });
+    this.entries.add(fingerprint, offset, grain.length, record.storedLength);
     await new Promise<void>((resolve, reject) => {
       this.pending.push({ bytes: record.bytes, resolve, reject });
       this.pendingBytes += record.bytes.length;
@@ -364,7 +356,7 @@ export class ContainerWriter {
     this.checkWritable();
     const n = grains.length;
     if (n === 0) return [];
-    if (this.entries.length + this.chainedRecords + n > MAX_RECORDS) {
+    if (this.entries.count + this.chainedRecords + n > MAX_RECORDS) {
       throw new RangeError(`container ${this.path} holds ${MAX_RECORDS} records: seal it`);
     }
     let bound = 0;
@@ -409,12 +401,7 @@ export class ContainerWriter {
         const storedLength = sealed.storedLengths[i]!;
         const recordLength = RECORD_HEADER_BYTES + storedLength;
         results[i] = { offset: at, storedLength, recordLength, codec: sealed.codecs[i] as Codec };
-        this.entries.push({
-          fingerprint: Buffer.from(fingerprints[i]!),
-          offset: at,
-          logicalLength: grains[i]!.length,
-          storedLength,
-        });
+        this.entries.add(fingerprints[i]!, at, grains[i]!.length, storedLength);
         at += recordLength;
       }
       if (at - base !== bytes.length) throw new Error("sealed records do not add up");
@@ -543,11 +530,11 @@ export class ContainerWriter {
     try {
       // Records first, so that a valid footer always means intact records (FORMAT.md §6).
       await this.sync();
-      const directory = encodeDirectory(this.entries);
+      const directory = this.entries.encode();
       const directoryOffset = this.writtenEnd;
       const footer = encodeFooter({
         directoryOffset,
-        entryCount: this.entries.length,
+        entryCount: this.entries.count,
         directoryCrc: directory.readUInt32LE(directory.length - 4),
         sealedAt: this.now(),
         containerId: this.header.containerId,
@@ -557,7 +544,7 @@ export class ContainerWriter {
       const size = directoryOffset + directory.length + footer.length;
       this.writtenEnd = this.appendEnd = this.syncedEnd = size;
       this.state = "sealed";
-      this.sealResult = { recordCount: this.entries.length, size, directoryOffset };
+      this.sealResult = { recordCount: this.entries.count, size, directoryOffset };
     } catch (error) {
       this.state = "closed";
       await this.handle.close().catch(() => undefined);
