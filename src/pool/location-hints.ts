@@ -112,7 +112,13 @@ export class LocationHints {
     b.containers[i] = at.containerId + FIRST;
     b.offsets[i] = at.offset;
     b.storedLengths[i] = at.storedLength;
-    b.fingerprints.set(fingerprint.subarray(0, FINGERPRINT_BYTES), i * FINGERPRINT_BYTES);
+    // A fingerprint is 32 bytes: set it as it is (a subarray per landed grain was garbage).
+    b.fingerprints.set(
+      fingerprint.length === FINGERPRINT_BYTES
+        ? fingerprint
+        : fingerprint.subarray(0, FINGERPRINT_BYTES),
+      i * FINGERPRINT_BYTES,
+    );
   }
 
   /**

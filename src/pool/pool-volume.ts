@@ -102,7 +102,8 @@ export class PoolVolume implements Volume {
   private closing: Promise<void> | undefined;
   private inFlight = 0;
   private idle: (() => void) | undefined;
-  private readonly locks = new Map<number, Promise<void>>();
+  /** Grain ranges locked, or waiting for their lock, in the order they asked (`lock`). */
+  private readonly locks: { first: number; end: number; released: Promise<void> }[] = [];
   private readonly capacityListeners = new Set<(blocks: number) => void>();
 
   constructor(
@@ -387,12 +388,22 @@ export class PoolVolume implements Volume {
             nonZero.length === 0
               ? { fps: new Uint8Array(0) }
               : await chunks.jobs.fingerprint(chunks.domainId(this.domain), nonZero);
-          // Back to one fingerprint slot per grain of the write (zero grains: no fingerprint).
-          const fps = new Uint8Array(copies.length * 32);
-          for (let i = 0, k = 0; i < copies.length; i++) {
-            if (zero[i] === 1) continue;
-            fps.set(found.fps.subarray(k * 32, (k + 1) * 32), i * 32);
-            k++;
+          // Back to one fingerprint slot per grain of the write (zero grains: no fingerprint),
+          // by runs of non-zero grains (not a subarray per grain).
+          let fps = found.fps;
+          if (nonZero.length !== copies.length) {
+            fps = new Uint8Array(copies.length * 32);
+            for (let i = 0, k = 0; i < copies.length; ) {
+              if (zero[i] === 1) {
+                i++;
+                continue;
+              }
+              let j = i;
+              while (j < copies.length && zero[j] !== 1) j++;
+              fps.set(found.fps.subarray(k * 32, (k + j - i) * 32), i * 32);
+              k += j - i;
+              i = j;
+            }
           }
           return inOrder((turnOver) =>
             this.prepareGrains(first, copies, zero, fps, lbaFrom, turnOver),
@@ -452,15 +463,13 @@ export class PoolVolume implements Volume {
           const from = { containerId: hit.containerId, offset: hit.offset };
           heals.push({ index: i, fingerprint, from });
         }
+        if (hit === undefined) {
+          // Its update is made once its chunk has a place (below).
+          misses.push({ index: i, fingerprint, grain: grains[i]! });
+          continue;
+        }
         // `indexed`: for writeGrains (with the token) and for the location hints once it lands.
-        updates[i] = grainUpdate(
-          first + i,
-          fingerprint,
-          undefined,
-          hit,
-          hit === undefined ? undefined : indexToken,
-        );
-        if (hit === undefined) misses.push({ index: i, fingerprint, grain: grains[i]! });
+        updates[i] = grainUpdate(first + i, fingerprint, undefined, hit, indexToken);
       }
     } catch (error) {
       throw metaFailure(error, this.name);
@@ -471,8 +480,6 @@ export class PoolVolume implements Volume {
       if (misses.length > 0) {
         const locations = await batch.appendAll(misses, placed);
         for (let k = 0; k < misses.length; k++) {
-          // A miss's update (no index entry) built anew with its chunk, not spread (a generic
-          // clone per grain in V8).
           const m = misses[k]!;
           updates[m.index] = grainUpdate(
             first + m.index,
@@ -729,22 +736,23 @@ export class PoolVolume implements Volume {
   }
 
   /**
-   * Take the grain locks of [first, end) in call order (FIFO per grain; every caller registers
-   * all its grains synchronously, so two callers can never wait for each other in a cycle).
+   * Take the grain locks of [first, end) in call order: wait for every range asked for earlier
+   * that overlaps it. A caller registers its range synchronously, so two callers can never wait
+   * for each other in a cycle. One entry per caller, not per grain: the list is as long as the
+   * writes in flight (a Map entry set and deleted per grain was a sixth of a 512-byte volume's
+   * write path garbage).
    */
   private async lock(first: number, end: number): Promise<() => void> {
     let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
+    const mine = { first, end, released: new Promise<void>((r) => (release = r)) };
     const waits: Promise<void>[] = [];
-    for (let g = first; g < end; g++) {
-      const prev = this.locks.get(g);
-      if (prev !== undefined) waits.push(prev);
-      this.locks.set(g, mine);
-    }
+    for (const l of this.locks) if (l.first < end && first < l.end) waits.push(l.released);
+    this.locks.push(mine);
     if (waits.length > 0) await Promise.all(waits);
     return () => {
       release();
-      for (let g = first; g < end; g++) if (this.locks.get(g) === mine) this.locks.delete(g);
+      const i = this.locks.indexOf(mine);
+      if (i >= 0) this.locks.splice(i, 1);
     };
   }
 

@@ -42,7 +42,11 @@ export function packUpdate(into: PackedWrites, i: number, u: GrainUpdate): void 
   const fp = u.fingerprint;
   if (fp !== null) {
     flags |= HAS_FINGERPRINT;
-    into.fingerprints.set(fp.subarray(0, FINGERPRINT_BYTES), i * FINGERPRINT_BYTES);
+    // As it is when 32 bytes long (always): a subarray per grain was the packing's garbage.
+    into.fingerprints.set(
+      fp.length === FINGERPRINT_BYTES ? fp : fp.subarray(0, FINGERPRINT_BYTES),
+      i * FINGERPRINT_BYTES,
+    );
     if (u.chunk) {
       flags |= HAS_CHUNK;
       n[at + 2] = u.chunk.containerId;
