@@ -183,10 +183,10 @@ export function writeMapInTxn(
   const changes: {
     grain: number;
     key: Buffer;
-    oldFp?: Buffer;
-    newFp?: Buffer;
+    oldFp: Buffer | undefined;
+    newFp: Buffer | undefined;
     /** keyString(newFp), computed once per update. */
-    newKey?: string;
+    newKey: string | undefined;
     oldStored: number;
     newStored: number;
     /** False when the map already holds newFp (healing a dangling entry: only the +1). */
@@ -230,6 +230,7 @@ export function writeMapInTxn(
         changes.push({
           grain: p.grain,
           key: p.key,
+          oldFp: undefined,
           newFp: p.fingerprint,
           newKey,
           oldStored: 0,
@@ -249,8 +250,10 @@ export function writeMapInTxn(
     changes.push({
       grain: p.grain,
       key: p.key,
-      ...(oldFp ? { oldFp } : {}),
-      ...(p.fingerprint ? { newFp: p.fingerprint, newKey } : {}),
+      // Every property present, no spreads: one object shape, and no generic clone per grain.
+      oldFp,
+      newFp: p.fingerprint,
+      newKey,
       oldStored: oldEntry?.storedLength ?? 0,
       newStored: newEntry?.storedLength ?? 0,
       writeMap: true,
