@@ -19,6 +19,7 @@ import {
 } from "../../crypto/index.js";
 import { CompressibilityProbe } from "./compressibility.js";
 import {
+  AAD_BYTES,
   Codec,
   DamageReason,
   decodeRecordHeader,
@@ -130,6 +131,9 @@ export function encodeRecord(
  * `encodeRecord` into `out` at `at` (room for header + grain + tag needed); returns the codec and
  * the stored length (the record takes 60 + storedLength bytes).
  */
+/** The AAD of the record being sealed (`sealRecordInto`): used and done with synchronously. */
+const sealAad = Buffer.alloc(AAD_BYTES);
+
 function sealRecordInto(
   out: Buffer,
   at: number,
@@ -155,7 +159,17 @@ function sealRecordInto(
   }
   const flags = 0;
   const nonce = randomNonce();
-  const aad = recordAad(keys.containerIdBytes, offset, fingerprint, codec, flags, logicalLength);
+  // Into one scratch buffer: sealing reads the AAD synchronously (a new zeroed buffer per record
+  // was an allocation and a backing store per grain for the worker's GC).
+  const aad = recordAadInto(
+    sealAad,
+    keys.containerIdBytes,
+    offset,
+    fingerprint,
+    codec,
+    flags,
+    logicalLength,
+  );
   const storedLength = body.length + TAG_BYTES;
   const end = at + RECORD_HEADER_BYTES + storedLength;
   sealInto(out, at + RECORD_HEADER_BYTES, keys.key, nonce, body, aad);
