@@ -17,6 +17,7 @@ export {
   type ChannelKeys,
   channelKeys,
   chunkFingerprint,
+  chunkFingerprints,
   containerDataKey,
   type DomainKeys,
   domainKeys,

@@ -140,3 +140,39 @@ export function chunkFingerprint(fingerprintKey: KeyObject, grain: Uint8Array): 
   }
   return createHmac("sha256", fingerprintKey).update(grain).digest();
 }
+
+/**
+ * The fingerprints of the `grainBytes`-long grains of `data` (chunkFingerprint of each) into
+ * `fps` (32 bytes a grain), except for all-zero grains, which get `zero[i]` = 1 and no
+ * fingerprint (DESIGN.md: zero grains are never stored). One native call for all of them when
+ * the accelerator is loaded.
+ */
+export function chunkFingerprints(
+  fingerprintKey: KeyObject,
+  data: Uint8Array,
+  grainBytes: number,
+  fps: Uint8Array,
+  zero: Uint8Array,
+): void {
+  const n = data.length / grainBytes;
+  if (!Number.isInteger(n) || fps.length < n * FINGERPRINT_BYTES || zero.length < n) {
+    throw new RangeError("chunkFingerprints: data, fps or zero do not hold the same grains");
+  }
+  const native = nativeCrypto();
+  if (
+    native !== undefined &&
+    fingerprintKey.type === "secret" &&
+    (fingerprintKey.symmetricKeySize ?? 0) > 0
+  ) {
+    native.hmacSha256Grains(rawKeyBytes(fingerprintKey), data, grainBytes, fps, zero);
+    return;
+  }
+  const empty = new Uint8Array(grainBytes);
+  for (let i = 0; i < n; i++) {
+    const grain = data.subarray(i * grainBytes, (i + 1) * grainBytes);
+    zero[i] = Buffer.from(empty.buffer).equals(grain) ? 1 : 0;
+    if (zero[i] === 0) {
+      fps.set(createHmac("sha256", fingerprintKey).update(grain).digest(), i * FINGERPRINT_BYTES);
+    }
+  }
+}

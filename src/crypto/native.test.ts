@@ -273,6 +273,55 @@ describe.skipIf(native === undefined)("native AES-256-GCM and HMAC-SHA256", () =
     expect(out.equals(refHmac(k2, g))).toBe(true);
   });
 
+  it("fingerprints whole grains in one call like chunkFingerprint of each, zero grains flagged", () => {
+    const key = randomBytes(32);
+    const ko = createSecretKey(key);
+    for (const grainBytes of [1, 7, 4096]) {
+      const count = 9;
+      const data = randomBytes(grainBytes * count);
+      // No random grain is all zeros by chance (one byte in 256 would be, at 1 byte a grain).
+      for (let i = 0; i < count; i++) data[i * grainBytes]! |= 1;
+      // Grains 2 and 5 all zeros; grain 7 zeros but for its last byte (not a zero grain).
+      data.fill(0, 2 * grainBytes, 3 * grainBytes);
+      data.fill(0, 5 * grainBytes, 6 * grainBytes);
+      data.fill(0, 7 * grainBytes, 8 * grainBytes - 1);
+      data[8 * grainBytes - 1] = 1;
+      const expectZero = Buffer.from([0, 0, 1, 0, 0, 1, 0, 0, 0]);
+      if (grainBytes === 1) expectZero[7] = 0; // its only byte is the 1
+      const runs = [
+        (f: Uint8Array, z: Uint8Array) => kdf.chunkFingerprints(ko, data, grainBytes, f, z),
+        (f: Uint8Array, z: Uint8Array) => nodeKdf.chunkFingerprints(ko, data, grainBytes, f, z),
+      ];
+      for (const run of runs) {
+        const fps = Buffer.alloc(32 * count, 0xee);
+        const zero = Buffer.alloc(count, 7);
+        run(fps, zero);
+        expect(zero.equals(expectZero)).toBe(true);
+        for (let i = 0; i < count; i++) {
+          const mac = fps.subarray(32 * i, 32 * i + 32);
+          const grain = data.subarray(i * grainBytes, (i + 1) * grainBytes);
+          if (zero[i] === 1) expect(mac.equals(Buffer.alloc(32, 0xee))).toBe(true);
+          else expect(mac.equals(refHmac(key, grain))).toBe(true);
+        }
+      }
+    }
+    const grains =
+      (...args: unknown[]) =>
+      () =>
+        (n as unknown as Record<string, (...a: unknown[]) => unknown>).hmacSha256Grains!(...args);
+    const d = randomBytes(64);
+    expect(grains(key, d, 16, Buffer.alloc(128), Buffer.alloc(4))).not.toThrow();
+    expect(grains(Buffer.alloc(0), d, 16, Buffer.alloc(128), Buffer.alloc(4))).toThrow(RangeError);
+    expect(grains(key, d, 0, Buffer.alloc(128), Buffer.alloc(4))).toThrow(RangeError);
+    expect(grains(key, d, 24, Buffer.alloc(128), Buffer.alloc(4))).toThrow(RangeError);
+    expect(grains(key, d, 16, Buffer.alloc(127), Buffer.alloc(4))).toThrow(RangeError);
+    expect(grains(key, d, 16, Buffer.alloc(128), Buffer.alloc(3))).toThrow(RangeError);
+    expect(grains(key, d, 16, Buffer.alloc(128))).toThrow(TypeError);
+    expect(() => kdf.chunkFingerprints(ko, d, 24, Buffer.alloc(96), Buffer.alloc(3))).toThrow(
+      RangeError,
+    );
+  });
+
   it("refuses any flipped bit of ciphertext, tag, aad, nonce or key, and zeroes its output", () => {
     const key = randomBytes(32);
     const ko = createSecretKey(key);

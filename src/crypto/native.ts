@@ -40,6 +40,17 @@ export interface NativeCrypto {
   ): boolean;
   /** Writes HMAC-SHA-256(key, data) at out[outOffset..]; returns 32. */
   hmacSha256Into(key: Uint8Array, data: Uint8Array, out: Uint8Array, outOffset: number): number;
+  /**
+   * For each `grainBytes`-long grain i of `data`: `zero[i]` = 1 when it is all zeros (`macs`
+   * left as is), else 0 and HMAC-SHA-256(key, grain) at macs[32i..]. Returns the grain count.
+   */
+  hmacSha256Grains(
+    key: Uint8Array,
+    data: Uint8Array,
+    grainBytes: number,
+    macs: Uint8Array,
+    zero: Uint8Array,
+  ): number;
   /** OPENSSL_VERSION_TEXT of the headers the addon was compiled with. */
   readonly opensslHeaders: string;
   /** The OpenSSL the addon runs on (node's own). */
@@ -99,7 +110,7 @@ function load(): { native: NativeCrypto | undefined; info: CryptoImplementationI
  * case 2 of RFC 4231.
  */
 function selfTest(addon: NativeCrypto): void {
-  for (const f of ["gcmSealInto", "gcmOpenInto", "hmacSha256Into"] as const) {
+  for (const f of ["gcmSealInto", "gcmOpenInto", "hmacSha256Into", "hmacSha256Grains"] as const) {
     if (typeof addon[f] !== "function") throw new Error(`${f} is missing`);
   }
   const hex = (s: string) => Buffer.from(s, "hex");
@@ -148,6 +159,22 @@ function selfTest(addon: NativeCrypto): void {
   addon.hmacSha256Into(key, pt, mac, 0);
   if (!mac.equals(createHmac("sha256", k).update(pt).digest())) {
     throw new Error("HMAC-SHA-256 differs from node:crypto");
+  }
+  // The batch form: three 20-byte grains, the middle one zeros (its MAC slot left alone).
+  const grains = Buffer.concat([pt.subarray(0, 20), Buffer.alloc(20), pt.subarray(20, 40)]);
+  const macs = Buffer.alloc(96, 0xee);
+  const zero = Buffer.alloc(3, 9);
+  if (addon.hmacSha256Grains(key, grains, 20, macs, zero) !== 3) {
+    throw new Error("HMAC-SHA-256 of grains counts them wrong");
+  }
+  const one = (g: Buffer) => createHmac("sha256", k).update(g).digest();
+  if (
+    !zero.equals(Buffer.from([0, 1, 0])) ||
+    !macs.subarray(0, 32).equals(one(pt.subarray(0, 20))) ||
+    !macs.subarray(32, 64).equals(Buffer.alloc(32, 0xee)) ||
+    !macs.subarray(64).equals(one(pt.subarray(20, 40)))
+  ) {
+    throw new Error("HMAC-SHA-256 of grains differs from node:crypto");
   }
 }
 
