@@ -88,6 +88,58 @@ describe("ChunkStore", () => {
     await chunks.close();
   });
 
+  it("stores a grain repeated within one write once", async () => {
+    const { chunks, domain } = await setup();
+    const [x, y] = grains("rep", 2);
+    const batch = chunks.batch(domain);
+    const locs = await batch.appendAll([x!, y!, x!, x!]);
+    expect(locs[2]).toEqual(locs[0]);
+    expect(locs[3]).toEqual(locs[0]);
+    expect(locs[1]).not.toEqual(locs[0]);
+    await batch.sync();
+    batch.release();
+    expect(chunks.currentContainer(domain)?.writer.recordCount).toBe(2);
+    await chunks.close();
+  });
+
+  it("never shares a chunk between fingerprints that only share their first bytes", async () => {
+    const { chunks, domain } = await setup();
+    // In-flight dedup keys on a fingerprint's first 32 bits and checks the rest.
+    const fa = Buffer.alloc(32, 7);
+    const fb = Buffer.alloc(32, 7);
+    fb[31] = 8;
+    const a = { grain: pattern("collide-a", 4096), fingerprint: fa };
+    const b = { grain: pattern("collide-b", 4096), fingerprint: fb };
+    const [ba, bb] = [chunks.batch(domain), chunks.batch(domain)];
+    const [[la], [lb]] = await Promise.all([ba.appendAll([a]), bb.appendAll([b])]);
+    expect(lb!.offset).not.toBe(la!.offset);
+    await Promise.all([ba.sync(), bb.sync()]);
+    for (const [loc, item] of [
+      [la!, a],
+      [lb!, b],
+    ] as const) {
+      const got = await chunks.reads.readRun(loc.containerId, [
+        { ...loc, fingerprint: item.fingerprint },
+      ]);
+      expect(got.failures.size).toBe(0);
+      expect(got.grains!.equals(item.grain)).toBe(true);
+    }
+    // Released: a's entry is gone (b took the slot, and a's release leaves b's alone), so a new
+    // write of a appends it again, and one of b after b's release too.
+    ba.release();
+    const again = chunks.batch(domain);
+    const [lc] = await again.appendAll([b]);
+    expect(lc).toEqual(lb); // b is still in flight: shared
+    bb.release();
+    again.release();
+    const last = chunks.batch(domain);
+    const [ld] = await last.appendAll([a]);
+    expect(ld!.offset).not.toBe(la!.offset);
+    last.release();
+    expect(chunks.currentContainer(domain)?.writer.recordCount).toBe(3);
+    await chunks.close();
+  });
+
   it("rolls over at the seal size, sealing a container only once its writes released it", async () => {
     const { chunks, domain, registry } = await setup(64 * 1024);
     const first = chunks.batch(domain);

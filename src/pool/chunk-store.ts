@@ -81,8 +81,8 @@ interface DomainState {
   readonly keys: DomainKeys;
   current: OpenContainer | undefined;
   creating: Promise<OpenContainer> | undefined;
-  /** Grains being appended, by fingerprint (latin1 string): see "In-flight dedup". */
-  readonly pending: Map<string, PendingChunk>;
+  /** Grains being appended, by `pendingKey` of their fingerprint: see "In-flight dedup". */
+  readonly pending: Map<number, PendingChunk>;
 }
 
 /**
@@ -90,9 +90,20 @@ interface DomainState {
  * of the locations of the batch it was appended with (one promise per batch, not per grain).
  */
 interface PendingChunk {
+  readonly fingerprint: Buffer;
   readonly oc: OpenContainer;
   readonly batch: Promise<readonly ChunkLocation[]>;
   readonly index: number;
+}
+
+/**
+ * The key of a fingerprint in `pending`: its first 32 bits, a small integer that a Map hashes
+ * at once (a latin1 string per grain cost an allocation and a string hash). Every hit is checked
+ * against the whole fingerprint; two in-flight fingerprints with the same key only lose
+ * in-flight dedup between them (the later one takes the slot), never share a chunk.
+ */
+function pendingKey(fingerprint: Buffer): number {
+  return fingerprint.readInt32LE(0);
 }
 
 /** What `recover` did at open, for the log. */
@@ -486,7 +497,7 @@ export class ChunkStore {
 export class ChunkBatch {
   private readonly held = new Set<OpenContainer>();
   /** The in-flight dedup entries this batch made (`pending`), by appendAll call. */
-  private readonly registered: { keys: string[]; batch: Promise<readonly ChunkLocation[]> }[] = [];
+  private readonly registered: PendingChunk[][] = [];
   private released = false;
 
   constructor(
@@ -496,9 +507,9 @@ export class ChunkBatch {
 
   /**
    * Append grains (already known absent from the index) and resolve their locations once written
-   * (not yet durable: `sync`). Grains another write is appending are not stored twice.
-   * Per grain it makes one key string and one `pending` entry; the rest is per call (a unique
-   * write allocated a third of its main thread's garbage here with a promise per grain).
+   * (not yet durable: `sync`). Grains another write is appending are not stored twice, nor a
+   * grain repeated within `items`. Per grain it makes one `pending` entry; the rest is per call
+   * (a unique write allocated a third of its main thread's garbage here with a promise per grain).
    */
   async appendAll(
     items: readonly { fingerprint: Buffer; grain: Buffer }[],
@@ -510,13 +521,8 @@ export class ChunkBatch {
     placed?: () => void,
   ): Promise<ChunkLocation[]> {
     const n = items.length;
-    const keys = new Array<string>(n);
     let absent = 0;
-    for (let i = 0; i < n; i++) {
-      const key = items[i]!.fingerprint.toString("latin1");
-      keys[i] = key;
-      if (this.pendingOf(key) === undefined) absent++;
-    }
+    for (let i = 0; i < n; i++) if (this.pendingOf(items[i]!.fingerprint) === undefined) absent++;
     let oc: OpenContainer | undefined;
     if (absent > 0) {
       // Held in the same turn as the check: a container with a hold is never sealed under us.
@@ -524,44 +530,56 @@ export class ChunkBatch {
       while (oc.retired);
       this.hold(oc);
     }
-    // New grains of this write, once each (a repeat within the write maps to the first): item i
-    // takes location `slot[i]` of the new batch, or (-1) the pending one another write appends.
+    // The new grains' locations, settled once they are written (below). Each new grain is
+    // registered in `pending` as it is met, so that a repeat later in `items` finds it too.
+    let settle!: {
+      resolve(locations: readonly ChunkLocation[]): void;
+      reject(error: unknown): void;
+    };
+    const batch = new Promise<readonly ChunkLocation[]>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    batch.catch(() => undefined); // observed below (or by another write)
+    // Item i takes location `slot[i]` of the new batch, or (-1) the pending one of another write.
     const slot = new Int32Array(n);
     const shared: { index: number; entry: PendingChunk }[] = [];
-    const firstOf = new Map<string, number>();
     const fps: Buffer[] = [];
     const grains: Buffer[] = [];
-    const freshKeys: string[] = [];
+    const entries: PendingChunk[] = [];
+    this.registered.push(entries);
     for (let i = 0; i < n; i++) {
-      const key = keys[i]!;
-      const p = this.pendingOf(key);
+      const fingerprint = items[i]!.fingerprint;
+      const p = this.pendingOf(fingerprint);
+      if (p !== undefined && p.batch === batch) {
+        slot[i] = p.index;
+        continue;
+      }
       if (p !== undefined) {
         this.hold(p.oc);
         shared.push({ index: i, entry: p });
         slot[i] = -1;
         continue;
       }
-      const same = firstOf.get(key);
-      if (same !== undefined) {
-        slot[i] = same;
-        continue;
+      if (oc === undefined) {
+        // Cannot happen (absent counted it, and nothing ran in between): fail the entries made.
+        settle.reject(new Error("no container for a new grain"));
+        throw new Error("no container for a new grain");
       }
+      const entry: PendingChunk = { fingerprint, oc, batch, index: fps.length };
+      this.d.pending.set(pendingKey(fingerprint), entry);
+      entries.push(entry);
       slot[i] = fps.length;
-      firstOf.set(key, fps.length);
-      fps.push(items[i]!.fingerprint);
+      fps.push(fingerprint);
       grains.push(items[i]!.grain);
-      freshKeys.push(key);
     }
     let bytes = 0;
-    let located: Promise<readonly ChunkLocation[]> | undefined;
     if (fps.length > 0) {
-      if (oc === undefined) throw new Error("no container for a new grain"); // cannot happen
-      const target = oc;
+      const target = oc!;
       // One batch, appended in call order: adjacent records (one pread reads them back), sealed
       // on a worker thread while other work goes on here.
       const domain = this.d.rec.id;
       const container = target.writer.containerId;
-      const batch = target.writer
+      target.writer
         .appendBatch(fps, grains, (base) =>
           this.store.jobs.seal(domain, container, base, fps, grains),
         )
@@ -578,25 +596,19 @@ export class ChunkBatch {
                 logicalLength: grains[k]!.length,
               };
             }
-            return locations;
+            settle.resolve(locations);
           },
           (error: unknown) => {
             this.store.markBroken(target, error);
-            throw asStorageError(error, "appending to a container");
+            settle.reject(asStorageError(error, "appending to a container"));
           },
         );
-      batch.catch(() => undefined); // observed below (or by another write)
-      for (let k = 0; k < freshKeys.length; k++) {
-        this.d.pending.set(freshKeys[k]!, { oc: target, batch, index: k });
-      }
-      this.registered.push({ keys: freshKeys, batch });
-      located = batch;
     }
     placed?.();
     if (oc !== undefined && oc.writer.size >= this.store.sealBytes) this.store.retire(oc);
     const out = new Array<ChunkLocation>(n);
-    const own = located === undefined ? undefined : await located;
-    if (own !== undefined) {
+    if (fps.length > 0) {
+      const own = await batch;
       for (let i = 0; i < n; i++) if (slot[i]! >= 0) out[i] = own[slot[i]!]!;
     }
     for (const { index, entry } of shared) out[index] = (await entry.batch)[entry.index]!;
@@ -607,12 +619,12 @@ export class ChunkBatch {
   }
 
   /**
-   * The in-flight entry for a fingerprint (latin1 key). A location in a container whose write or
-   * sync failed is no copy to share (write-back.ts stores such grains again).
+   * The in-flight entry for a fingerprint. A location in a container whose write or sync failed
+   * is no copy to share (write-back.ts stores such grains again).
    */
-  private pendingOf(key: string): PendingChunk | undefined {
-    const p = this.d.pending.get(key);
-    return p === undefined || p.oc.broken ? undefined : p;
+  private pendingOf(fingerprint: Buffer): PendingChunk | undefined {
+    const p = this.d.pending.get(pendingKey(fingerprint));
+    return p === undefined || p.oc.broken || !p.fingerprint.equals(fingerprint) ? undefined : p;
   }
 
   /** The write protocol's step 3: every chunk this batch names is durable when this resolves. */
@@ -674,10 +686,11 @@ export class ChunkBatch {
   release(): void {
     if (this.released) return;
     this.released = true;
-    for (const { keys, batch } of this.registered) {
-      for (const key of keys) {
-        // A later batch may have registered the same fingerprint (this one's copy was broken).
-        if (this.d.pending.get(key)?.batch === batch) this.d.pending.delete(key);
+    for (const entries of this.registered) {
+      for (const entry of entries) {
+        // A later batch may have taken the slot (this one's copy was broken, or a key collision).
+        const key = pendingKey(entry.fingerprint);
+        if (this.d.pending.get(key) === entry) this.d.pending.delete(key);
       }
     }
     for (const oc of this.held) this.store.release(oc);

@@ -325,7 +325,7 @@ export class DirectoryBuilder {
       this.buf.copy(grown, 0, 0, at);
       this.buf = grown;
     }
-    this.buf.set(fingerprint.subarray(0, 32), at);
+    this.buf.set(fingerprint.length === 32 ? fingerprint : fingerprint.subarray(0, 32), at);
     at += 32;
     // A u64 without BigInt (offsets stay below 2^53).
     this.buf.writeUInt32LE(offset % 0x1_0000_0000, at);
