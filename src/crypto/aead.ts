@@ -166,6 +166,16 @@ let noncePool = Buffer.alloc(0);
 let noncePos = 0;
 
 /** A fresh 96-bit nonce from the CSPRNG. The returned buffer is never reused or overwritten. */
+/**
+ * `count` fresh random nonces back to back (12 bytes each), in a buffer of the caller's (`into`,
+ * at least count × 12 bytes) or a new one.
+ */
+export function randomNonces(count: number, into?: Buffer): Buffer {
+  const bytes = count * NONCE_BYTES;
+  const out = into !== undefined && into.length >= bytes ? into : Buffer.allocUnsafe(bytes);
+  return randomFillSync(out, 0, bytes).subarray(0, bytes);
+}
+
 export function randomNonce(): Buffer {
   if (noncePos + NONCE_BYTES > noncePool.length) {
     noncePool = randomFillSync(Buffer.allocUnsafe(POOL_NONCES * NONCE_BYTES));

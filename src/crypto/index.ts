@@ -7,6 +7,7 @@ export {
   open,
   openInto,
   randomNonce,
+  randomNonces,
   seal,
   sealInto,
   TAG_BYTES,
@@ -42,4 +43,5 @@ export {
   cryptoImplementation,
   cryptoImplementationInfo,
   NATIVE_CRYPTO_ENV,
+  sealPlainRecordsNative,
 } from "./native.js";

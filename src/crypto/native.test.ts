@@ -18,6 +18,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
+import { crc32c } from "@node-rs/crc32";
 import { describe, expect, it, vi } from "vitest";
 import * as aead from "./aead.js";
 import { AuthenticationError } from "./errors.js";
@@ -320,6 +321,26 @@ describe.skipIf(native === undefined)("native AES-256-GCM and HMAC-SHA256", () =
     expect(() => kdf.chunkFingerprints(ko, d, 24, Buffer.alloc(96), Buffer.alloc(3))).toThrow(
       RangeError,
     );
+  });
+
+  it("computes CRC32C as @node-rs/crc32 does, whole and continued, any length and alignment", () => {
+    const data = randomBytes(70_000);
+    for (const [from, to] of [
+      [0, 0],
+      [0, 1],
+      [1, 8],
+      [3, 4099],
+      [5, 69_999],
+      [0, 70_000],
+    ] as const) {
+      const part = data.subarray(from, to);
+      expect(n.crc32c(part, 0)).toBe(crc32c(part));
+      const mid = from + Math.floor((to - from) / 3);
+      const head = data.subarray(from, mid);
+      const tail = data.subarray(mid, to);
+      expect(n.crc32c(tail, n.crc32c(head, 0))).toBe(crc32c(part));
+      expect(n.crc32c(tail, 0x1234_5678)).toBe(crc32c(tail, 0x1234_5678));
+    }
   });
 
   it("refuses any flipped bit of ciphertext, tag, aad, nonce or key, and zeroes its output", () => {

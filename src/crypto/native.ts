@@ -51,6 +51,26 @@ export interface NativeCrypto {
     macs: Uint8Array,
     zero: Uint8Array,
   ): number;
+  /**
+   * Codec-none container records (src/pool/container/FORMAT.md §3) of the `grainBytes`-long
+   * grains of `data`, back to back at out[outOffset..], the first for container offset `base`,
+   * with fingerprint i of `fps` and nonce i of `nonces` (fresh). With `probe`, stops before the
+   * first grain zstd could pay on (compressibility.ts). Returns the number of records written.
+   */
+  sealPlainRecords(
+    key: Uint8Array,
+    containerId: Uint8Array,
+    base: number,
+    data: Uint8Array,
+    grainBytes: number,
+    fps: Uint8Array,
+    nonces: Uint8Array,
+    out: Uint8Array,
+    outOffset: number,
+    probe: boolean,
+  ): number;
+  /** CRC32C of `data` continuing from `initial` (0 to start), as @node-rs/crc32's crc32c. */
+  crc32c(data: Uint8Array, initial: number): number;
   /** OPENSSL_VERSION_TEXT of the headers the addon was compiled with. */
   readonly opensslHeaders: string;
   /** The OpenSSL the addon runs on (node's own). */
@@ -110,7 +130,15 @@ function load(): { native: NativeCrypto | undefined; info: CryptoImplementationI
  * case 2 of RFC 4231.
  */
 function selfTest(addon: NativeCrypto): void {
-  for (const f of ["gcmSealInto", "gcmOpenInto", "hmacSha256Into", "hmacSha256Grains"] as const) {
+  const functions = [
+    "gcmSealInto",
+    "gcmOpenInto",
+    "hmacSha256Into",
+    "hmacSha256Grains",
+    "sealPlainRecords",
+    "crc32c",
+  ] as const;
+  for (const f of functions) {
     if (typeof addon[f] !== "function") throw new Error(`${f} is missing`);
   }
   const hex = (s: string) => Buffer.from(s, "hex");
@@ -176,11 +204,89 @@ function selfTest(addon: NativeCrypto): void {
   ) {
     throw new Error("HMAC-SHA-256 of grains differs from node:crypto");
   }
+  // CRC32C check value (RFC 3720 B.4's polynomial; "123456789" → e3069283), whole and continued.
+  const digits = Buffer.from("123456789");
+  if (
+    addon.crc32c(digits, 0) !== 0xe3069283 ||
+    addon.crc32c(digits.subarray(4), addon.crc32c(digits.subarray(0, 4), 0)) !== 0xe3069283
+  ) {
+    throw new Error("CRC32C gives the wrong value");
+  }
+  sealPlainRecordsSelfTest(addon, key, pt);
+}
+
+/**
+ * One codec-none record of a 64-byte grain at offset 2^32 + 7 (FORMAT.md §3): its header fields,
+ * its CRC32C, and its tag under the AAD the format defines, opened with gcmOpenInto.
+ */
+function sealPlainRecordsSelfTest(addon: NativeCrypto, key: Buffer, pt: Buffer): void {
+  const grain = Buffer.concat([pt, pt]).subarray(0, 64);
+  const containerId = Buffer.alloc(16, 0xc1);
+  const fp = Buffer.alloc(32, 0xf0);
+  const nonce = Buffer.alloc(12, 0x0e);
+  const offset = 2 ** 32 + 7;
+  const out = Buffer.alloc(60 + 64 + 16 + 1, 0xaa);
+  const fail = (what: string) => new Error(`sealPlainRecords: ${what}`);
+  if (addon.sealPlainRecords(key, containerId, offset, grain, 64, fp, nonce, out, 1, false) !== 1) {
+    throw fail("wrong record count");
+  }
+  const r = out.subarray(1);
+  if (out[0] !== 0xaa || r[0] !== 0x52 || r[1] !== 0x43 || r[2] !== 0 || r[3] !== 0) {
+    throw fail("wrong magic, codec or flags");
+  }
+  if (r.readUInt32LE(4) !== 64 || r.readUInt32LE(8) !== 80) throw fail("wrong lengths");
+  if (!r.subarray(12, 44).equals(fp) || !r.subarray(44, 56).equals(nonce)) {
+    throw fail("wrong fingerprint or nonce");
+  }
+  const crc = addon.crc32c(r.subarray(60), addon.crc32c(r.subarray(0, 56), 0));
+  if (r.readUInt32LE(56) !== crc) throw fail("wrong CRC32C");
+  const aad = Buffer.alloc(64);
+  containerId.copy(aad, 0);
+  aad.writeUInt32LE(7, 16);
+  aad.writeUInt32LE(1, 20);
+  fp.copy(aad, 24);
+  aad.writeUInt32LE(64, 60);
+  const opened = Buffer.alloc(64);
+  if (!addon.gcmOpenInto(key, nonce, aad, r.subarray(60), opened, 0) || !opened.equals(grain)) {
+    throw fail("the payload does not open under the record's AAD");
+  }
 }
 
 function state() {
   loaded ??= load();
   return loaded;
+}
+
+/**
+ * Codec-none container records sealed by the addon (NativeCrypto.sealPlainRecords), or
+ * undefined when it is not loaded: the caller seals them with aead.ts then.
+ */
+export function sealPlainRecordsNative(
+  key: KeyObject,
+  containerId: Uint8Array,
+  base: number,
+  data: Uint8Array,
+  grainBytes: number,
+  fps: Uint8Array,
+  nonces: Uint8Array,
+  out: Uint8Array,
+  outOffset: number,
+  probe: boolean,
+): number | undefined {
+  const native = state().native;
+  if (native === undefined) return undefined;
+  return native.sealPlainRecords(
+    rawKeyBytes(key),
+    containerId,
+    base,
+    data,
+    grainBytes,
+    fps,
+    nonces,
+    out,
+    outOffset,
+    probe,
+  );
 }
 
 /** The addon's functions when it is loaded and sound in this thread, else undefined. */

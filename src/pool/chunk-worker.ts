@@ -47,6 +47,7 @@ import {
   openRecord,
   type RecordCompressor,
   type SealedRecords,
+  sealPackedRecords,
   sealRecords,
 } from "./container/record.js";
 
@@ -345,16 +346,9 @@ export class Jobs {
       job.out === undefined
         ? undefined
         : Buffer.from(job.out.buffer, job.out.byteOffset, job.out.length);
-    const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.length);
-    const fpb = Buffer.from(job.fps.buffer, job.fps.byteOffset, job.fps.length);
-    const grains: Buffer[] = [];
-    const fps: Buffer[] = [];
-    for (let i = 0; i * GRAIN_BYTES < data.length; i++) {
-      grains.push(data.subarray(i * GRAIN_BYTES, (i + 1) * GRAIN_BYTES));
-      fps.push(fpb.subarray(i * FP_BYTES, (i + 1) * FP_BYTES));
-    }
     this.compressor ??= newRecordCompressor();
-    return sealRecords(keys, job.base, fps, grains, this.compressor, out);
+    // The grains as they lie (back to back): runs of incompressible ones sealed in one call.
+    return sealPackedRecords(keys, job.base, job.data, GRAIN_BYTES, job.fps, this.compressor, out);
   }
 
   /** `seal` of grains where they are (inline: no copy). */

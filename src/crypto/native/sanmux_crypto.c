@@ -399,6 +399,184 @@ static napi_value hmac_sha256_grains(napi_env env, napi_callback_info info) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Container records of codec none, whole (src/pool/container/FORMAT.md §3).                  */
+
+/* CRC32C (Castagnoli, reflected polynomial 0x82F63B78), continuing from `crc` (0 to start):
+ * crc32c(crc32c(0, a), b) = crc32c(0, a ‖ b), as @node-rs/crc32's crc32c(b, crc32c(a)). The
+ * SSE 4.2 instruction when the CPU has it, else a table. */
+static uint32_t crc_table[256];
+static int crc_hw = -1;
+
+/* Once, when the library is loaded (before any thread can call in: dlopen runs constructors
+ * under the loader lock), so that worker threads never race to fill the table. */
+__attribute__((constructor)) static void crc_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    crc_table[i] = c;
+  }
+#if defined(__x86_64__)
+  crc_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#else
+  crc_hw = 0;
+#endif
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_update_hw(uint32_t c,
+                                                                  const unsigned char *p,
+                                                                  size_t n) {
+  uint64_t c64 = c;
+  while (n >= 8) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    c64 = __builtin_ia32_crc32di(c64, v);
+    p += 8;
+    n -= 8;
+  }
+  c = (uint32_t)c64;
+  while (n-- > 0) c = __builtin_ia32_crc32qi(c, *p++);
+  return c;
+}
+#endif
+
+static uint32_t crc32c_continue(uint32_t crc, const unsigned char *p, size_t n) {
+  uint32_t c = ~crc;
+#if defined(__x86_64__)
+  if (crc_hw == 1) return ~crc_update_hw(c, p, n);
+#endif
+  while (n-- > 0) c = crc_table[(c ^ *p++) & 0xff] ^ (c >> 8);
+  return ~c;
+}
+
+static void put_u32le(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)v;
+  p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16);
+  p[3] = (unsigned char)(v >> 24);
+}
+
+/* The compressibility probe of src/pool/container/compressibility.ts, the same decision bit for
+ * bit (same samples, same double arithmetic): 1 when zstd could pay on the grain. */
+static int worth_compressing(const unsigned char *g, size_t len) {
+  if (len < 1024) return 1;
+  uint16_t counts[256];
+  memset(counts, 0, sizeof counts);
+  double pairs = 0;
+  double n = 0;
+  for (size_t i = 0; i < len; i += 7) {
+    pairs += counts[g[i]]++;
+    n += 1;
+  }
+  return 512 * pairs >= 1.1 * n * (n - 1);
+}
+
+#define RECORD_HEADER 60
+#define AAD_BYTES 64
+
+/* sealPlainRecords(key, containerId, base, data, grainBytes, fps, nonces, out, outOffset, probe)
+ *   -> the number of grains sealed
+ * Seals the grains of `data` (grainBytes each, back to back) as codec-none records back to back
+ * at out[outOffset..], the first for container offset `base`: header (magic, codec 0, flags 0,
+ * L, S = L + 16, fingerprint i of `fps`, nonce i of `nonces`, CRC32C), then AES-256-GCM of the
+ * grain under `key` with the record's AAD (container id, offset, fingerprint, codec, flags, L).
+ * With `probe`, it stops before the first grain that zstd could pay on (the caller compresses
+ * that one), so a run of random-looking grains costs one call. The nonces must be fresh. */
+static napi_value seal_plain_records(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  unsigned char *key, *cid, *data, *fps, *nonces, *out;
+  size_t key_len, cid_len, data_len, fps_len, nonces_len, out_len, base, grain, at;
+  bool probe = false;
+  state *s;
+
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 10)
+    THROW_TYPE(env, "sealPlainRecords(key, containerId, base, data, grainBytes, fps, nonces, "
+                    "out, outOffset, probe)");
+  if (!get_bytes(env, argv[0], "key", &key, &key_len) ||
+      !get_bytes(env, argv[1], "containerId", &cid, &cid_len) ||
+      !get_offset(env, argv[2], &base) || !get_bytes(env, argv[3], "data", &data, &data_len) ||
+      !get_offset(env, argv[4], &grain) || !get_bytes(env, argv[5], "fps", &fps, &fps_len) ||
+      !get_bytes(env, argv[6], "nonces", &nonces, &nonces_len) ||
+      !get_bytes(env, argv[7], "out", &out, &out_len) || !get_offset(env, argv[8], &at))
+    return NULL;
+  if (napi_get_value_bool(env, argv[9], &probe) != napi_ok) THROW_TYPE(env, "probe must be a boolean");
+  if (key_len != KEY_BYTES) THROW_RANGE(env, "AES-256-GCM needs a 32-byte key");
+  if (cid_len != 16) THROW_RANGE(env, "a container id is 16 bytes");
+  if (grain == 0 || grain > (16u << 20) || data_len % grain != 0)
+    THROW_RANGE(env, "data is not a whole number of grains of 1 byte to 16 MiB");
+  size_t n = data_len / grain;
+  size_t record = RECORD_HEADER + grain + TAG_BYTES;
+  if (fps_len / 32 < n || nonces_len / NONCE_BYTES < n)
+    THROW_RANGE(env, "a fingerprint and a nonce are needed per grain");
+  if (at > out_len || (out_len - at) / record < n) THROW_RANGE(env, "no room for the records in out");
+  unsigned char *dst = out + at;
+  if (n > 0 && (partially_overlap(dst, n * record, data, data_len) || dst == data))
+    THROW_RANGE(env, "out overlaps the grains");
+  if (!get_state(env, &s)) return NULL;
+
+  unsigned char aad[AAD_BYTES];
+  memcpy(aad, cid, 16);
+  size_t done = 0;
+  for (; done < n; done++) {
+    const unsigned char *g = data + done * grain;
+    if (probe && worth_compressing(g, grain)) break;
+    unsigned char *r = dst + done * record;
+    const unsigned char *fp = fps + 32 * done;
+    const unsigned char *nonce = nonces + NONCE_BYTES * done;
+    uint64_t offset = (uint64_t)base + (uint64_t)done * record;
+    put_u32le(aad + 16, (uint32_t)offset);
+    put_u32le(aad + 20, (uint32_t)(offset >> 32));
+    memcpy(aad + 24, fp, 32);
+    aad[56] = 0; /* codec none */
+    aad[57] = 0; /* flags */
+    aad[58] = 0;
+    aad[59] = 0;
+    put_u32le(aad + 60, (uint32_t)grain);
+    r[0] = 0x52; /* 'R' */
+    r[1] = 0x43; /* 'C' */
+    r[2] = 0;
+    r[3] = 0;
+    put_u32le(r + 4, (uint32_t)grain);
+    put_u32le(r + 8, (uint32_t)(grain + TAG_BYTES));
+    memcpy(r + 12, fp, 32);
+    memcpy(r + 44, nonce, NONCE_BYTES);
+    unsigned char *payload = r + RECORD_HEADER;
+    int fin = 0;
+    if (!gcm_init(s->enc, 1, s->enc_key, &s->enc_keyed, key, nonce) ||
+        !cipher_update(s->enc, 1, NULL, aad, AAD_BYTES) ||
+        !cipher_update(s->enc, 1, payload, g, grain) ||
+        !EVP_EncryptFinal_ex(s->enc, payload + grain, &fin) || fin != 0 ||
+        !EVP_CIPHER_CTX_ctrl(s->enc, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, payload + grain)) {
+      ERR_clear_error();
+      s->enc_keyed = 0;
+      OPENSSL_cleanse(dst, n * record);
+      napi_throw_error(env, NULL, "AES-256-GCM encryption failed in OpenSSL");
+      return NULL;
+    }
+    uint32_t crc = crc32c_continue(0, r, 56);
+    crc = crc32c_continue(crc, payload, grain + TAG_BYTES);
+    put_u32le(r + 56, crc);
+  }
+  return make_size(env, done);
+}
+
+/* crc32c(data, initial) -> CRC32C continuing from `initial` (tests compare it with the JS one). */
+static napi_value crc32c_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  unsigned char *data;
+  size_t len, initial;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2) THROW_TYPE(env, "crc32c(data, initial)");
+  if (!get_bytes(env, argv[0], "data", &data, &len) || !get_offset(env, argv[1], &initial))
+    return NULL;
+  if (initial > 0xffffffffu) THROW_RANGE(env, "initial is a 32-bit CRC");
+  return make_size(env, crc32c_continue((uint32_t)initial, data, len));
+}
+
+/* ---------------------------------------------------------------------------------------- */
 
 static state *new_state(void) {
   state *s = OPENSSL_zalloc(sizeof(state));
@@ -453,6 +631,8 @@ NAPI_MODULE_INIT() {
       !export_fn(env, exports, "gcmOpenInto", gcm_open_into) ||
       !export_fn(env, exports, "hmacSha256Into", hmac_sha256_into) ||
       !export_fn(env, exports, "hmacSha256Grains", hmac_sha256_grains) ||
+      !export_fn(env, exports, "sealPlainRecords", seal_plain_records) ||
+      !export_fn(env, exports, "crc32c", crc32c_js) ||
       /* the OpenSSL the addon was compiled against, and the one it runs on (node's) */
       !export_string(env, exports, "opensslHeaders", OPENSSL_VERSION_TEXT) ||
       !export_string(env, exports, "opensslRuntime", OpenSSL_version(OPENSSL_VERSION)))

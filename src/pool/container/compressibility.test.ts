@@ -1,9 +1,17 @@
+import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
+import {
+  cryptoImplementation,
+  domainKeys,
+  masterKeyFromBytes,
+  newId,
+  sealPlainRecordsNative,
+} from "../../crypto/index.js";
 import { xorshift32 } from "../meta/testing/helpers.js";
 import { pattern } from "../testing/helpers.js";
 import { CompressibilityProbe } from "./compressibility.js";
-import { ZSTD_LEVEL, zstdPays } from "./record.js";
+import { containerKeys, ZSTD_LEVEL, zstdPays } from "./record.js";
 
 const zstd = createRequire(import.meta.url)(
   "zstd-napi/binding",
@@ -109,6 +117,37 @@ describe("CompressibilityProbe", () => {
     expect(probe.worthTrying(new Uint8Array(0))).toBe(true);
     expect(probe.worthTrying(pattern("long enough", 1024))).toBe(false);
   });
+
+  it.skipIf(cryptoImplementation() !== "native")(
+    "decides as the native sealer's copy of it does (sealPlainRecords stops where it would try)",
+    () => {
+      const ck = containerKeys(domainKeys(masterKeyFromBytes(randomBytes(32)), newId()), newId());
+      const out = Buffer.alloc(60 + GRAIN + 16);
+      const grains = [
+        ...corpus().map((c) => c.grain),
+        ...Array.from({ length: 300 }, (_, k) => pattern(`agree ${k}`, GRAIN)),
+      ];
+      let skipped = 0;
+      for (const grain of grains) {
+        const sealed = sealPlainRecordsNative(
+          ck.key,
+          ck.containerIdBytes,
+          0,
+          grain,
+          GRAIN,
+          Buffer.alloc(32),
+          randomBytes(12),
+          out,
+          0,
+          true,
+        );
+        expect(sealed).toBe(probe.worthTrying(grain) ? 0 : 1);
+        skipped += sealed ?? 0;
+      }
+      expect(skipped).toBeGreaterThan(250); // both kinds were met
+      expect(skipped).toBeLessThan(grains.length - 30);
+    },
+  );
 
   it("judges each grain alone (the counts of the one before do not carry over)", () => {
     const p = new CompressibilityProbe();

@@ -9,11 +9,14 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Decompressor } from "zstd-napi";
 import {
   chunkFingerprint,
+  cryptoImplementation,
   type DomainKeys,
   domainKeys,
   idToBytes,
   masterKeyFromBytes,
   newId,
+  sealInto,
+  sealPlainRecordsNative,
   TAG_BYTES,
 } from "../../crypto/index.js";
 import { StorageError, StorageErrorCode } from "../../volume/errors.js";
@@ -27,10 +30,19 @@ import {
   FOOTER_BYTES,
   FormatError,
   RECORD_HEADER_BYTES,
+  recordAad,
   recordCrc,
+  writeRecordHeader,
 } from "./format.js";
 import { ContainerReader, readContainerHeader, readDirectory } from "./reader.js";
-import { containerKeys, newRecordCompressor, openRecord, sealRecords, zstdPays } from "./record.js";
+import {
+  containerKeys,
+  newRecordCompressor,
+  openRecord,
+  sealPackedRecords,
+  sealRecords,
+  zstdPays,
+} from "./record.js";
 import { type AppendResult, ContainerWriter, containerFileName } from "./writer.js";
 
 let dir: string;
@@ -115,6 +127,85 @@ describe("DirectoryBuilder (FORMAT.md §4)", () => {
 
   it("encodes an empty directory", () => {
     expect(decodeDirectory(new DirectoryBuilder(0).encode()).entries).toEqual([]);
+  });
+});
+
+describe("sealPackedRecords (grains back to back; incompressible runs sealed natively)", () => {
+  // The addon is built by `npm run build` (and by native.test.ts); without it only the fallback
+  // below runs, which must then be on purpose.
+  const native = cryptoImplementation() === "native";
+  it("runs with the native addon unless SANMUX_NATIVE_CRYPTO=0", () => {
+    expect(native || process.env.SANMUX_NATIVE_CRYPTO === "0").toBe(true);
+  });
+
+  it("makes records that open to the grains, zstd where it pays, from any base offset", () => {
+    const ck = containerKeys(keys, newId());
+    const kinds = (i: number) =>
+      i % 5 === 3 ? compressible(4096, i) : i % 7 === 6 ? Buffer.alloc(4096, i) : randomBytes(4096);
+    const grains = Array.from({ length: 40 }, (_, i) => kinds(i));
+    const data = Buffer.concat(grains);
+    const fps = Buffer.concat(grains.map((g) => fp(g)));
+    const base = 2 ** 32 + 123;
+    const into = Buffer.alloc(40 * (RECORD_HEADER_BYTES + 4096 + TAG_BYTES) + 5);
+    const sealed = sealPackedRecords(ck, base, data, 4096, fps, newRecordCompressor(), into);
+    expect(sealed.bytes.buffer).toBe(into.buffer);
+    let at = 0;
+    for (let i = 0; i < grains.length; i++) {
+      const stored = sealed.storedLengths[i]!;
+      const record = Buffer.from(sealed.bytes.subarray(at, at + RECORD_HEADER_BYTES + stored));
+      const opened = openRecord(ck, base + at, record, {
+        decompressor: new Decompressor(),
+        verifyFingerprint: true,
+        expectFingerprint: fp(grains[i]!),
+      });
+      expect(opened.equals(grains[i]!)).toBe(true);
+      expect(record.subarray(12, 44).equals(fp(grains[i]!))).toBe(true);
+      const compressed = i % 5 === 3 || i % 7 === 6;
+      expect(sealed.codecs[i]).toBe(compressed ? Codec.Zstd : Codec.None);
+      expect(stored < 4096 + TAG_BYTES).toBe(compressed);
+      at += RECORD_HEADER_BYTES + stored;
+    }
+    expect(at).toBe(sealed.bytes.length);
+  });
+
+  it.skipIf(!native)("seals a codec-none record byte for byte as the format functions do", () => {
+    const ck = containerKeys(keys, newId());
+    const grains = [randomBytes(4096), randomBytes(4096)];
+    const fps = Buffer.concat(grains.map((g) => fp(g)));
+    const nonces = randomBytes(24);
+    const base = 2 ** 40 + 9;
+    const out = Buffer.alloc(2 * (60 + 4096 + 16));
+    const n = sealPlainRecordsNative(
+      ck.key,
+      ck.containerIdBytes,
+      base,
+      Buffer.concat(grains),
+      4096,
+      fps,
+      nonces,
+      out,
+      0,
+      false,
+    );
+    expect(n).toBe(2);
+    const expected = Buffer.alloc(out.length);
+    for (let i = 0; i < 2; i++) {
+      const at = i * (60 + 4096 + 16);
+      const fingerprint = fps.subarray(i * 32, i * 32 + 32);
+      const nonce = nonces.subarray(i * 12, i * 12 + 12);
+      const aad = recordAad(ck.containerIdBytes, base + at, fingerprint, Codec.None, 0, 4096);
+      sealInto(expected, at + 60, ck.key, nonce, grains[i]!, aad);
+      writeRecordHeader(expected, at, {
+        codec: Codec.None,
+        flags: 0,
+        logicalLength: 4096,
+        storedLength: 4096 + 16,
+        fingerprint,
+        nonce,
+      });
+      expected.writeUInt32LE(recordCrc(expected.subarray(at, at + 60 + 4096 + 16)), at + 56);
+    }
+    expect(out.equals(expected)).toBe(true);
   });
 });
 

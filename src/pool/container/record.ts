@@ -11,10 +11,13 @@ import {
   type DomainKeys,
   FINGERPRINT_BYTES,
   idToBytes,
+  NONCE_BYTES,
   open,
   openInto,
   randomNonce,
+  randomNonces,
   sealInto,
+  sealPlainRecordsNative,
   TAG_BYTES,
 } from "../../crypto/index.js";
 import { CompressibilityProbe } from "./compressibility.js";
@@ -91,6 +94,11 @@ export class RecordCompressor {
    */
   compress(src: Uint8Array): Buffer | undefined {
     if (!this.probe.worthTrying(src)) return undefined;
+    return this.compressUnprobed(src);
+  }
+
+  /** `compress` of a grain the probe has judged already (worth trying). */
+  compressUnprobed(src: Uint8Array): Buffer {
     const bound = zstd.compressBound(src.length);
     if (this.out.length < bound) this.out = Buffer.allocUnsafeSlow(bound);
     return this.out.subarray(0, this.cctx.compress2(this.out, src));
@@ -142,6 +150,7 @@ function sealRecordInto(
   fingerprint: Uint8Array,
   grain: Uint8Array,
   compressor: RecordCompressor,
+  probed = false,
 ): { codec: Codec; storedLength: number } {
   const logicalLength = grain.length;
   if (logicalLength === 0 || logicalLength > MAX_LOGICAL_BYTES) {
@@ -152,7 +161,7 @@ function sealRecordInto(
   }
   let codec: Codec = Codec.None;
   let body: Uint8Array = grain;
-  const compressed = compressor.compress(grain);
+  const compressed = probed ? compressor.compressUnprobed(grain) : compressor.compress(grain);
   if (compressed !== undefined && zstdPays(logicalLength, compressed.length)) {
     codec = Codec.Zstd;
     body = compressed;
@@ -225,6 +234,72 @@ export function sealRecords(
     at += RECORD_HEADER_BYTES + r.storedLength;
     storedLengths[i] = r.storedLength;
     codecs[i] = r.codec;
+  }
+  return { bytes: out.subarray(0, at), storedLengths, codecs };
+}
+
+/** Nonces for `sealPackedRecords`' native runs (reused: filled afresh for every batch). */
+let packedNonces = Buffer.alloc(0);
+
+/**
+ * `sealRecords` of grains lying back to back in `data` (`grainBytes` each; fingerprint i at
+ * fps[32i..]), the form a worker's seal job has them in. Where the native addon is loaded, the
+ * grains that look incompressible (compressibility.ts, the same probe in C) are sealed by it a
+ * run at a time, whole records in one call (header, AES-256-GCM, CRC32C), and only the others
+ * go through zstd here: the same records `sealRecords` makes, less glue per grain.
+ */
+export function sealPackedRecords(
+  keys: ContainerKeys,
+  base: number,
+  data: Uint8Array,
+  grainBytes: number,
+  fps: Uint8Array,
+  compressor: RecordCompressor,
+  into?: Buffer,
+): SealedRecords {
+  const n = Math.floor(data.length / grainBytes);
+  if (n * grainBytes !== data.length || fps.length < n * FINGERPRINT_BYTES) {
+    throw new RangeError("sealPackedRecords: data and fps do not hold the same whole grains");
+  }
+  const plain = RECORD_HEADER_BYTES + grainBytes + TAG_BYTES;
+  const bound = n * plain;
+  if (into !== undefined && into.length < bound) {
+    throw new RangeError(`sealing ${n} grains needs ${bound} bytes, got ${into.length}`);
+  }
+  const out = into ?? Buffer.allocUnsafeSlow(bound); // own ArrayBuffer: transferable
+  const storedLengths = new Uint32Array(n);
+  const codecs = new Uint8Array(n);
+  if (packedNonces.length < n * NONCE_BYTES) packedNonces = Buffer.allocUnsafe(n * NONCE_BYTES);
+  const nonces = randomNonces(n, packedNonces);
+  let at = 0;
+  for (let i = 0; i < n; ) {
+    const sealed = sealPlainRecordsNative(
+      keys.key,
+      keys.containerIdBytes,
+      base + at,
+      data.subarray(i * grainBytes, n * grainBytes),
+      grainBytes,
+      fps.subarray(i * FINGERPRINT_BYTES, n * FINGERPRINT_BYTES),
+      nonces.subarray(i * NONCE_BYTES, n * NONCE_BYTES),
+      out,
+      at,
+      true,
+    );
+    if (sealed !== undefined) {
+      storedLengths.fill(grainBytes + TAG_BYTES, i, i + sealed);
+      codecs.fill(Codec.None, i, i + sealed);
+      at += sealed * plain;
+      i += sealed;
+      if (i >= n) break;
+    }
+    // Grain i: zstd may pay on it (or no addon: every grain comes here, probed by the compressor).
+    const fp = fps.subarray(i * FINGERPRINT_BYTES, (i + 1) * FINGERPRINT_BYTES);
+    const grain = data.subarray(i * grainBytes, (i + 1) * grainBytes);
+    const r = sealRecordInto(out, at, keys, base + at, fp, grain, compressor, sealed !== undefined);
+    at += RECORD_HEADER_BYTES + r.storedLength;
+    storedLengths[i] = r.storedLength;
+    codecs[i] = r.codec;
+    i++;
   }
   return { bytes: out.subarray(0, at), storedLengths, codecs };
 }
