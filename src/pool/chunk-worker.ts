@@ -50,22 +50,58 @@ import {
   sealPackedRecords,
   sealRecords,
 } from "./container/record.js";
+import type { ChunkEntry } from "./meta/codec.js";
+import { FpReader, type MetaDbs, type OpenEnvOptions, openDbs } from "./meta/dbs.js";
 
 export const GRAIN_BYTES = 4096;
 const FP_BYTES = 32;
+
+/**
+ * Where a fingerprint job looks its fingerprints up: the metadata environment (MetaStore
+ * `envOptions`, opened by the worker thread too: lmdb-js shares it between threads) and the
+ * domain's number in the index.
+ */
+export interface IndexLookup {
+  readonly env: OpenEnvOptions;
+  readonly domainId: number;
+}
 
 export interface FingerprintJob {
   readonly op: "fingerprint";
   readonly domain: string;
   /** Whole grains (a multiple of 4096 bytes); on a worker thread a view of shared memory. */
   readonly data: Uint8Array;
+  /** Also look the fingerprints up in the index (worker threads only: `found`). */
+  readonly index?: IndexLookup | undefined;
 }
+
+/** Numbers per grain in `FingerprintResult.found`. */
+export const FOUND_FIELDS = 5;
 
 export interface FingerprintResult {
   /** 32 bytes per grain; zeros for an all-zero grain. */
   readonly fps: Uint8Array;
   /** 1 for an all-zero grain. */
   readonly zero: Uint8Array;
+  /**
+   * With `index`: per grain, its fingerprint's index entry as FOUND_FIELDS numbers (container,
+   * offset, stored length, logical length, refcount), read in a snapshot taken after the job
+   * started; container −1 when not indexed (and for zero grains). `foundEntry` reads one.
+   */
+  readonly found?: Float64Array | undefined;
+}
+
+/** Entry `i` of `FingerprintResult.found`, or undefined when its fingerprint was not indexed. */
+export function foundEntry(found: Float64Array, i: number): ChunkEntry | undefined {
+  const at = i * FOUND_FIELDS;
+  if (found[at] === -1) return undefined;
+  return {
+    containerId: found[at]!,
+    offset: found[at + 1]!,
+    storedLength: found[at + 2]!,
+    logicalLength: found[at + 3]!,
+    refcount: found[at + 4]!,
+  };
 }
 
 /**
@@ -283,6 +319,11 @@ export function unpackOpenBatch(batch: OpenBatchJob, out: Uint8Array): OpenJob[]
 
 export type Job = FingerprintJob | OpenJob | SealJob | OpenBatchJob;
 
+/** Sent to each thread by JobRunner.close before it is terminated. */
+interface CloseJob {
+  readonly op: "close";
+}
+
 const ZERO = Buffer.alloc(GRAIN_BYTES);
 /** Largest pread buffer a thread keeps for its next job (larger runs get their own). */
 const SCRATCH_KEEP = 4 << 20;
@@ -294,6 +335,8 @@ export class Jobs {
   private readonly decompressor = new Decompressor();
   private compressor: RecordCompressor | undefined;
   private scratch: Buffer | undefined;
+  /** The metadata environment, opened for the first fingerprint job with `index`. */
+  private index: { path: string; dbs: MetaDbs; readers: Map<number, FpReader> } | undefined;
   private readonly aad = Buffer.alloc(64);
 
   constructor(private readonly master: KeyObject) {}
@@ -324,7 +367,53 @@ export class Jobs {
     const zero = new Uint8Array(n);
     const key = this.domainKeys(job.domain).fingerprintKey;
     chunkFingerprints(key, job.data.subarray(0, n * GRAIN_BYTES), GRAIN_BYTES, fps, zero);
-    return { fps, zero };
+    if (job.index === undefined) return { fps, zero };
+    return { fps, zero, found: this.lookUp(job.index, fps, zero) };
+  }
+
+  /**
+   * The index entries of the fingerprints (`FingerprintResult.found`), in a snapshot of this
+   * thread's that starts with the first read and ends with the job: no snapshot is kept between
+   * jobs (an old one would pin pages LMDB could reuse, and would miss later inserts).
+   */
+  private lookUp(index: IndexLookup, fps: Uint8Array, zero: Uint8Array): Float64Array {
+    if (this.index?.path !== index.env.path) {
+      this.closeIndex();
+      this.index = { path: index.env.path, dbs: openDbs(index.env), readers: new Map() };
+    }
+    const { dbs, readers } = this.index;
+    let reader = readers.get(index.domainId);
+    if (reader === undefined) {
+      reader = new FpReader(dbs.fp, index.domainId);
+      readers.set(index.domainId, reader);
+    }
+    const n = zero.length;
+    const found = new Float64Array(n * FOUND_FIELDS);
+    try {
+      for (let i = 0; i < n; i++) {
+        const at = i * FOUND_FIELDS;
+        const e = zero[i] === 1 ? undefined : reader.getAt(fps, i * FP_BYTES);
+        if (e === undefined) {
+          found[at] = -1;
+          continue;
+        }
+        found[at] = e.containerId;
+        found[at + 1] = e.offset;
+        found[at + 2] = e.storedLength;
+        found[at + 3] = e.logicalLength;
+        found[at + 4] = e.refcount;
+      }
+    } finally {
+      (dbs.root as unknown as { resetReadTxn(): void }).resetReadTxn();
+    }
+    return found;
+  }
+
+  /** Let go of this thread's handle of the metadata environment (the main thread's stays). */
+  closeIndex(): Promise<void> | undefined {
+    const index = this.index;
+    this.index = undefined;
+    return index === undefined ? undefined : Promise.resolve(index.dbs.root.close());
   }
 
   fingerprintGrains(domain: string, grains: readonly Uint8Array[]): FingerprintResult {
@@ -512,8 +601,13 @@ export class JobRunner {
    * Fingerprints of whole grains. For a worker they are copied into a buffer it may own (the
    * caller keeps its buffers); inline they are read where they are.
    */
-  async fingerprint(domain: string, grains: readonly Uint8Array[]): Promise<FingerprintResult> {
+  async fingerprint(
+    domain: string,
+    grains: readonly Uint8Array[],
+    index?: IndexLookup,
+  ): Promise<FingerprintResult> {
     if (this.lanes.length === 0 || grains.length < INLINE_BELOW) {
+      // Inline: no lookups here (`found` absent: the caller reads the index itself).
       return this.inline.fingerprintGrains(domain, grains);
     }
     // A large write (qemu-img convert sends 2 MiB, one at a time) is split over the threads.
@@ -522,19 +616,21 @@ export class JobRunner {
       parts.map(([from, to]) => {
         const held = this.arena.acquire((to - from) * GRAIN_BYTES);
         const data = gather(grains, from, to, held);
-        const job: FingerprintJob = { op: "fingerprint", domain, data };
+        const job: FingerprintJob = { op: "fingerprint", domain, data, index };
         return this.run<FingerprintResult>(job, []).finally(() => this.arena.release(held));
       }),
     );
     if (results.length === 1) return results[0]!;
     const fps = new Uint8Array(grains.length * FP_BYTES);
     const zero = new Uint8Array(grains.length);
+    const found = index === undefined ? undefined : new Float64Array(grains.length * FOUND_FIELDS);
     results.forEach((r, k) => {
       const from = parts[k]![0];
       fps.set(r.fps, from * FP_BYTES);
       zero.set(r.zero, from);
+      if (found !== undefined && r.found !== undefined) found.set(r.found, from * FOUND_FIELDS);
     });
-    return { fps, zero };
+    return found === undefined ? { fps, zero } : { fps, zero, found };
   }
 
   /**
@@ -761,8 +857,11 @@ export class JobRunner {
     if (lane === undefined) {
       return Promise.resolve().then(() => runJob(this.inline, job) as T);
     }
+    return this.runOn<T>(lane, job, transfer);
+  }
+
+  private runOn<T>(target: Lane, job: Job | CloseJob, transfer: ArrayBuffer[] = []): Promise<T> {
     const id = this.nextId++;
-    const target = lane;
     return new Promise<T>((resolve, reject) => {
       if (target.pending.size === 0) target.worker.ref();
       target.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
@@ -771,6 +870,10 @@ export class JobRunner {
   }
 
   async close(): Promise<void> {
+    // Each thread first lets go of its handle of the metadata environment (fingerprint jobs with
+    // an index), so that the environment is closed with the main thread's.
+    const closed = Promise.allSettled(this.lanes.map((l) => this.runOn<null>(l, { op: "close" })));
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 5000).unref())]);
     const lanes = this.lanes.splice(0);
     await Promise.all(lanes.map((l) => l.worker.terminate()));
   }
@@ -882,14 +985,21 @@ const data = workerData as { role?: string; master?: KeyObject } | null;
 if (!isMainThread && parentPort !== null && data?.role === WORKER_ROLE && data.master) {
   const jobs = new Jobs(data.master);
   const port = parentPort;
-  port.on("message", ({ id, job }: { id: number; job: Job }) => {
+  port.on("message", ({ id, job }: { id: number; job: Job | CloseJob }) => {
     try {
+      if (job.op === "close") {
+        const closing = jobs.closeIndex() ?? Promise.resolve();
+        closing.then(
+          () => port.postMessage({ id, result: null }),
+          (error: unknown) => port.postMessage({ id, error: (error as Error).message }),
+        );
+        return;
+      }
       if (job.op === "fingerprint") {
         const r = jobs.fingerprint(job);
-        port.postMessage({ id, result: r }, [
-          r.fps.buffer as ArrayBuffer,
-          r.zero.buffer as ArrayBuffer,
-        ]);
+        const transfer = [r.fps.buffer as ArrayBuffer, r.zero.buffer as ArrayBuffer];
+        if (r.found !== undefined) transfer.push(r.found.buffer as ArrayBuffer);
+        port.postMessage({ id, result: r }, transfer);
       } else if (job.op === "openBatch") {
         const r = openBatch(jobs, job);
         port.postMessage({ id, result: r }, [r.grains.buffer as ArrayBuffer]);

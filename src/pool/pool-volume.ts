@@ -52,6 +52,7 @@ import { StorageError, StorageErrorCode } from "../volume/errors.js";
 import type { BlockStatus, Volume, WriteOptions } from "../volume/volume.js";
 import type { ChunkStore } from "./chunk-store.js";
 import { asStorageError } from "./chunk-store.js";
+import { FOUND_FIELDS, foundEntry, type IndexLookup } from "./chunk-worker.js";
 import {
   type ChunkEntry,
   type ChunkLocation,
@@ -339,10 +340,25 @@ export class PoolVolume implements Volume {
     ) {
       return this.stageGrains(first, grains, lbaFrom);
     }
-    const { chunks } = this.ctx;
-    const { fps, zero } = await chunks.jobs.fingerprint(chunks.domainId(this.domain), grains);
+    const { chunks, store } = this.ctx;
+    // Taken before the job: the worker thread looks the fingerprints up after this (`found`).
+    const token = store.indexToken();
+    const { fps, zero, found } = await chunks.jobs.fingerprint(
+      chunks.domainId(this.domain),
+      grains,
+      this.indexLookup(),
+    );
     const freshBytes = admitted ? 0 : this.admit(first, zero);
-    const { updates, batch } = await this.prepareGrains(first, grains, zero, fps, lbaFrom);
+    const looked = found === undefined ? undefined : { found, token };
+    const { updates, batch } = await this.prepareGrains(
+      first,
+      grains,
+      zero,
+      fps,
+      lbaFrom,
+      undefined,
+      looked,
+    );
     let staged = false;
     try {
       const plaintext = copyPlaintext(grains, zero);
@@ -382,17 +398,27 @@ export class PoolVolume implements Volume {
         plaintext,
         freshBytes,
         prepare: async (inOrder) => {
-          const { chunks } = this.ctx;
+          const { chunks, store } = this.ctx;
           const nonZero = copies.filter((_, i) => zero[i] !== 1);
-          const found =
+          // Taken before the job: the worker thread looks the fingerprints up after this.
+          const token = store.indexToken();
+          const result =
             nonZero.length === 0
-              ? { fps: new Uint8Array(0) }
-              : await chunks.jobs.fingerprint(chunks.domainId(this.domain), nonZero);
-          // Back to one fingerprint slot per grain of the write (zero grains: no fingerprint),
+              ? { fps: new Uint8Array(0), found: undefined }
+              : await chunks.jobs.fingerprint(
+                  chunks.domainId(this.domain),
+                  nonZero,
+                  this.indexLookup(),
+                );
+          // Back to one slot per grain of the write (zero grains: no fingerprint, not found),
           // by runs of non-zero grains (not a subarray per grain).
-          let fps = found.fps;
+          let fps = result.fps;
+          let found = result.found;
           if (nonZero.length !== copies.length) {
             fps = new Uint8Array(copies.length * 32);
+            const spread =
+              found === undefined ? undefined : new Float64Array(copies.length * FOUND_FIELDS);
+            spread?.fill(-1);
             for (let i = 0, k = 0; i < copies.length; ) {
               if (zero[i] === 1) {
                 i++;
@@ -400,13 +426,19 @@ export class PoolVolume implements Volume {
               }
               let j = i;
               while (j < copies.length && zero[j] !== 1) j++;
-              fps.set(found.fps.subarray(k * 32, (k + j - i) * 32), i * 32);
+              fps.set(result.fps.subarray(k * 32, (k + j - i) * 32), i * 32);
+              spread?.set(
+                found!.subarray(k * FOUND_FIELDS, (k + j - i) * FOUND_FIELDS),
+                i * FOUND_FIELDS,
+              );
               k += j - i;
               i = j;
             }
+            found = spread;
           }
+          const looked = found === undefined ? undefined : { found, token };
           return inOrder((turnOver) =>
-            this.prepareGrains(first, copies, zero, fps, lbaFrom, turnOver),
+            this.prepareGrains(first, copies, zero, fps, lbaFrom, turnOver, looked),
           );
         },
       });
@@ -441,22 +473,32 @@ export class PoolVolume implements Volume {
     fps: Uint8Array,
     lbaFrom: number,
     placed?: () => void,
+    /**
+     * The index entries a worker thread found for the fingerprints (chunk-worker.ts `found`,
+     * FOUND_FIELDS numbers a grain) and the index token taken before its job; absent: read the
+     * index here.
+     */
+    looked?: { found: Float64Array; token: number | undefined },
   ): Promise<PreparedWrite> {
     const { store, chunks } = this.ctx;
     const updates: GrainUpdate[] = new Array(grains.length);
     const misses: { index: number; fingerprint: Buffer; grain: Buffer }[] = [];
     const heals: Heal[] = [];
     try {
-      // Taken before the lookups, in their turn: the map transaction uses the entries found
-      // instead of reading the index again while no GC claim or relocation ran in between.
-      const indexToken = store.indexToken();
+      // Taken before the lookups (here, or before the worker's job that made them): the map
+      // transaction uses the entries found instead of reading the index again while no GC
+      // claim or relocation ran in between.
+      const indexToken = looked === undefined ? store.indexToken() : looked.token;
       for (let i = 0; i < grains.length; i++) {
         if (zero[i] === 1) {
           updates[i] = grainUpdate(first + i, null, undefined, undefined, undefined);
           continue;
         }
         const fingerprint = Buffer.from(fps.buffer, fps.byteOffset + i * 32, 32);
-        const hit = store.lookupChunk(this.domain, fingerprint);
+        const hit =
+          looked === undefined
+            ? store.lookupChunk(this.domain, fingerprint)
+            : foundEntry(looked.found, i);
         if (hit !== undefined && chunks.reads.isDamaged(hit.containerId, hit.offset)) {
           // The write brings the content of a chunk scrub found damaged: store it afresh and
           // move the index to the new copy (heal) before anything maps to it.
@@ -803,6 +845,11 @@ export class PoolVolume implements Volume {
       });
     }
     return mask;
+  }
+
+  /** Where fingerprint jobs look this volume's fingerprints up (its domain's index). */
+  private indexLookup(): IndexLookup {
+    return { env: this.ctx.store.envOptions, domainId: this.domain };
   }
 
   private writeProtected(): StorageError {

@@ -588,4 +588,41 @@ describe("Pool: containers, damage and gc", () => {
     expect((await v.read(0, 2048)).equals(data)).toBe(true);
     expect((await v.read(3, 100)).equals(data.subarray(3 * 512, 103 * 512))).toBe(true);
   });
+
+  it.skipIf(!existsSync(distWorker))(
+    "dedups through the worker threads' index lookups (staged and FUA writes), then closes",
+    async () => {
+      const tp = await setup({ workers: 2, workerScript: distWorker });
+      const { pool } = tp;
+      const a = await pool.ensureVolume({ name: "a", size: 16 * MiB, blockSize: 4096 });
+      const b = await pool.ensureVolume({ name: "b", size: 16 * MiB, blockSize: 512 });
+      const f = await pool.ensureVolume({ name: "f", size: 16 * MiB, blockSize: 4096 });
+      const c = await pool.ensureVolume({
+        name: "c",
+        size: 16 * MiB,
+        blockSize: 4096,
+        domain: "private",
+      });
+      const data = pattern("looked up", 2 * MiB);
+      await a.write(0, data);
+      await pool.applyJournal(); // committed: a's chunks are in the index, none in flight
+      const one = pool.usage().pool.physicalBytes;
+      expect(one).toBeGreaterThanOrEqual(2 * MiB);
+      const onDisk = () => containerFiles(tp.dir).reduce((n, file) => n + statSync(file).size, 0);
+      const before = onDisk();
+      await b.write(64, data); // staged (write-back): found by the fingerprint jobs
+      await f.write(0, data, { fua: true }); // direct: found the same way
+      await pool.applyJournal();
+      expect(pool.usage().pool.physicalBytes).toBe(one);
+      expect(onDisk()).toBe(before); // not one record appended again
+      expect(pool.usage().pool.logicalBytes).toBe(6 * MiB);
+      await c.write(0, data); // another domain's index: stored again
+      await pool.applyJournal();
+      expect(pool.usage().pool.physicalBytes).toBe(2 * one);
+      expect((await b.read(64, 4096)).equals(data)).toBe(true);
+      expect((await f.read(0, 512)).equals(data)).toBe(true);
+      expect((await c.read(0, 512)).equals(data)).toBe(true);
+      await pool.close(); // the worker threads let go of the environment first
+    },
+  );
 });

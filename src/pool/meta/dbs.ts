@@ -50,8 +50,13 @@ export class FpReader {
 
   /** The entry of a fingerprint (16 bytes or more: the first 16 are used), if indexed. */
   get(fingerprint: Uint8Array): ChunkEntry | undefined {
+    return this.getAt(fingerprint, 0);
+  }
+
+  /** `get` of the fingerprint at fingerprints[from..] (no view made for it). */
+  getAt(fingerprints: Uint8Array, from: number): ChunkEntry | undefined {
     const key = this.key;
-    for (let i = 0, at = this.at; i < FINGERPRINT_BYTES; i++) key[at + i] = fingerprint[i]!;
+    for (let i = 0, at = this.at; i < FINGERPRINT_BYTES; i++) key[at + i] = fingerprints[from + i]!;
     const raw = this.db.getBinaryFast(key);
     return raw === undefined ? undefined : decodeChunk(raw);
   }

@@ -92,6 +92,7 @@ import {
   FpReader,
   type JournalState,
   type MetaDbs,
+  type OpenEnvOptions,
   openDbs,
   type ReadOpts,
   readContainer,
@@ -309,6 +310,8 @@ export class MetaStore {
   logMaps = true;
   private mapLogConfig: MapLogConfig | undefined;
   private noSync = false;
+  /** The options the environment was opened with (`envOptions`). */
+  private env: OpenEnvOptions = { path: "" };
   private checkpointing: Promise<unknown> | undefined;
   private stopCheckpoint = false;
   private checkpointWanted = false;
@@ -426,6 +429,11 @@ export class MetaStore {
         store.noSync = options.noSync === true;
         await store.reconcileMapLog(fresh);
       }
+      store.env = {
+        path: options.path,
+        noSync: options.noSync === true,
+        ...(options.mapSize !== undefined ? { mapSize: options.mapSize } : {}),
+      };
       // Last: nothing below can fail and leave the thread running on a closed environment.
       if (options.applyThread) {
         store.applyThread = JournalApplyThread.start(
@@ -1155,6 +1163,15 @@ export class MetaStore {
     }
     this.journalState.pending = this.dbs.journal.getCount();
     if (this.journalState.pending > 0) this.notifyJournal();
+  }
+
+  /**
+   * How this store's environment was opened: what another thread needs to open it too (lmdb-js
+   * shares one environment between the threads of a process), as the chunk workers do for their
+   * index lookups (chunk-worker.ts `IndexLookup`).
+   */
+  get envOptions(): OpenEnvOptions {
+    return this.env;
   }
 
   private resetReadTxn(): void {
