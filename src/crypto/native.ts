@@ -257,36 +257,19 @@ function state() {
   return loaded;
 }
 
+/** NativeCrypto.sealPlainRecords' arguments after the key. */
+type SealPlainRecordsArgs =
+  Parameters<NativeCrypto["sealPlainRecords"]> extends [Uint8Array, ...infer Rest] ? Rest : never;
+
 /**
- * Codec-none container records sealed by the addon (NativeCrypto.sealPlainRecords), or
- * undefined when it is not loaded: the caller seals them with aead.ts then.
+ * Codec-none container records sealed by the addon (NativeCrypto.sealPlainRecords, with the
+ * key's bytes), or undefined when it is not loaded: the caller seals them with aead.ts then.
  */
 export function sealPlainRecordsNative(
   key: KeyObject,
-  containerId: Uint8Array,
-  base: number,
-  data: Uint8Array,
-  grainBytes: number,
-  fps: Uint8Array,
-  nonces: Uint8Array,
-  out: Uint8Array,
-  outOffset: number,
-  probe: boolean,
+  ...args: SealPlainRecordsArgs
 ): number | undefined {
-  const native = state().native;
-  if (native === undefined) return undefined;
-  return native.sealPlainRecords(
-    rawKeyBytes(key),
-    containerId,
-    base,
-    data,
-    grainBytes,
-    fps,
-    nonces,
-    out,
-    outOffset,
-    probe,
-  );
+  return state().native?.sealPlainRecords(rawKeyBytes(key), ...args);
 }
 
 /** The addon's functions when it is loaded and sound in this thread, else undefined. */
