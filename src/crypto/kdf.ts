@@ -167,10 +167,10 @@ export function chunkFingerprints(
     native.hmacSha256Grains(rawKeyBytes(fingerprintKey), data, grainBytes, fps, zero);
     return;
   }
-  const empty = new Uint8Array(grainBytes);
+  const empty = Buffer.alloc(grainBytes);
   for (let i = 0; i < n; i++) {
     const grain = data.subarray(i * grainBytes, (i + 1) * grainBytes);
-    zero[i] = Buffer.from(empty.buffer).equals(grain) ? 1 : 0;
+    zero[i] = empty.equals(grain) ? 1 : 0;
     if (zero[i] === 0) {
       fps.set(createHmac("sha256", fingerprintKey).update(grain).digest(), i * FINGERPRINT_BYTES);
     }
